@@ -1,0 +1,352 @@
+"""Every message on the bus, as a versioned pydantic v2 model.
+
+Each model carries ``version`` (a Literal, so a payload from a future version is refused
+with a clear error instead of being half-understood) and forbids unknown fields.
+Request/reply handlers answer either their reply model or an ErrorReply.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TEXT = 200_000  # characters in a task text or a file: bigger payloads are refused
+MAX_FILES = 64
+
+
+def new_id(prefix: str = "") -> str:
+    """A short random id (task ids look like 't-3f9c2a1b7e6d')."""
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def now() -> float:
+    return time.time()
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+    version: Literal[1] = 1
+
+
+# --- errors ---------------------------------------------------------------------------
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str  # a code from shared.errors
+    message: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorReply(Message):
+    """Answer to any request that could not be served (invalid payload, queue full, ...)."""
+
+    error: ErrorInfo
+
+
+# --- tasks ------------------------------------------------------------------------------
+TaskKind = Literal["auto", "code", "reason", "evolve"]
+TaskStatus = Literal["queued", "routed", "running", "done", "failed", "timeout", "cancelled", "rejected"]
+FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "timeout", "cancelled", "rejected"})
+
+
+class FileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+    content: Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class TaskSubmit(Message):
+    """A user's task, published to the TASKS stream."""
+
+    task_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = Field(
+        default_factory=lambda: new_id("t-")
+    )
+    kind: TaskKind = "auto"
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    files: Annotated[list[FileIn], Field(max_length=MAX_FILES)] = Field(default_factory=list)
+    collection: str | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    max_tokens: Annotated[int, Field(gt=0, le=32_768)] | None = None
+    submitted_at: float = Field(default_factory=now)
+
+
+class SandboxRunSummary(BaseModel):
+    """What the CLI shows of one sandbox run (the full ExecResult is in the step record)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    status: str
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    wall_s: float = 0.0
+    isolation: str = ""
+
+
+class Attempt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    code: str
+    tests: str = ""
+    verdicts: list[SandboxRunSummary] = Field(default_factory=list)
+    passed: bool = False
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+class Citation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    start_line: int
+    end_line: int
+    score: float = 0.0
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    ttft_s: float | None = None
+
+
+class TaskResult(Message):
+    """The final answer of a task: published on its events subject and kept in the KV."""
+
+    task_id: str
+    trace_id: str = ""
+    status: TaskStatus
+    kind: TaskKind
+    answer: str = ""
+    code: str | None = None
+    tests: list[SandboxRunSummary] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    citations: list[Citation] = Field(default_factory=list)
+    files: list[FileIn] = Field(default_factory=list)  # edited files (new content)
+    diff: str = ""
+    error: ErrorInfo | None = None
+    usage: Usage = Field(default_factory=Usage)
+    submitted_at: float = 0.0
+    finished_at: float = Field(default_factory=now)
+
+
+class StepRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step_id: str
+    agent: str
+    status: TaskStatus = "queued"
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+
+
+class TaskState(Message):
+    """The router's record of a task in the task-state KV bucket."""
+
+    task: TaskSubmit
+    status: TaskStatus = "queued"
+    route: list[str] = Field(default_factory=list)  # agents, in order
+    steps: list[StepRecord] = Field(default_factory=list)
+    trace_id: str = ""
+    history: list[tuple[str, float]] = Field(default_factory=list)  # (status, at)
+    result: TaskResult | None = None
+    updated_at: float = Field(default_factory=now)
+
+
+EventType = Literal["status", "progress", "token", "result"]
+
+
+class TaskEvent(Message):
+    """One event of a task's live stream (core NATS, best effort; the KV is the truth)."""
+
+    task_id: str
+    type: EventType
+    status: TaskStatus | None = None
+    step: str | None = None  # which step/agent emits it
+    text: str = ""
+    result: TaskResult | None = None
+    at: float = Field(default_factory=now)
+
+
+class CancelRequest(Message):
+    task_id: str
+    reason: str = "cancelled by user"
+
+
+# --- agent jobs -------------------------------------------------------------------------
+class AgentJob(Message):
+    """One step of a task for one agent, published to the JOBS stream."""
+
+    task_id: str
+    step_id: str
+    agent: Literal["coder", "reasoner"]
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    files: list[FileIn] = Field(default_factory=list)
+    collection: str | None = None
+    context: str = ""  # output of earlier steps, e.g. retrieved passages or a sub-answer
+    deadline: float  # epoch seconds
+    max_tokens: int | None = None
+
+
+class StepResult(Message):
+    """An agent's answer to an AgentJob, published to the JOBS stream for the router."""
+
+    task_id: str
+    step_id: str
+    agent: str
+    status: Literal["done", "failed", "timeout", "cancelled"]
+    answer: str = ""
+    code: str | None = None
+    tests: list[SandboxRunSummary] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    citations: list[Citation] = Field(default_factory=list)
+    files: list[FileIn] = Field(default_factory=list)
+    diff: str = ""
+    error: ErrorInfo | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+# --- code-sandbox -----------------------------------------------------------------------
+SandboxStatus = Literal[
+    "ok", "runtime_error", "timeout", "memory_limit", "output_limit", "killed", "rejected", "internal_error"
+]
+
+
+class ExecLimits(BaseModel):
+    """Per-run limits. Values above the service's hard ceilings are clamped, never raised."""
+
+    model_config = ConfigDict(extra="forbid")
+    wall_s: Annotated[float, Field(gt=0)] = 10.0
+    cpu_s: Annotated[float, Field(gt=0)] = 5.0
+    memory_mb: Annotated[int, Field(gt=0)] = 256
+    processes: Annotated[int, Field(gt=0)] = 32
+    output_bytes: Annotated[int, Field(gt=0)] = 1_000_000
+    file_size_mb: Annotated[int, Field(gt=0)] = 16
+
+
+class ExecRequest(Message):
+    code: Annotated[str, Field(max_length=MAX_TEXT)]
+    files: Annotated[list[FileIn], Field(max_length=MAX_FILES)] = Field(default_factory=list)
+    stdin: Annotated[str, Field(max_length=MAX_TEXT)] = ""
+    test_code: Annotated[str, Field(max_length=MAX_TEXT)] | None = None  # appended after code
+    limits: ExecLimits = Field(default_factory=ExecLimits)
+    task_id: str | None = None
+
+
+class ExecResult(Message):
+    status: SandboxStatus
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    memory_peak_mb: float = 0.0
+    isolation: str = ""  # the tier used; "degraded" when run without full isolation
+    message: str = ""  # why rejected / internal error
+
+
+# --- retriever --------------------------------------------------------------------------
+class SearchFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path_prefix: str | None = None
+    language: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class SearchRequest(Message):
+    query: Annotated[str, Field(min_length=1, max_length=10_000)]
+    collection: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] = "default"
+    top_k: Annotated[int, Field(gt=0, le=100)] = 5
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+
+
+class SearchHit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    path: str
+    start_line: int
+    end_line: int
+    score: float
+    language: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+
+class SearchReply(Message):
+    hits: list[SearchHit] = Field(default_factory=list)
+    collection: str
+    seconds: float = 0.0
+
+
+class IngestDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    content: Annotated[str, Field(max_length=5_000_000)]
+    tags: list[str] = Field(default_factory=list)
+
+
+class IngestRequest(Message):
+    collection: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] = "default"
+    documents: list[IngestDocument] = Field(default_factory=list)
+    prune_missing: bool = False  # remove chunks of paths under `root` that are not in documents
+    root: str | None = None
+    job_id: str = Field(default_factory=lambda: new_id("ing-"))
+
+
+class IngestReply(Message):
+    job_id: str
+    collection: str
+    files: int = 0
+    chunks: int = 0
+    skipped: list[str] = Field(default_factory=list)
+    removed: int = 0
+    seconds: float = 0.0
+
+
+class EmbedRequest(Message):
+    texts: Annotated[list[Annotated[str, Field(max_length=100_000)]], Field(min_length=1, max_length=512)]
+
+
+class EmbedReply(Message):
+    model: str
+    dim: int
+    vectors: list[list[float]]
+
+
+# --- evaluator --------------------------------------------------------------------------
+class EvalRunRequest(Message):
+    run_id: str = Field(default_factory=lambda: new_id("ev-"))
+    suite: str
+    models: list[str] = Field(default_factory=list)
+    limit: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- health -----------------------------------------------------------------------------
+class HealthPing(Message):
+    pass
+
+
+class HealthReply(Message):
+    service: str
+    instance: str
+    pid: int
+    state: Literal["starting", "ready", "degraded", "stopping"] = "ready"
+    cpus: list[int] = Field(default_factory=list)
+    threads: int | None = None
+    model: str | None = None
+    queue_depth: int = 0
+    running: int = 0
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(Message):
+    source: str  # subject the message came from
+    reason: str
+    payload: str  # the raw payload (truncated)
+    at: float = Field(default_factory=now)

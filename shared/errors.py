@@ -1,0 +1,112 @@
+"""The syndicate's exception tree. Every error a caller can see has a place here and a
+stable ``code`` that travels in ErrorReply / TaskResult.error.
+
+    SyndicateError
+    ├── InvalidPayload            a message failed contract validation      (invalid_payload)
+    ├── ConfigError               bad settings or roster                    (config_error)
+    │   └── ModelUnavailable      model file missing or sha256 mismatch      (model_unavailable)
+    ├── BusError                  NATS unreachable, no responders, timeout   (bus_error)
+    ├── EngineError               llama.cpp generation failed                (engine_error)
+    │   ├── QueueFull             the model's bounded queue is full          (queue_full)
+    │   ├── DeadlineExceeded      a request passed its deadline              (timeout)
+    │   └── Cancelled             the task was cancelled                     (cancelled)
+    ├── SandboxError              code-sandbox could not run the program     (sandbox_error)
+    │   └── IsolationUnavailable  no isolation tier available on this host   (isolation_unavailable)
+    ├── RetrievalError            ingest/search failed                       (retrieval_error)
+    │   └── CollectionMismatch    embedder model/dim differs from the collection's (collection_mismatch)
+    └── RemoteError               a service answered with an ErrorReply      (the remote code)
+"""
+
+from __future__ import annotations
+
+
+class SyndicateError(Exception):
+    """Base of every error the syndicate raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str = "", *, detail: dict | None = None) -> None:
+        super().__init__(message or self.__class__.__name__)
+        self.message = message or self.__class__.__name__
+        self.detail = detail or {}
+
+
+class InvalidPayload(SyndicateError):
+    code = "invalid_payload"
+
+
+class ConfigError(SyndicateError):
+    code = "config_error"
+
+
+class ModelUnavailable(ConfigError):
+    code = "model_unavailable"
+
+
+class BusError(SyndicateError):
+    code = "bus_error"
+
+
+class EngineError(SyndicateError):
+    code = "engine_error"
+
+
+class QueueFull(EngineError):
+    code = "queue_full"
+
+
+class DeadlineExceeded(EngineError):
+    code = "timeout"
+
+
+class Cancelled(EngineError):
+    code = "cancelled"
+
+
+class SandboxError(SyndicateError):
+    code = "sandbox_error"
+
+
+class IsolationUnavailable(SandboxError):
+    code = "isolation_unavailable"
+
+
+class RetrievalError(SyndicateError):
+    code = "retrieval_error"
+
+
+class CollectionMismatch(RetrievalError):
+    code = "collection_mismatch"
+
+
+class RemoteError(SyndicateError):
+    """A service answered a request with an ErrorReply; ``code`` is the remote code."""
+
+    def __init__(self, code: str, message: str, *, detail: dict | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.code = code
+
+
+_BY_CODE: dict[str, type[SyndicateError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidPayload, ConfigError, ModelUnavailable, BusError, EngineError, QueueFull,
+        DeadlineExceeded, Cancelled, SandboxError, IsolationUnavailable, RetrievalError,
+        CollectionMismatch,
+    )
+}
+
+
+def error_from_code(code: str, message: str, detail: dict | None = None) -> SyndicateError:
+    """Rebuild the local exception for a remote error code (RemoteError when unknown)."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return RemoteError(code, message, detail=detail)
+    return cls(message, detail=detail)
+
+
+__all__ = [
+    "BusError", "Cancelled", "CollectionMismatch", "ConfigError", "DeadlineExceeded",
+    "EngineError", "InvalidPayload", "IsolationUnavailable", "ModelUnavailable", "QueueFull",
+    "RemoteError", "RetrievalError", "SandboxError", "SyndicateError", "error_from_code",
+]

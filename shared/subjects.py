@@ -1,0 +1,67 @@
+"""Every NATS subject, stream, consumer and bucket name the syndicate uses.
+
+Durable work goes through JetStream streams; request/reply and broadcast use core
+NATS. Nothing else in the code base spells a subject.
+"""
+
+from __future__ import annotations
+
+PREFIX = "syndicate"
+
+# --- JetStream: durable work -------------------------------------------------------
+TASKS_STREAM = "SYNDICATE_TASKS"
+TASK_SUBMIT = f"{PREFIX}.task.submit"  # TaskSubmit; consumed by the router
+
+JOBS_STREAM = "SYNDICATE_JOBS"
+JOB_PREFIX = f"{PREFIX}.job"
+JOB_CODER = f"{JOB_PREFIX}.coder"  # AgentJob for coder-agent
+JOB_REASONER = f"{JOB_PREFIX}.reasoner"  # AgentJob for reasoner-agent
+STEP_RESULT = f"{JOB_PREFIX}.result"  # StepResult from any agent; consumed by the router
+
+INGEST_STREAM = "SYNDICATE_INGEST"
+INGEST_JOB = f"{PREFIX}.ingest.job"  # IngestRequest; consumed by the retriever
+
+EVAL_STREAM = "SYNDICATE_EVAL"
+EVAL_RUN = f"{PREFIX}.eval.run"  # EvalRunRequest; consumed by the evaluator
+
+DEAD_LETTER_STREAM = "SYNDICATE_DLQ"
+DEAD_LETTER = f"{PREFIX}.dlq"  # DeadLetter records: f"{DEAD_LETTER}.{source}"
+
+# Durable consumer names (one per consuming service; copies share it).
+ROUTER_TASKS_DURABLE = "router-tasks"
+ROUTER_RESULTS_DURABLE = "router-results"
+CODER_DURABLE = "coder-agent"
+REASONER_DURABLE = "reasoner-agent"
+RETRIEVER_INGEST_DURABLE = "retriever-ingest"
+EVALUATOR_DURABLE = "evaluator"
+
+# --- Key-value buckets -------------------------------------------------------------
+TASK_STATE_BUCKET = "syndicate_tasks"  # task_id -> TaskState JSON
+
+# --- Core NATS: request/reply (queue groups) and broadcast -------------------------
+SANDBOX_EXEC = f"{PREFIX}.sandbox.exec"  # ExecRequest -> ExecResult
+RETRIEVER_SEARCH = f"{PREFIX}.retriever.search"  # SearchRequest -> SearchReply
+RETRIEVER_INGEST = f"{PREFIX}.retriever.ingest"  # IngestRequest -> IngestReply (small ingests)
+RETRIEVER_EMBED = f"{PREFIX}.retriever.embed"  # EmbedRequest -> EmbedReply
+TASK_CANCEL = f"{PREFIX}.task.cancel"  # CancelRequest, broadcast to router and every agent
+HEALTH_PING = f"{PREFIX}.health.ping"  # HealthPing, broadcast; every instance replies HealthReply
+
+
+def task_events(task_id: str) -> str:
+    """Subject where the router and agents publish a task's TaskEvent stream."""
+    return f"{PREFIX}.task.events.{task_id}"
+
+
+def dead_letter(source: str) -> str:
+    """Dead-letter subject for messages that failed validation or exhausted redelivery."""
+    return f"{DEAD_LETTER}.{source}"
+
+
+def job_subject(agent: str) -> str:
+    """JetStream subject of an agent's job queue (agent: 'coder' or 'reasoner')."""
+    return f"{JOB_PREFIX}.{agent}"
+
+
+# Queue groups: running N copies of a service scales it out with no code change.
+QUEUE_SANDBOX = "code-sandbox"
+QUEUE_RETRIEVER = "retriever"
