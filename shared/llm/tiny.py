@@ -112,6 +112,7 @@ def write_tiny_model(path: str | Path, spec: TinySpec | None = None) -> Path:
     w.add_eos_token_id(tokens.index("<|im_end|>"))
     w.add_add_bos_token(False)
     w.add_add_eos_token(False)
+    w.add_add_space_prefix(False)
     w.add_chat_template(CHATML_TEMPLATE)
 
     def mat(rows: int, cols: int, scale: float) -> np.ndarray:
