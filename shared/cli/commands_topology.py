@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -70,7 +71,13 @@ def _render(console: Console, topology: Topology, plan: PlacementPlan) -> None:
             extra,
         )
     table.add_row(
-        "shared", "", format_cpus(plan.shared_cpus) or "(float)", "", "", "", "nats, retriever, sandbox"
+        "shared",
+        "",
+        format_cpus(plan.shared_cpus) or "(float)",
+        "",
+        "",
+        "",
+        "nats, retriever, sandbox",
     )
     console.print(table)
     for note in plan.notes + list(topology.notes):
@@ -78,15 +85,18 @@ def _render(console: Console, topology: Topology, plan: PlacementPlan) -> None:
 
 
 def topology(
-    sysfs: Path = typer.Option(Path("/"), "--sysfs", help="Root of the sysfs tree to read."),
-    roles: str | None = typer.Option(
-        None, "--roles", help="name=weight[:min_cores],... (default: coder=2,reasoner=2,router=0.5)"
+    sysfs: Annotated[Path, typer.Option("--sysfs", help="Root of the sysfs tree to read.")] = Path(
+        "/"
     ),
-    shared_cores: int | None = typer.Option(
-        None, "--shared-cores", help="Cores reserved for sandbox/retriever/NATS (default: auto)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
-    compose: bool = typer.Option(False, "--compose", help="Print a compose.yaml cpuset snippet."),
+    roles: Annotated[
+        str | None,
+        typer.Option(help="name=weight[:min_cores],... (default: coder=2,reasoner=2,router=0.5)"),
+    ] = None,
+    shared_cores: Annotated[
+        int | None, typer.Option(help="Cores reserved for sandbox/retriever/NATS (default: auto).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    compose: Annotated[bool, typer.Option(help="Print a compose.yaml cpuset snippet.")] = False,
 ) -> None:
     """Show the CPU's L3 groups (CCX/CCD) and which cores each agent gets."""
     try:

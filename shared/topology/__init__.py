@@ -1,7 +1,7 @@
 """CPU topology discovery and the placement planner (which cores each agent owns).
 
-    from shared.topology import discover, plan_placement
-    plan = plan_placement(discover(), {"coder": RoleSpec(weight=2)})
+from shared.topology import discover, plan_placement
+plan = plan_placement(discover(), {"coder": RoleSpec(weight=2)})
 """
 
 from shared.topology.discovery import Topology, discover

@@ -133,9 +133,7 @@ def discover(root: str | Path = "/", allowed: set[int] | None = None) -> Topolog
     if online_text:
         online = parse_cpus(online_text)
     else:
-        online = sorted(
-            int(p.name[3:]) for p in cpu_base.glob("cpu[0-9]*") if p.name[3:].isdigit()
-        )
+        online = sorted(int(p.name[3:]) for p in cpu_base.glob("cpu[0-9]*") if p.name[3:].isdigit())
     if allowed is None and root.resolve() == Path("/"):
         allowed = set(os.sched_getaffinity(0))
     if allowed is not None:

@@ -389,9 +389,7 @@ def _split_groups(
             free[g] = free[g][len(grab) :]
         agent_cores[r] = sorted(got)
         spanned = topology.groups_of([c for core in got for c in core])
-        notes.append(
-            f"{r}: its {b} cores span L3 groups {spanned} (no single group had {b} free)"
-        )
+        notes.append(f"{r}: its {b} cores span L3 groups {spanned} (no single group had {b} free)")
     shared = sorted(core for g in free for core in free[g])
     return agent_cores, shared
 
