@@ -319,14 +319,10 @@ def _whole_groups(
     size = sizes.pop()
     shared_groups = max(1, round(reserve / size)) if reserve else 0
     seats_total = len(groups) - shared_groups
-    seats = {r: math.ceil(mins[r] / size) for r in order}
-    if sum(seats.values()) > seats_total:
+    least = {r: math.ceil(mins[r] / size) for r in order}
+    if sum(least.values()) > seats_total:
         return None
-    # D'Hondt: each further group goes to the role with the highest weight per group it
-    # would hold; monotone, so a bigger model never gets fewer groups.
-    for _ in range(seats_total - sum(seats.values())):
-        best = min(order, key=lambda r: (-roles[r].weight / (seats[r] + 1), order.index(r)))
-        seats[best] += 1
+    seats = _proportional(seats_total, roles, order, least)
 
     free: dict[int, list[int]] = {}
     for g in groups:
@@ -397,8 +393,8 @@ def _split_groups(
 def _proportional(
     total: int, roles: dict[str, RoleSpec], order: list[str], mins: dict[str, int]
 ) -> dict[str, int]:
-    """Split ``total`` cores by weight (largest remainder), each role at least its
-    minimum. Monotone in weight when minimums are equal."""
+    """Split ``total`` units (cores or L3 groups) by weight, largest remainder first,
+    each role at least its minimum. Monotone in weight when minimums are equal."""
     budgets: dict[str, int] = {}
     active = list(order)
     remaining = total
