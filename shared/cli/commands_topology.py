@@ -57,27 +57,27 @@ def _render(console: Console, topology: Topology, plan: PlacementPlan) -> None:
     console.print(groups)
 
     table = Table(title=f"Placement plan ({plan.mode})")
-    for col in ("role", "weight", "cpus", "cores", "threads", "L3 groups", "env"):
+    for col in ("role", "weight", "cpus", "cores", "threads", "L3 groups", "NUMA"):
         table.add_column(col)
     for role, a in plan.agents.items():
-        extra = " ".join(f"{k}={v}" for k, v in a.env.items() if k.startswith("OMP_WAIT"))
         table.add_row(
-            role,
+            role if a.exclusive else f"{role} (shares its core)",
             f"{a.weight:g}",
             format_cpus(a.cpus),
             str(a.cores),
             str(a.threads),
             ",".join(map(str, a.l3_groups)),
-            extra,
+            ",".join(map(str, a.numa_nodes)),
         )
+    shared_cores = topology.physical_cores(plan.shared_cpus)
     table.add_row(
-        "shared",
+        "shared services",
         "",
         format_cpus(plan.shared_cpus) or "(float)",
-        "",
-        "",
-        "",
-        "nats, retriever, sandbox",
+        str(shared_cores or ""),
+        plan.shared_env.get("OMP_NUM_THREADS", ""),
+        ",".join(map(str, topology.groups_of(plan.shared_cpus))),
+        ",".join(map(str, topology.nodes_of(plan.shared_cpus))),
     )
     console.print(table)
     for note in plan.notes + list(topology.notes):

@@ -4,8 +4,9 @@ and which cores stay for the shared services (code-sandbox, retriever, NATS).
 Rules, in order of importance:
 
 1. Never oversubscribe: no physical core in two agents, threads = physical cores owned
-   (SMT siblings of a core go to the same agent and add no thread). Measured on a 2-core
-   box: two unpinned llama.cpp processes with 2 threads each fall to 0.41 tok/s each.
+   (SMT siblings of a core go to the same agent and add no thread), OpenMP waits that
+   sleep (OMP_WAIT_POLICY=PASSIVE). Measured on a 2-core box: two unpinned llama.cpp
+   processes with 2 threads each fall to 0.41 tok/s each.
 2. Keep an agent inside one L3 group (CCX/CCD) whenever its share fits in one.
 3. Bigger models (larger ``weight``) get at least as many cores, and whole L3 groups
    when there are enough groups.
@@ -200,11 +201,7 @@ def plan_placement(
         placed = _split_groups(topology, roles, order, mins, reserve, notes)
     agent_cores, shared = placed
 
-    floating = not shared
-    agents = {
-        r: _agent(topology, roles[r], cores, exclusive=True, floating=floating)
-        for r, cores in ((r, agent_cores[r]) for r in order)
-    }
+    agents = {r: _agent(topology, roles[r], agent_cores[r], exclusive=True) for r in order}
     shared_cpus = sorted(c for core in shared for c in core)
     notes += _uneven_ties(agents, order)
     return PlacementPlan(
@@ -219,15 +216,19 @@ def plan_placement(
 Cores = list[tuple[int, ...]]
 
 
-def _agent(
-    topology: Topology, spec: RoleSpec, cores: Cores, *, exclusive: bool, floating: bool
-) -> AgentPlacement:
+def _agent(topology: Topology, spec: RoleSpec, cores: Cores, *, exclusive: bool) -> AgentPlacement:
     cpus = sorted(c for core in cores for c in core)
     threads = len(cores)
-    env = {"SYNDICATE_CPUS": format_cpus(cpus), "OMP_NUM_THREADS": str(threads)}
-    # Threads that wait on a core someone else also runs on must sleep, not spin.
-    if not exclusive or (floating and threads > 1):
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    # Waiting OpenMP threads sleep instead of spinning: even on its own cores an agent
+    # shares them with its event loop and NATS client (and on a VM, with the host). On
+    # the loaded 2-core dev VM one pinned 2-thread llama.cpp process made 3.5-7 tok/s
+    # with the default policy and 33 tok/s with PASSIVE; a sleeping wait costs microseconds
+    # per token, far below a token's milliseconds.
+    env = {
+        "SYNDICATE_CPUS": format_cpus(cpus),
+        "OMP_NUM_THREADS": str(threads),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     return AgentPlacement(
         cpus=cpus,
         threads=threads,
@@ -277,9 +278,7 @@ def _share_cores(
     agents: dict[str, AgentPlacement] = {}
     for i, names in enumerate(members):
         for r in names:
-            agents[r] = _agent(
-                topology, roles[r], [topology.cores[i]], exclusive=len(names) == 1, floating=True
-            )
+            agents[r] = _agent(topology, roles[r], [topology.cores[i]], exclusive=len(names) == 1)
             # One thread even if the core has SMT siblings: the core is already shared.
             agents[r].threads = 1
             agents[r].env["OMP_NUM_THREADS"] = "1"

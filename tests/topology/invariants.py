@@ -22,6 +22,7 @@ def check_plan(topo: Topology, roles: dict[str, RoleSpec], plan: PlacementPlan) 
         assert 1 <= a.threads <= a.cores
         assert parse_cpus(a.env["SYNDICATE_CPUS"]) == a.cpus
         assert a.env["OMP_NUM_THREADS"] == str(a.threads)
+        assert a.env["OMP_WAIT_POLICY"] == "PASSIVE"
         assert a.l3_groups == topo.groups_of(a.cpus)
 
     if len(topo.cores) < len(roles):
@@ -33,8 +34,6 @@ def check_plan(topo: Topology, roles: dict[str, RoleSpec], plan: PlacementPlan) 
             assert a.cores == 1 and a.threads == 1
             others = [r for r in plan.agents if r != role and plan.agents[r].cpus == a.cpus]
             assert a.exclusive == (not others)
-            if others:
-                assert a.env["OMP_WAIT_POLICY"] == "PASSIVE"
         return
 
     for (r1, a1), (r2, a2) in combinations(plan.agents.items(), 2):

@@ -35,7 +35,11 @@ def test_epyc_7502p_default_plan(epyc):
     assert format_cpus(plan.shared_cpus) == "28-31,60-63"  # CCX 7
     assert [plan.agents[r].threads for r in ("coder", "reasoner", "router")] == [12, 12, 4]
     assert plan.agents["router"].l3_groups == [6]
-    assert plan.env_for("coder") == {"SYNDICATE_CPUS": "0-11,32-43", "OMP_NUM_THREADS": "12"}
+    assert plan.env_for("coder") == {
+        "SYNDICATE_CPUS": "0-11,32-43",
+        "OMP_NUM_THREADS": "12",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     assert plan.shared_env["SYNDICATE_CPUS"] == "28-31,60-63"
     assert plan.notes == []
 
