@@ -196,8 +196,20 @@ class Box:
         self.spawned_at = 0.0
 
     # --- life cycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the box off the event loop (fork, exec and cgroup set-up take a few ms)."""
+        await asyncio.to_thread(self.spawn)
+        self.watch()
+
+    def watch(self) -> None:
+        """Register for the box's exit (on the loop thread, after ``spawn``)."""
+        assert self.proc is not None
+        self.exit = self.cfg.reaper.wait(self.proc.pid)
+        for name in ("stdin", "stdout", "stderr", "status"):
+            os.set_blocking(self._fds[name], False)
+
     def spawn(self) -> None:
-        """Start the box; it waits for its request on stdin. Raises SandboxError."""
+        """Start the process (any thread); it waits for its request on stdin. Raises SandboxError."""
         cfg, s = self.cfg, self.cfg.settings
         ceil = s.ceilings
         to_close: list[int] = []
@@ -233,7 +245,6 @@ class Box:
                 cwd=cwd, env=env, start_new_session=True,
                 preexec_fn=make_preexec(self.cgroup.procs_files if self.cgroup else [], cfg.drop_uid, nproc),
             )
-            self.exit = cfg.reaper.wait(self.proc.pid)
             self.spawned_at = time.monotonic()
         except Exception as exc:
             self._close_fds()
@@ -243,8 +254,6 @@ class Box:
             for fd in to_close:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        for name in ("stdin", "stdout", "stderr", "status"):
-            os.set_blocking(self._fds[name], False)
 
     def kill(self, reason: str) -> None:
         """Stop the run now; the first reason given is the one reported."""

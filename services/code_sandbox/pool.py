@@ -99,9 +99,8 @@ class BoxPool:
             box = self._take_warm()
             if box is None:
                 box = Box(self.cfg)
-                box.spawn()
+                await box.start()
             self._active.add(box)
-            self._refill()
             result = await box.run(req, limits)
             if self.cfg.tier == DEGRADED:
                 result.isolation = DEGRADED
@@ -114,6 +113,9 @@ class BoxPool:
                 self._active.discard(box)
                 box.destroy()
             self._sem.release()
+            # Refill after the run, not during it: a starting box costs ~20 ms of CPU that
+            # would otherwise compete with the program being timed.
+            self._refill()
 
     def _take_warm(self) -> Box | None:
         while self._warm:
@@ -136,12 +138,14 @@ class BoxPool:
         while not self._closed and len(self._warm) < self.settings.sandbox_warm_pool:
             box = Box(self.cfg)
             try:
-                box.spawn()
+                await box.start()
             except SandboxError as exc:
                 log.warning("warm box failed to start: %s", exc)
                 return
+            if self._closed:
+                await box.discard()
+                return
             self._warm.append(box)
-            await asyncio.sleep(0)
 
     async def close(self) -> None:
         """Stop running boxes, drop warm ones, remove the cgroup subtree."""

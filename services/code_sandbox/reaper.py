@@ -36,6 +36,9 @@ class ChildReaper:
         self._signal = False
         self._tick: asyncio.TimerHandle | None = None
         self.orphans_reaped = 0
+        # Statuses of pids nobody waited for yet (a box spawned in a thread may exit
+        # before its waiter is registered); bounded, oldest dropped.
+        self._unclaimed: dict[int, tuple[int, Any]] = {}
 
     def install(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start listening (SIGCHLD in the main thread; else a short poll)."""
@@ -68,6 +71,10 @@ class ChildReaper:
     def wait(self, pid: int) -> asyncio.Future[tuple[int, Any]]:
         """Future of ``pid``'s (raw wait status, rusage or None); register right after spawning."""
         assert self._loop is not None, "install() first"
+        if pid in self._unclaimed:
+            fut = self._loop.create_future()
+            fut.set_result(self._unclaimed.pop(pid))
+            return fut
         fut = self._waiters.get(pid)
         if fut is None:
             fut = self._waiters[pid] = self._loop.create_future()
@@ -78,6 +85,9 @@ class ChildReaper:
         fut = self._waiters.pop(pid, None)
         if fut is None:
             self.orphans_reaped += 1
+            self._unclaimed[pid] = (status, usage)
+            while len(self._unclaimed) > 256:
+                self._unclaimed.pop(next(iter(self._unclaimed)))
         elif not fut.done():
             fut.set_result((status, usage))
 
