@@ -82,9 +82,14 @@ def bwrap_argv(cfg: BoxConfig, *, seccomp_fd: int | None, status_fd: int) -> lis
             argv += ["--symlink", os.readlink(p), f"/{top}"]
         elif p.is_dir():
             argv += ["--ro-bind", str(p), f"/{top}"]
+    scratch = str(s.sandbox_scratch_mb * 1024 * 1024)
     argv += [
         "--proc", "/proc", "--dev", "/dev",
-        "--size", str(s.sandbox_scratch_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp",
+        # the only writable places: sized tmpfs scratch and /dev/shm (multiprocessing needs it);
+        # the box's root and /dev are tmpfs too, read-only once set up
+        "--size", scratch, "--perms", "1777", "--tmpfs", "/tmp",
+        "--size", scratch, "--perms", "1777", "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev", "--remount-ro", "/",
         "--chdir", "/tmp",
         "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
         "--setenv", "LANG", "C.UTF-8", "--setenv", "USER", "sandbox", "--setenv", "TMPDIR", "/tmp",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import PurePosixPath
 
 from services.code_sandbox.box import Box, BoxConfig
 from services.code_sandbox.reaper import ChildReaper, become_subreaper
@@ -19,6 +20,17 @@ from shared.errors import IsolationUnavailable, SandboxError
 log = logging.getLogger(__name__)
 
 
+def bad_file_path(req: ExecRequest) -> str | None:
+    """Why an extra file's path is unacceptable (absolute, escaping the scratch dir), or None."""
+    for f in req.files:
+        parts = PurePosixPath(f.path).parts
+        if f.path.startswith("/") or ".." in parts or not parts or "\0" in f.path:
+            return f"file path {f.path!r} must be relative and stay inside the scratch directory"
+        if f.path == "main.py":
+            return "file path 'main.py' is reserved for the program itself"
+    return None
+
+
 class BoxPool:
     """The sandbox core, testable without NATS."""
 
@@ -26,6 +38,7 @@ class BoxPool:
                  subreaper: bool = False):
         self.settings = settings or SandboxSettings()
         self.host = host
+        self._own_host = host is None  # tear down its cgroup subtree on close
         self.subreaper = subreaper
         self.reaper = ChildReaper(reap_orphans=subreaper)
         self._sem = asyncio.Semaphore(self.settings.sandbox_concurrency)
@@ -88,6 +101,8 @@ class BoxPool:
             return ExecResult(status="internal_error", message="sandbox not started", isolation=self.tier)
         if not self.allowed:
             return ExecResult(status="rejected", isolation=self.tier, message=self._refusal())
+        if (bad := bad_file_path(req)) is not None:
+            return ExecResult(status="rejected", isolation=self.tier, message=bad)
         limits = clamp_limits(req.limits, self.settings.ceilings)
         self.waiting += 1
         try:
@@ -163,5 +178,5 @@ class BoxPool:
                 break
             await asyncio.sleep(0.01)
         self.reaper.close()
-        if self.host is not None and self.host.cgroups is not None:
+        if self._own_host and self.host is not None and self.host.cgroups is not None:
             self.host.cgroups.teardown()
