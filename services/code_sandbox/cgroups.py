@@ -3,7 +3,7 @@
 Works on cgroup v1 (``/sys/fs/cgroup/{memory,pids,cpu,cpuacct}``), on v2 where the
 unified tree offers the controllers, and on hybrids like this machine (v1 controllers
 plus a controller-less v2 tree whose ``cgroup.kill`` and ``cpu.stat`` still work). A run's
-groups live at ``<mount>/<name>/i-<service pid>/<run id>`` in every hierarchy used, so a
+groups live at ``<mount>/<name>/i-<service pid>-<random>/<run id>`` in every hierarchy used, so a
 restarted service can find and remove what a killed one left (``sweep_stale``).
 
 The child joins its groups itself, before exec (``procs_files``), so nothing it forks
@@ -91,7 +91,8 @@ class CgroupTree:
     def __init__(self, layout: CgroupLayout, name: str = "syndicate-sandbox", instance: str | None = None):
         self.layout = layout
         self.name = name
-        self.instance = instance or f"i-{os.getpid()}"
+        # unique per tree; the pid in the name lets a later service sweep a dead one's groups
+        self.instance = instance or f"i-{os.getpid()}-{os.urandom(3).hex()}"
         self.roots: list[Path] = []  # <mount>/<name>/<instance> per hierarchy
 
     def _mounts(self) -> list[Path]:
@@ -125,7 +126,7 @@ class CgroupTree:
             for inst in base.iterdir():
                 if not inst.is_dir() or not inst.name.startswith("i-") or inst.name == self.instance:
                     continue
-                pid = inst.name[2:]
+                pid = inst.name.split("-")[1] if inst.name.count("-") >= 1 else ""
                 if pid.isdigit() and Path(f"/proc/{pid}").exists():
                     continue
                 removed += remove_tree(inst)
