@@ -45,19 +45,6 @@ def language_for(path: str) -> str:
     return LANGUAGES.get(p.suffix.lower()) or _NAMES.get(p.name, "")
 
 
-def looks_binary(data: bytes) -> bool:
-    """True for content that is not UTF-8 text (NUL bytes or undecodable)."""
-    head = data[:8192]
-    if b"\x00" in head:
-        return True
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the 8 KiB boundary is still text.
-        return exc.start < len(head) - 4
-    return False
-
-
 @dataclass(frozen=True)
 class Chunk:
     path: str

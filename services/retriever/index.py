@@ -31,6 +31,11 @@ def under_root(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
+def _cosine(a: Vector, b: Vector) -> float:
+    """Both vectors are unit length: the dot product is the cosine."""
+    return float(sum(x * y for x, y in zip(a, b, strict=True)))
+
+
 class DocumentIndex:
     def __init__(
         self,
@@ -172,6 +177,9 @@ class DocumentIndex:
 
     # --- search -------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> SearchReply:
+        """Top-k chunks for a query. Hits are ranked by the fused dense + BM25 ranking
+        (dense only with ``hybrid=False``); ``score`` is always the cosine similarity of the
+        query and chunk embeddings, so a consumer's relevance threshold means one thing."""
         t0 = time.perf_counter()
         self._check(request.collection, create=False)
         dense = self.embedder.embed([request.query])[0]
@@ -185,7 +193,7 @@ class DocumentIndex:
                     path=h.payload.get("path", ""),
                     start_line=int(h.payload.get("start_line", 0)),
                     end_line=int(h.payload.get("end_line", 0)),
-                    score=h.score,
+                    score=_cosine(dense, h.dense) if h.dense is not None else h.score,
                     language=h.payload.get("language", ""),
                     tags=list(h.payload.get("tags", [])),
                 )

@@ -52,8 +52,9 @@ class StoredPoint:
 @dataclass
 class StoredHit:
     id: str
-    score: float
+    score: float  # cosine for dense search, the fused RRF score for hybrid search
     payload: dict[str, Any]
+    dense: list[float] | None = None  # returned with hybrid search, to report a cosine
 
 
 class VectorStore(Protocol):
@@ -95,7 +96,8 @@ class VectorStore(Protocol):
         limit: int,
         filters: SearchFilters,
     ) -> list[StoredHit]:
-        """Nearest chunks; with ``sparse`` the dense and BM25 rankings are fused (RRF)."""
+        """Nearest chunks; with ``sparse`` the dense and BM25 rankings are fused (RRF) and
+        each hit carries its dense vector."""
         ...
 
     def optimize(self, collection: str) -> None: ...

@@ -53,6 +53,10 @@ def _filter(filters: SearchFilters | None, path: str | None = None) -> qe.Filter
     return qe.Filter(must=must) if must else None
 
 
+def _dense(vector: Any) -> list[float] | None:
+    return list(vector[DENSE]) if isinstance(vector, dict) and DENSE in vector else None
+
+
 class EdgeStore:
     backend = "qdrant-edge"
 
@@ -200,8 +204,12 @@ class EdgeStore:
                 ],
                 query=qe.Fusion.Rrf(k=RRF_K),
                 with_payload=True,
+                with_vector=[DENSE],
             )
-        return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard(collection).query(req)]
+        return [
+            StoredHit(str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector))
+            for p in self._shard(collection).query(req)
+        ]
 
     def close(self) -> None:
         with self._guard:

@@ -167,8 +167,15 @@ class ServerStore:
                 query=m.RrfQuery(rrf=m.Rrf(k=RRF_K)),
                 limit=limit,
                 with_payload=True,
+                with_vectors=[DENSE],
             )
-        return [StoredHit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+        return [
+            StoredHit(
+                str(p.id), float(p.score), dict(p.payload or {}),
+                list(p.vector[DENSE]) if isinstance(p.vector, dict) and DENSE in p.vector else None,
+            )
+            for p in res.points
+        ]
 
     def close(self) -> None:
         self.client.close()
