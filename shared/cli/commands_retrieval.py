@@ -40,8 +40,8 @@ err_console = Console(stderr=True)
 
 SKIP_DIRS = {"node_modules", "__pycache__", "venv", "dist", "build", "target", "site-packages"}
 MAX_FILE_BYTES = 700_000  # one file must fit in one NATS message (1 MB default limit)
-BATCH_BYTES = 600_000
-BATCH_FILES = 64
+BATCH_BYTES = 200_000
+BATCH_FILES = 16
 SYNC_MAX_BYTES = 2_000_000  # above this the ingest goes through JetStream
 
 
