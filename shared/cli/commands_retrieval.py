@@ -18,7 +18,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from shared import subjects
 from shared.bus import request
@@ -249,14 +248,10 @@ def search(
     if json_out:
         print(reply.model_dump_json())
         return
-    table = Table(title=f"{len(reply.hits)} hits in '{collection}' ({reply.seconds * 1000:.0f} ms)")
-    table.add_column("score", justify="right")
-    table.add_column("where")
-    table.add_column("text")
-    for h in reply.hits:
-        snippet = " ".join(h.text.split())[:160]
-        table.add_row(f"{h.score:.3f}", f"{h.path}:{h.start_line}-{h.end_line}", snippet)
-    console.print(table)
+    console.print(f"{len(reply.hits)} hits in '{collection}' ({reply.seconds * 1000:.0f} ms)")
+    for h in reply.hits:  # paths stay whole (a table column would cut them)
+        console.print(f"[bold]{h.score:.3f}[/]  [cyan]{h.path}[/]:{h.start_line}-{h.end_line}", soft_wrap=True)
+        console.print(f"       [dim]{' '.join(h.text.split())[:200]}[/]", soft_wrap=True)
 
 
 async def _search(req: SearchRequest) -> SearchReply:
