@@ -14,9 +14,23 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from shared.cli import commands_stack, commands_tasks, commands_topology
+    from shared.cli import (
+        commands_exec,
+        commands_models,
+        commands_retrieval,
+        commands_stack,
+        commands_tasks,
+        commands_topology,
+    )
 
-    for module in (commands_stack, commands_tasks, commands_topology):
+    for module in (
+        commands_stack,
+        commands_tasks,
+        commands_models,
+        commands_topology,
+        commands_exec,
+        commands_retrieval,
+    ):
         module.register(app)
 
 
