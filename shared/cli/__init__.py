@@ -15,8 +15,6 @@ app = typer.Typer(
 
 def _register_all() -> None:
     from shared.cli import (
-        commands_exec,
-        commands_models,
         commands_retrieval,
         commands_stack,
         commands_tasks,
@@ -26,9 +24,7 @@ def _register_all() -> None:
     for module in (
         commands_stack,
         commands_tasks,
-        commands_models,
         commands_topology,
-        commands_exec,
         commands_retrieval,
     ):
         module.register(app)
