@@ -19,6 +19,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.propagate import extract
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics
 from pydantic import BaseModel, ValidationError
@@ -146,7 +148,7 @@ def create_gateway(settings: GatewaySettings | None = None) -> RequestCounter:
         except ValidationError as exc:
             raise he.invalid_request(exc) from exc
         try:
-            run = await bridge.start(task, body.model, extract(dict(req.headers)), endpoint)
+            run = await bridge.start(task, body.model, trace_parent(req), endpoint)
         except SyndicateError as exc:
             raise he.from_exception(exc, retry_after) from exc
         watcher = asyncio.create_task(watch_disconnect(req, run))
@@ -272,6 +274,14 @@ def create_gateway(settings: GatewaySettings | None = None) -> RequestCounter:
         return JSONResponse(body, status_code=200 if up else 503)
 
     return RequestCounter(app, metrics)
+
+
+def trace_parent(req: Request) -> otel_context.Context:
+    """The trace a task joins: FastAPI's own server span when its telemetry is on (it
+    has already joined an incoming ``traceparent``), else the W3C context in the headers."""
+    if trace.get_current_span().is_recording():
+        return otel_context.get_current()
+    return extract(dict(req.headers))
 
 
 class TaskStream(StreamingResponse):

@@ -170,8 +170,9 @@ class TaskBridge:
             raise BusError("the syndicate's message bus is unreachable")
         self.inflight += 1
         self.metrics.inflight.set(self.inflight)
+        nested = trace.get_current_span(parent).is_recording()  # under FastAPI's server span
         span = tracer.start_span(
-            f"gateway {endpoint}", context=parent, kind=SpanKind.SERVER,
+            f"gateway task {endpoint}", context=parent, kind=SpanKind.INTERNAL if nested else SpanKind.SERVER,
             attributes={"syndicate.task_id": task.task_id, "syndicate.kind": task.kind, "gen_ai.request.model": model},
         )
         run = TaskRun(self, task, model, span)
