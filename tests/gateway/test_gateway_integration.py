@@ -231,3 +231,6 @@ def test_health_reply_carries_the_url(stack: Stack) -> None:
     replies = asyncio.run(health_replies(stack.nats_url, wait_s=0.5))
     urls = {r.instance: r.details.get("url") for r in replies if r.service == "gateway"}
     assert stack.small.url in urls.values() and stack.main.url in urls.values()
+    out = stack.services.cli("status", "--json", timeout=60)
+    rows = [r for r in json.loads(out.stdout)["services"] if r["service"] == "gateway"]
+    assert {r["details"]["url"] for r in rows} == {stack.main.url, stack.small.url}
