@@ -352,6 +352,19 @@ class HealthReply(Message):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+# --- metrics (gateway) ------------------------------------------------------------------
+class MetricsPing(Message):
+    pass
+
+
+class MetricsReply(Message):
+    """One instance's own Prometheus series, in the text exposition format."""
+
+    service: str
+    instance: str
+    exposition: str
+
+
 class DeadLetter(Message):
     source: str  # subject the message came from
     reason: str
