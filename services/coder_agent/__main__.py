@@ -1,0 +1,4 @@
+from services.coder_agent.main import app
+from shared.service import run
+
+run(app)

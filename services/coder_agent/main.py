@@ -1,0 +1,57 @@
+"""coder-agent: writes code with its pinned llama.cpp model, checks it in code-sandbox,
+repairs it from the verdicts, returns code + test evidence."""
+
+from __future__ import annotations
+
+from faststream import Context
+from faststream.nats import NatsMessage, PullSub
+
+from services.coder_agent.settings import CoderSettings
+from services.coder_agent.solver import CodeSolver
+from shared import subjects
+from shared.agent import AgentRuntime
+from shared.bus import consumer, ensure_jetstream, js_stream, make_broker, request
+from shared.contracts import AgentJob, CancelRequest, ExecRequest, ExecResult
+from shared.logging import setup_logging
+from shared.service import ServiceRuntime, create_app, in_progress
+
+settings = CoderSettings()
+log = setup_logging("coder-agent", settings.log_level, settings.log_json)
+broker = make_broker("coder-agent", settings)
+runtime = ServiceRuntime("coder-agent", settings)
+app = create_app(runtime, broker)
+agent = AgentRuntime("coder", broker, runtime)
+
+
+@app.on_startup
+async def startup() -> None:
+    await ensure_jetstream(broker)
+    await agent.load(settings)
+    log.info("model loaded", model=runtime.model, threads=runtime.threads)
+
+
+async def run_in_sandbox(req: ExecRequest) -> ExecResult:
+    return await request(broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=req.limits.wall_s + 20)
+
+
+@broker.subscriber(
+    subjects.JOB_CODER, stream=js_stream(subjects.JOBS_STREAM), durable=subjects.CODER_DURABLE,
+    pull_sub=PullSub(timeout=1.0), config=consumer(subjects.CODER_DURABLE, ack_wait_s=60, max_deliver=3),
+)
+async def on_job(job: AgentJob, msg: NatsMessage = Context("message")) -> None:
+    if await agent.step_already_ended(job):
+        return
+    assert agent.engine is not None
+    solver = CodeSolver(
+        agent.engine, run_in_sandbox, settings, on_token=agent.token_sink(job),
+        progress=lambda text: agent.progress(job, text),
+    )
+    async with in_progress(msg):
+        result = await solver.solve(job)
+    log.info("step finished", task_id=job.task_id, status=result.status, attempts=len(result.attempts))
+    await agent.publish_result(result)
+
+
+@broker.subscriber(subjects.TASK_CANCEL)
+async def on_cancel(req: CancelRequest) -> None:
+    agent.cancel(req)

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from shared.settings import Settings
+
+
+class CoderSettings(Settings):
+    max_attempts: int = 3  # write, then up to (max_attempts - 1) repairs from sandbox verdicts
+    max_tokens: int = 768
+    write_tests: bool = True  # when the task brings no tests, ask the model for some
+    sandbox_timeout_s: float = 10.0
+    sandbox_memory_mb: int = 256

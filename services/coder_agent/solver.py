@@ -1,0 +1,131 @@
+"""coder-agent's loop: write code (and tests when the task has none), run them in
+code-sandbox, feed failures back to the model, stop at the first pass."""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Awaitable, Callable
+
+from services.coder_agent.prompts import (
+    SYSTEM, TESTS_SYSTEM, extract_code, provided_tests, repair_prompt, task_prompt, tests_prompt,
+)
+from services.coder_agent.settings import CoderSettings
+from shared.contracts import (
+    AgentJob, Attempt, ErrorInfo, ExecLimits, ExecRequest, ExecResult, FileIn, SandboxRunSummary, StepResult, Usage,
+)
+from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
+from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
+
+RunCode = Callable[[ExecRequest], Awaitable[ExecResult]]
+Progress = Callable[[str], Awaitable[None]]
+
+
+def summarize(name: str, r: ExecResult) -> SandboxRunSummary:
+    return SandboxRunSummary(
+        name=name, status=r.status, exit_code=r.exit_code, stdout=r.stdout[-4000:], stderr=r.stderr[-4000:],
+        wall_s=r.wall_s, isolation=r.isolation,
+    )
+
+
+def verdict_text(r: ExecResult) -> str:
+    """What the model is shown of a failed run: the status and the tail of the output."""
+    head = f"status: {r.status}, exit code: {r.exit_code}" + (f", signal: {r.signal}" if r.signal else "")
+    return f"{head}\n{(r.stderr or r.stdout or r.message).strip()[-2000:]}"
+
+
+class CodeSolver:
+    def __init__(
+        self, engine: TextEngine, run_code: RunCode, settings: CoderSettings,
+        on_token: TokenCallback | None = None, progress: Progress | None = None,
+    ) -> None:
+        self.engine = engine
+        self.run_code = run_code
+        self.settings = settings
+        self.on_token = on_token
+        self.progress = progress
+        self.usage = Usage(model=engine.name)
+
+    async def _generate(self, job: AgentJob, messages: list[dict[str, str]], stream: bool = True) -> str:
+        req = GenerationRequest(
+            messages=messages, max_tokens=job.max_tokens or self.settings.max_tokens, temperature=0.0,
+            deadline=job.deadline, request_id=job.task_id,
+        )
+        out: GenerationResult = await self.engine.generate(req, self.on_token if stream else None)
+        self.usage.input_tokens += out.input_tokens
+        self.usage.output_tokens += out.output_tokens
+        self.usage.seconds += out.seconds
+        if self.usage.ttft_s is None:
+            self.usage.ttft_s = out.ttft_s
+        return out.text
+
+    async def _say(self, text: str) -> None:
+        if self.progress is not None:
+            await self.progress(text)
+
+    async def solve(self, job: AgentJob) -> StepResult:
+        attempts: list[Attempt] = []
+        try:
+            return await self._solve(job, attempts)
+        except Cancelled as exc:
+            return self._result(job, "cancelled", attempts, ErrorInfo(code=exc.code, message=exc.message))
+        except DeadlineExceeded as exc:
+            return self._result(job, "timeout", attempts, ErrorInfo(code=exc.code, message=exc.message))
+        except SyndicateError as exc:
+            return self._result(job, "failed", attempts, ErrorInfo(code=exc.code, message=exc.message))
+
+    async def _solve(self, job: AgentJob, attempts: list[Attempt]) -> StepResult:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task_prompt(job.text, job.files, job.context)}]
+        tests = provided_tests(job.text, job.files)
+        for n in range(1, self.settings.max_attempts + 1):
+            started = time.monotonic()
+            tokens_before = self.usage.output_tokens
+            await self._say(f"writing code (attempt {n}/{self.settings.max_attempts})" if n == 1 else f"repairing (attempt {n}/{self.settings.max_attempts})")
+            answer = await self._generate(job, messages)
+            code = extract_code(answer)
+            if not tests and self.settings.write_tests:
+                await self._say("writing tests")
+                tests = extract_code(await self._generate(job, [
+                    {"role": "system", "content": TESTS_SYSTEM},
+                    {"role": "user", "content": tests_prompt(job.text, code)},
+                ], stream=False))
+            await self._say("running code and tests in code-sandbox")
+            result = await self.run_code(ExecRequest(
+                code=code, test_code=tests or None, task_id=job.task_id,
+                limits=ExecLimits(wall_s=self.settings.sandbox_timeout_s, memory_mb=self.settings.sandbox_memory_mb),
+            ))
+            passed = result.status == "ok" and result.exit_code == 0
+            attempts.append(Attempt(
+                n=n, code=code, tests=tests, verdicts=[summarize("code+tests", result)], passed=passed,
+                tokens=self.usage.output_tokens - tokens_before, seconds=round(time.monotonic() - started, 3),
+            ))
+            if passed:
+                await self._say(f"tests passed on attempt {n}")
+                return self._result(job, "done", attempts)
+            await self._say(f"attempt {n} failed: {result.status}")
+            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair_prompt(verdict_text(result))}]
+        return self._result(job, "failed", attempts, ErrorInfo(
+            code="tests_failed", message=f"code did not pass its tests in {len(attempts)} attempts"))
+
+    def _result(self, job: AgentJob, status: str, attempts: list[Attempt], error: ErrorInfo | None = None) -> StepResult:
+        last = attempts[-1] if attempts else None
+        code = last.code if last else None
+        files, diff = edited_files(job.files, code) if code else ([], "")
+        verdict = "passed" if last and last.passed else "failed"
+        answer = f"```python\n{code}```\n\nTests {verdict} (attempt {last.n} of {self.settings.max_attempts})." if last and code else ""
+        return StepResult(
+            task_id=job.task_id, step_id=job.step_id, agent="coder", status=status,  # type: ignore[arg-type]
+            answer=answer, code=code, tests=last.verdicts if last else [], attempts=attempts,
+            files=files, diff=diff, error=error, usage=self.usage,
+        )
+
+
+def edited_files(files: list[FileIn], code: str) -> tuple[list[FileIn], str]:
+    """The task's (first non-test) file with its new content, and the unified diff."""
+    targets = [f for f in files if not f.path.rsplit("/", 1)[-1].startswith("test_")]
+    if not targets:
+        return [], ""
+    f = targets[0]
+    diff = "".join(difflib.unified_diff(
+        f.content.splitlines(keepends=True), code.splitlines(keepends=True), f"a/{f.path}", f"b/{f.path}"))
+    return [FileIn(path=f.path, content=code)], diff

@@ -1,0 +1,4 @@
+from services.router.main import app
+from shared.service import run
+
+run(app)

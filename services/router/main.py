@@ -1,0 +1,177 @@
+"""router: takes submitted tasks, routes them, dispatches steps, tracks state, enforces
+deadlines and cancellation, publishes progress and the final result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from faststream import Context
+from faststream.nats import PullSub
+
+from services.router.routing import fallback_route, rule_route
+from services.router.settings import RouterSettings
+from services.router.state import TaskStore, set_status
+from shared import subjects
+from shared.bus import consumer, ensure_jetstream, js_stream, jetstream, make_broker
+from shared.contracts import (
+    FINAL_STATUSES, AgentJob, CancelRequest, ErrorInfo, StepRecord, StepResult, TaskEvent, TaskResult,
+    TaskState, TaskSubmit,
+)
+from shared.logging import setup_logging
+from shared.service import ServiceRuntime, create_app, publish_event
+from shared.telemetry import current_trace_id
+
+settings = RouterSettings()
+log = setup_logging("router", settings.log_level, settings.log_json)
+broker = make_broker("router", settings)
+runtime = ServiceRuntime("router", settings)
+app = create_app(runtime, broker)
+deadlines: dict[str, float] = {}
+
+
+@app.on_startup
+async def startup() -> None:
+    await ensure_jetstream(broker, task_retention_s=settings.task_retention_s)
+    store = TaskStore(await jetstream(broker).key_value(subjects.TASK_STATE_BUCKET))
+    app.context.set_global("store", store)
+    for state in await store.active():  # resume deadline tracking after a restart
+        deadlines[state.task.task_id] = state.task.submitted_at + state.task.timeout_s
+    app.context.set_global("sweeper", asyncio.create_task(sweep_deadlines(store)))
+
+
+@broker.subscriber(
+    subjects.TASK_SUBMIT, stream=js_stream(subjects.TASKS_STREAM), durable=subjects.ROUTER_TASKS_DURABLE,
+    pull_sub=PullSub(timeout=1.0), config=consumer(subjects.ROUTER_TASKS_DURABLE, ack_wait_s=30),
+)
+async def on_task(task: TaskSubmit, store: TaskStore = Context()) -> None:
+    existing = await store.get(task.task_id)
+    if existing is not None and existing.status != "routed":
+        return  # redelivered submit of a task already running or finished
+    if existing is None:
+        route = rule_route(task) or fallback_route(task)
+        state = TaskState(
+            task=task, status="routed", route=route, trace_id=current_trace_id(),
+            steps=[StepRecord(step_id=f"{task.task_id}.1", agent=route[0])], history=[("routed", time.time())],
+        )
+        if not await store.create(state):
+            return
+        log.info("task routed", task_id=task.task_id, route=route)
+        await publish_event(broker, TaskEvent(task_id=task.task_id, type="status", status="routed", text=" → ".join(route)))
+    else:
+        state = existing  # crashed between routing and dispatch: dispatch again (deduplicated)
+    await dispatch(store, state, state.steps[0], context="")
+
+
+async def dispatch(store: TaskStore, state: TaskState, step: StepRecord, context: str) -> None:
+    task = state.task
+    deadline = task.submitted_at + task.timeout_s
+    job = AgentJob(
+        task_id=task.task_id, step_id=step.step_id, agent=step.agent, text=task.text,  # type: ignore[arg-type]
+        files=task.files, collection=task.collection, context=context, deadline=deadline, max_tokens=task.max_tokens,
+    )
+    await broker.publish(
+        job, subjects.job_subject(step.agent), stream=subjects.JOBS_STREAM, headers={"Nats-Msg-Id": step.step_id},
+    )
+    deadlines[task.task_id] = deadline
+
+    def running(s: TaskState) -> bool:
+        changed = False
+        for rec in s.steps:
+            if rec.step_id == step.step_id and rec.status == "queued":
+                rec.status, rec.started_at, changed = "running", time.time(), True
+        if s.status not in FINAL_STATUSES and s.status != "running":
+            set_status(s, "running")
+            changed = True
+        return changed
+
+    await store.mutate(task.task_id, running)
+    await publish_event(broker, TaskEvent(task_id=task.task_id, type="status", status="running", step=step.agent))
+
+
+@broker.subscriber(
+    subjects.STEP_RESULT, stream=js_stream(subjects.JOBS_STREAM), durable=subjects.ROUTER_RESULTS_DURABLE,
+    pull_sub=PullSub(timeout=1.0), config=consumer(subjects.ROUTER_RESULTS_DURABLE, ack_wait_s=30),
+)
+async def on_step_result(res: StepResult, store: TaskStore = Context()) -> None:
+    outcome: dict[str, object] = {}
+
+    def record(state: TaskState) -> bool:
+        step = next((s for s in state.steps if s.step_id == res.step_id), None)
+        if step is None or step.status in FINAL_STATUSES or state.status in FINAL_STATUSES:
+            return False  # duplicate result, or the task already ended (cancel, timeout)
+        step.status, step.finished_at, step.error = res.status, time.time(), res.error
+        if res.status == "done" and len(state.steps) < len(state.route):
+            nxt = StepRecord(step_id=f"{state.task.task_id}.{len(state.steps) + 1}", agent=state.route[len(state.steps)])
+            state.steps.append(nxt)
+            outcome["next"] = nxt
+        else:
+            state.result = result_from_step(state, res)
+            set_status(state, state.result.status)
+            outcome["final"] = state.result
+        return True
+
+    state = await store.mutate(res.task_id, record)
+    if state is None:
+        return
+    if nxt := outcome.get("next"):
+        await dispatch(store, state, nxt, context=res.answer)  # type: ignore[arg-type]
+    elif final := outcome.get("final"):
+        await finish(final)  # type: ignore[arg-type]
+
+
+def result_from_step(state: TaskState, res: StepResult) -> TaskResult:
+    return TaskResult(
+        task_id=state.task.task_id, trace_id=state.trace_id, status=res.status,
+        kind="code" if state.route[-1] == "coder" else "reason",
+        answer=res.answer, code=res.code, tests=res.tests, attempts=res.attempts, citations=res.citations,
+        files=res.files, diff=res.diff, error=res.error, usage=res.usage, submitted_at=state.task.submitted_at,
+    )
+
+
+async def end_task(store: TaskStore, task_id: str, status: str, reason: str) -> None:
+    """Move a task to a final status (cancelled/timeout) unless it already ended."""
+    ended: list[TaskResult] = []
+
+    def end(state: TaskState) -> bool:
+        if state.status in FINAL_STATUSES:
+            return False
+        for step in state.steps:
+            if step.status not in FINAL_STATUSES:
+                step.status, step.finished_at = status, time.time()  # type: ignore[assignment]
+        state.result = TaskResult(
+            task_id=task_id, trace_id=state.trace_id, status=status,  # type: ignore[arg-type]
+            kind="code" if state.route and state.route[-1] == "coder" else "reason",
+            error=ErrorInfo(code=status, message=reason), submitted_at=state.task.submitted_at,
+        )
+        set_status(state, status)
+        ended.append(state.result)
+        return True
+
+    await store.mutate(task_id, end)
+    if ended:
+        await finish(ended[0])
+
+
+async def finish(result: TaskResult) -> None:
+    deadlines.pop(result.task_id, None)
+    log.info("task finished", task_id=result.task_id, status=result.status)
+    await publish_event(broker, TaskEvent(task_id=result.task_id, type="result", status=result.status, result=result))
+
+
+@broker.subscriber(subjects.TASK_CANCEL)
+async def on_cancel(req: CancelRequest, store: TaskStore = Context()) -> None:
+    if req.reason != "deadline":
+        await end_task(store, req.task_id, "cancelled", req.reason)
+
+
+async def sweep_deadlines(store: TaskStore) -> None:
+    while True:
+        await asyncio.sleep(settings.deadline_sweep_s)
+        now = time.time()
+        for task_id, deadline in list(deadlines.items()):
+            if now > deadline:
+                deadlines.pop(task_id, None)
+                await end_task(store, task_id, "timeout", "task passed its deadline")
+                # Tell the agents to stop generating for it.
+                await broker.publish(CancelRequest(task_id=task_id, reason="deadline"), subjects.TASK_CANCEL)

@@ -1,0 +1,80 @@
+"""What coder-agent and reasoner-agent share: the model loaded once, token streaming as
+task events, cancellation, skipping steps that already ended, and result publishing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from faststream.nats import NatsBroker
+
+from shared import subjects
+from shared.bus import jetstream
+from shared.contracts import FINAL_STATUSES, AgentJob, CancelRequest, StepResult, TaskEvent, TaskState
+from shared.llm.base import TextEngine
+from shared.service import ServiceRuntime, publish_event
+from shared.settings import Settings
+
+
+class AgentRuntime:
+    """One agent process: its engine, its broker and the tasks it is working on."""
+
+    def __init__(self, role: str, broker: NatsBroker, runtime: ServiceRuntime) -> None:
+        self.role = role
+        self.broker = broker
+        self.runtime = runtime
+        self.engine: TextEngine | None = None
+        self.cancelled: set[str] = set()
+        self._kv: Any = None
+
+    async def load(self, settings: Settings, engine: TextEngine | None = None) -> TextEngine:
+        """Load the role's model once (pinned to the process's cores) unless one is given."""
+        if engine is None:
+            from shared.llm.factory import load_engine
+
+            engine = await asyncio.to_thread(load_engine, self.role, settings)
+        self.engine = engine
+        stats = engine.stats()
+        self.runtime.model = engine.name
+        self.runtime.threads = stats.get("threads")
+        self.runtime.stats = engine.stats
+        return engine
+
+    async def step_already_ended(self, job: AgentJob) -> bool:
+        """True when the router already has a final record for this step (a redelivery)."""
+        try:
+            if self._kv is None:
+                self._kv = await jetstream(self.broker).key_value(subjects.TASK_STATE_BUCKET)
+            entry = await self._kv.get(job.task_id)
+        except Exception:
+            return False
+        if entry.value is None:
+            return False
+        state = TaskState.model_validate_json(entry.value)
+        if state.status in FINAL_STATUSES:
+            return True
+        return any(s.step_id == job.step_id and s.status in FINAL_STATUSES for s in state.steps)
+
+    def token_sink(self, job: AgentJob):  # type: ignore[no-untyped-def]
+        async def on_token(piece: str) -> None:
+            await publish_event(self.broker, TaskEvent(task_id=job.task_id, type="token", step=self.role, text=piece))
+
+        return on_token
+
+    async def progress(self, job: AgentJob, text: str) -> None:
+        await publish_event(self.broker, TaskEvent(task_id=job.task_id, type="progress", step=self.role, text=text))
+
+    def cancel(self, req: CancelRequest) -> None:
+        self.cancelled.add(req.task_id)
+        if self.engine is not None:
+            self.engine.cancel(req.task_id)
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return task_id in self.cancelled
+
+    async def publish_result(self, result: StepResult) -> None:
+        self.cancelled.discard(result.task_id)
+        await self.broker.publish(
+            result, subjects.STEP_RESULT, stream=subjects.JOBS_STREAM,
+            headers={"Nats-Msg-Id": f"{result.step_id}.result"},
+        )
