@@ -10,14 +10,7 @@ from faststream.nats import NatsBroker
 
 from shared import subjects
 from shared.bus import jetstream
-from shared.contracts import (
-    FINAL_STATUSES,
-    AgentJob,
-    CancelRequest,
-    StepResult,
-    TaskEvent,
-    TaskState,
-)
+from shared.contracts import FINAL_STATUSES, AgentJob, CancelRequest, StepResult, TaskEvent, TaskState
 from shared.llm.base import TextEngine
 from shared.service import ServiceRuntime, publish_event
 from shared.settings import Settings

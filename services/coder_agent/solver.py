@@ -8,26 +8,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from services.coder_agent.prompts import (
-    SYSTEM,
-    TESTS_SYSTEM,
-    extract_code,
-    provided_tests,
-    repair_prompt,
-    task_prompt,
-    tests_prompt,
+    SYSTEM, TESTS_SYSTEM, extract_code, provided_tests, repair_prompt, task_prompt, tests_prompt,
 )
 from services.coder_agent.settings import CoderSettings
 from shared.contracts import (
-    AgentJob,
-    Attempt,
-    ErrorInfo,
-    ExecLimits,
-    ExecRequest,
-    ExecResult,
-    FileIn,
-    SandboxRunSummary,
-    StepResult,
-    Usage,
+    AgentJob, Attempt, ErrorInfo, ExecLimits, ExecRequest, ExecResult, FileIn, SandboxRunSummary, StepResult, Usage,
 )
 from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
 from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback

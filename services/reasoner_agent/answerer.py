@@ -5,25 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from services.reasoner_agent.prompts import (
-    NOTHING_RELEVANT,
-    RAG_SYSTEM,
-    SYSTEM,
-    label,
-    plain_prompt,
-    rag_prompt,
-)
+from services.reasoner_agent.prompts import NOTHING_RELEVANT, RAG_SYSTEM, SYSTEM, label, plain_prompt, rag_prompt
 from services.reasoner_agent.settings import ReasonerSettings
-from shared.contracts import (
-    AgentJob,
-    Citation,
-    ErrorInfo,
-    SearchHit,
-    SearchReply,
-    SearchRequest,
-    StepResult,
-    Usage,
-)
+from shared.contracts import AgentJob, Citation, ErrorInfo, SearchHit, SearchReply, SearchRequest, StepResult, Usage
 from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
 from shared.llm.base import GenerationRequest, TextEngine, TokenCallback
 
