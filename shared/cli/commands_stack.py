@@ -1,0 +1,115 @@
+"""``syndicate up``, ``down`` and ``status``: the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared import stack
+from shared.cli.connect import health_replies
+from shared.settings import Settings
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(down)
+    app.command()(status)
+
+
+def up(
+    detach: bool = typer.Option(False, "--detach", "-d", help="Start in the background and return once ready."),
+    port: int = typer.Option(0, help="NATS port (default 4222, or a free one when taken)."),
+    wait: float = typer.Option(300.0, help="Seconds to wait for every service to answer health."),
+) -> None:
+    """Start nats-server and every service as supervised processes."""
+    settings = Settings()
+    running = stack.read_stack(settings)
+    if running is not None:
+        console.print(f"[green]stack already running[/] (supervisor pid {running['supervisor_pid']}, {running['nats_url']})")
+    elif detach:
+        pid = stack.spawn_detached(settings, port or None)
+        console.print(f"supervisor started (pid {pid}); logs in {settings.logs_dir}")
+    else:
+        console.print("running the stack in the foreground; Ctrl-C stops it")
+        stack.Supervisor(settings, port=port or None).run_forever()
+        return
+    if not _wait_ready(settings, wait):
+        console.print(f"[red]not every service became ready within {wait:.0f}s[/]; see {settings.logs_dir}")
+        raise typer.Exit(1)
+    status(json_out=False)
+
+
+def _wait_ready(settings: Settings, wait_s: float) -> bool:
+    names = {s.name for s in stack.SERVICES}
+    end = time.monotonic() + wait_s
+    with console.status("waiting for services to become ready..."):
+        while time.monotonic() < end:
+            record = stack.read_stack(settings)
+            if record is not None:
+                replies = asyncio.run(health_replies(stack.resolve_nats_url(settings), wait_s=0.5))
+                ready = {r.service for r in replies if r.state in ("ready", "degraded")}
+                if names <= ready:
+                    return True
+            time.sleep(0.5)
+    return False
+
+
+def down() -> None:
+    """Stop the local stack (services, then nats-server)."""
+    settings = Settings()
+    if stack.stop_stack(settings):
+        console.print("[green]stack stopped[/]")
+    else:
+        console.print("no stack is running")
+
+
+def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
+    """One row per service: name, pid, state, pinned cores, model, queue depth."""
+    settings = Settings()
+    record = stack.read_stack(settings)
+    nats_url = stack.resolve_nats_url(settings)
+    replies = asyncio.run(health_replies(nats_url, wait_s=0.6))
+    by_service: dict[str, list] = {}
+    for r in replies:
+        by_service.setdefault(r.service, []).append(r)
+    expected = [s.name for s in stack.SERVICES] if record else []
+    names = expected + sorted(set(by_service) - set(expected))
+    rows = []
+    for name in names:
+        instances = by_service.get(name) or [None]
+        for r in instances:
+            sup = (record or {}).get("services", {}).get(name, {})
+            rows.append({
+                "service": name, "pid": r.pid if r else sup.get("pid"), "state": r.state if r else "down",
+                "cpus": r.cpus if r else [], "threads": r.threads if r else None, "model": r.model if r else None,
+                "queue_depth": r.queue_depth if r else 0, "running": r.running if r else 0,
+                "restarts": sup.get("restarts", 0), "details": r.details if r else {},
+            })
+    if json_out:
+        print(json.dumps({"nats_url": nats_url, "stack": bool(record), "services": rows}))
+        return
+    table = Table(title=f"syndicate @ {nats_url}" + ("" if record else " (no local stack)"))
+    for col in ("service", "pid", "state", "cores", "threads", "model", "queue", "running", "restarts", "notes"):
+        table.add_column(col)
+    for row in rows:
+        colour = {"ready": "green", "degraded": "yellow", "down": "red"}.get(row["state"], "white")
+        notes = ", ".join(f"{k}={v}" for k, v in row["details"].items() if k in ("isolation", "url", "collections", "embedder"))
+        table.add_row(
+            row["service"], str(row["pid"] or "-"), f"[{colour}]{row['state']}[/]", _cpus(row["cpus"]),
+            str(row["threads"] or "-"), row["model"] or "-", str(row["queue_depth"]), str(row["running"]),
+            str(row["restarts"]), notes,
+        )
+    console.print(table)
+
+
+def _cpus(cpus: list[int]) -> str:
+    from shared.settings import format_cpus
+
+    return format_cpus(cpus) if cpus else "-"

@@ -1,0 +1,229 @@
+"""``syndicate submit``, ``result``, ``trace`` and ``cancel``: tasks on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from opentelemetry import trace
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from shared import subjects
+from shared.cli.connect import cli_settings, connected_broker
+from shared.contracts import FINAL_STATUSES, CancelRequest, FileIn, TaskEvent, TaskResult, TaskState, TaskSubmit
+from shared.errors import SyndicateError
+from shared.telemetry import current_trace_id, read_trace
+
+console = Console()
+err_console = Console(stderr=True)
+KV_POLL_S = 2.0
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(submit)
+    app.command()(result)
+    app.command("trace")(trace_cmd)
+    app.command()(cancel)
+
+
+def submit(
+    text: str = typer.Argument(..., help="What to do, in words."),
+    kind: str = typer.Option("auto", help="auto | code | reason"),
+    file: list[Path] = typer.Option([], "--file", "-f", help="A file the task works on (repeatable)."),
+    collection: str | None = typer.Option(None, help="Retrieve context from this collection."),
+    timeout: float = typer.Option(600.0, help="Deadline in seconds; the task ends 'timeout' after it."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Print only the task id."),
+) -> None:
+    """Publish a task to the syndicate and stream its progress and answer."""
+    if kind not in ("auto", "code", "reason"):
+        raise typer.BadParameter("kind must be auto, code or reason")
+    try:
+        files = [FileIn(path=str(p), content=p.read_text()) for p in file]
+    except OSError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout)  # type: ignore[arg-type]
+    try:
+        out = asyncio.run(_submit(task, wait=not no_wait, stream=not json_out))
+    except SyndicateError as exc:
+        err_console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    if no_wait:
+        print(task.task_id)
+        return
+    _print_result(out, json_out)
+    if out.get("status") != "done":
+        raise typer.Exit(1)
+
+
+async def _submit(task: TaskSubmit, *, wait: bool, stream: bool) -> dict[str, Any]:
+    settings = cli_settings()
+    tracer = trace.get_tracer("syndicate.cli")
+    async with connected_broker(settings) as broker:
+        nc = broker.connection
+        with tracer.start_as_current_span("syndicate submit", attributes={"task.id": task.task_id, "task.kind": task.kind}):
+            trace_id = current_trace_id()
+            events = await nc.subscribe(subjects.task_events(task.task_id))
+            await broker.publish(task, subjects.TASK_SUBMIT, stream=subjects.TASKS_STREAM, headers={"Nats-Msg-Id": task.task_id})
+            if not wait:
+                return {"task_id": task.task_id, "trace_id": trace_id}
+            if stream:
+                err_console.print(f"[dim]task {task.task_id} submitted · trace {trace_id}[/]")
+            res = await _follow(nc, events, task, stream)
+    return res.model_dump(mode="json") if isinstance(res, TaskResult) else res
+
+
+async def _follow(nc: Any, events: Any, task: TaskSubmit, stream: bool) -> TaskResult | dict[str, Any]:
+    """Render events until the result arrives; poll the KV so a missed event never hangs us."""
+    kv = await nc.jetstream().key_value(subjects.TASK_STATE_BUCKET)
+    end = time.monotonic() + task.timeout_s + 30
+    next_poll = time.monotonic() + KV_POLL_S
+    in_tokens = False
+    while time.monotonic() < end:
+        try:
+            msg = await events.next_msg(timeout=0.5)
+        except Exception:
+            msg = None
+        if msg is not None:
+            event = TaskEvent.model_validate_json(msg.data)
+            if event.type == "result" and event.result is not None:
+                if in_tokens and stream:
+                    sys.stdout.write("\n")
+                return event.result
+            if stream:
+                in_tokens = _render(event, in_tokens)
+        if time.monotonic() >= next_poll:
+            next_poll = time.monotonic() + KV_POLL_S
+            state = await _state(kv, task.task_id)
+            if state is not None and state.status in FINAL_STATUSES and state.result is not None:
+                return state.result
+    return {"task_id": task.task_id, "status": "timeout", "error": {"code": "timeout", "message": "no result before the deadline"}}
+
+
+def _render(event: TaskEvent, in_tokens: bool) -> bool:
+    if event.type == "token":
+        sys.stdout.write(event.text)
+        sys.stdout.flush()
+        return True
+    if in_tokens:
+        sys.stdout.write("\n")
+    label = f"[{event.step}] " if event.step else ""
+    text = event.text or (event.status or "")
+    err_console.print(f"[cyan]{label}[/][dim]{event.type}:[/] {text}", highlight=False)
+    return False
+
+
+async def _state(kv: Any, task_id: str) -> TaskState | None:
+    try:
+        entry = await kv.get(task_id)
+    except Exception:
+        return None
+    return TaskState.model_validate_json(entry.value) if entry.value else None
+
+
+def _print_result(out: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(out))
+        return
+    colour = "green" if out.get("status") == "done" else "red"
+    console.rule(f"[{colour}]{out.get('status')}[/] · task {out.get('task_id')}")
+    if out.get("answer"):
+        console.print(Markdown(out["answer"]))
+    for v in out.get("tests") or []:
+        console.print(f"sandbox [{v['name']}]: {v['status']} (exit {v['exit_code']}, {v['wall_s']:.2f}s, isolation {v['isolation'] or '-'})")
+    for c in out.get("citations") or []:
+        console.print(f"  source: {c['path']}:{c['start_line']}-{c['end_line']}")
+    if out.get("error"):
+        console.print(f"[red]{out['error']['code']}[/]: {out['error']['message']}")
+    usage = out.get("usage") or {}
+    if usage.get("output_tokens"):
+        console.print(f"[dim]{usage.get('model')}: {usage.get('input_tokens')} in / {usage.get('output_tokens')} out tokens, {usage.get('seconds', 0):.1f}s[/]")
+    if out.get("trace_id"):
+        console.print(f"[dim]trace {out['trace_id']} · syndicate trace {out['task_id']}[/]")
+
+
+def result(task_id: str, json_out: bool = typer.Option(False, "--json")) -> None:
+    """Show the result (or current state) of a task submitted earlier."""
+    state = asyncio.run(_load_state(task_id))
+    if state is None:
+        err_console.print(f"[red]no task {task_id}[/] (unknown, or past the retention period)")
+        raise typer.Exit(2)
+    if state.result is not None:
+        _print_result(state.result.model_dump(mode="json"), json_out)
+    else:
+        out = {"task_id": task_id, "trace_id": state.trace_id, "status": state.status, "kind": state.task.kind,
+               "answer": "", "steps": [s.model_dump(mode="json") for s in state.steps]}
+        print(json.dumps(out)) if json_out else console.print(f"task {task_id}: {state.status} (steps: {', '.join(f'{s.agent}={s.status}' for s in state.steps)})")
+
+
+async def _load_state(task_id: str) -> TaskState | None:
+    async with connected_broker(cli_settings()) as broker:
+        kv = await broker.connection.jetstream().key_value(subjects.TASK_STATE_BUCKET)
+        return await _state(kv, task_id)
+
+
+def cancel(task_id: str, reason: str = typer.Option("cancelled by user")) -> None:
+    """Cancel a task: the router ends it 'cancelled' and its agent stops generating."""
+
+    async def go() -> None:
+        async with connected_broker(cli_settings()) as broker:
+            await broker.publish(CancelRequest(task_id=task_id, reason=reason), subjects.TASK_CANCEL)
+
+    asyncio.run(go())
+    console.print(f"cancel sent for {task_id}")
+
+
+def trace_cmd(task_id: str, json_out: bool = typer.Option(False, "--json")) -> None:
+    """The task's spans as a waterfall (service, span, start offset, duration)."""
+    settings = cli_settings()
+    trace_id = task_id if re.fullmatch(r"[0-9a-f]{32}", task_id) else None
+    if trace_id is None:
+        state = asyncio.run(_load_state(task_id))
+        if state is None or not state.trace_id:
+            err_console.print(f"[red]no trace recorded for {task_id}[/]")
+            raise typer.Exit(2)
+        trace_id = state.trace_id
+    spans = read_trace(settings.traces_dir, trace_id)
+    if json_out:
+        print(json.dumps(spans))
+        return
+    if not spans:
+        where = settings.otlp_endpoint or settings.traces_dir
+        err_console.print(f"no spans for trace {trace_id} in {where} (with OTLP export, open Jaeger's UI)")
+        raise typer.Exit(1)
+    print_waterfall(spans)
+
+
+def print_waterfall(spans: list[dict[str, Any]], width: int = 40) -> None:
+    t0 = min(s["start"] for s in spans)
+    total = max(s["end"] for s in spans) - t0 or 1e-9
+    depth = _depths(spans)
+    table = Table(title=f"trace {spans[0]['trace_id']} · {total * 1000:.0f} ms · {len(spans)} spans")
+    for col in ("service", "span", "start ms", "dur ms", "timeline"):
+        table.add_column(col, no_wrap=True)
+    for s in spans:
+        a = int((s["start"] - t0) / total * width)
+        b = max(a + 1, int((s["end"] - t0) / total * width))
+        bar = " " * a + "█" * (b - a)
+        table.add_row(s["service"], "  " * depth[s["span_id"]] + s["name"], f"{(s['start'] - t0) * 1000:.1f}",
+                      f"{(s['end'] - s['start']) * 1000:.1f}", f"[cyan]{bar}[/]")
+    console.print(table)
+
+
+def _depths(spans: list[dict[str, Any]]) -> dict[str, int]:
+    parent = {s["span_id"]: s["parent_id"] for s in spans}
+    out: dict[str, int] = {}
+    for sid in parent:
+        d, p = 0, parent[sid]
+        while p in parent and d < 50:
+            d, p = d + 1, parent[p]
+        out[sid] = d
+    return out

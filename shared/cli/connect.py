@@ -1,0 +1,57 @@
+"""How the CLI reaches the bus: the running stack's NATS, a broker with telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import nats
+from faststream.nats import NatsBroker
+
+from shared import subjects
+from shared.bus import make_broker, scatter
+from shared.contracts import HealthPing, HealthReply
+from shared.errors import BusError
+from shared.settings import Settings
+from shared.stack import resolve_nats_url
+
+
+def cli_settings() -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={"nats_url": resolve_nats_url(settings)})
+
+
+async def health_replies(nats_url: str, wait_s: float = 0.5) -> list[HealthReply]:
+    """Every instance's answer to one health broadcast ([] when NATS is unreachable)."""
+    try:
+        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    except Exception:
+        return []
+    try:
+        raw = await scatter(nc, subjects.HEALTH_PING, HealthPing().model_dump_json().encode(), wait_s=wait_s)
+    finally:
+        await nc.close()
+    out = []
+    for data in raw:
+        with contextlib.suppress(Exception):
+            out.append(HealthReply.model_validate_json(data))
+    return out
+
+
+@contextlib.asynccontextmanager
+async def connected_broker(settings: Settings | None = None) -> AsyncIterator[NatsBroker]:
+    """A started broker named 'cli' whose spans join the task's trace."""
+    settings = settings or cli_settings()
+    broker = make_broker("cli", settings)
+    try:
+        await asyncio.wait_for(broker.connect(), timeout=settings.connect_timeout_s)
+    except Exception as exc:
+        raise BusError(
+            f"cannot reach NATS at {settings.nats_url}: is the stack running? (syndicate up --detach)"
+        ) from exc
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()

@@ -1,0 +1,132 @@
+"""Fixtures shared by the whole suite: a real nats-server on a free port and real service
+subprocesses (integration tests), tiny models (engine tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.stack import nats_server_binary, wait_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NatsServer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        store = self.root / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port, self.proc)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class Services:
+    """Starts service modules as real subprocesses against one nats-server and state dir."""
+
+    def __init__(self, server: NatsServer, state_dir: Path) -> None:
+        self.server = server
+        self.state_dir = state_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "SYNDICATE_NATS_URL": self.server.url, "SYNDICATE_STATE_DIR": str(self.state_dir),
+            "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+        })
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        env.update(extra)
+        return env
+
+    def start(self, name: str, module: str, **env: str) -> subprocess.Popen[bytes]:
+        log = (self.state_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", module], env=self.env(**env), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.procs[name] = proc
+        return proc
+
+    def wait_ready(self, names: list[str], timeout_s: float = 60.0) -> None:
+        from shared.cli.connect import health_replies
+
+        end = time.monotonic() + timeout_s
+        ready: set[str] = set()
+        while time.monotonic() < end:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited {proc.returncode}:\n{self.log(name)[-3000:]}")
+            replies = asyncio.run(health_replies(self.server.url, wait_s=0.3))
+            ready = {r.service for r in replies if r.state in ("ready", "degraded")}
+            if set(names) <= ready:
+                return
+        raise TimeoutError(f"not ready: {set(names) - ready}")
+
+    def log(self, name: str) -> str:
+        path = self.state_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def cli(self, *args: str, timeout: float = 120.0, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", *args], env=self.env(**env), cwd=REPO,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[Services]:
+    state = tmp_path / "state"
+    state.mkdir()
+    svc = Services(nats_server, state)
+    yield svc
+    svc.stop()
+
+
+def write_script(path: Path, replies: list[str]) -> str:
+    """A reply script for SYNDICATE_ENGINE_SCRIPT (scripted engine in a real service process)."""
+    path.write_text(json.dumps(replies))
+    return str(path)

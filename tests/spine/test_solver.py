@@ -1,0 +1,114 @@
+"""coder-agent's write → test → repair loop, with a scripted model and a fake sandbox."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from services.coder_agent.prompts import extract_code, provided_tests
+from services.coder_agent.settings import CoderSettings
+from services.coder_agent.solver import CodeSolver
+from shared.contracts import AgentJob, ExecRequest, ExecResult, FileIn
+from shared.llm.base import ScriptedEngine
+
+BROKEN = "```python\ndef add(a, b):\n    return a - b\n```"
+FIXED = "```python\ndef add(a, b):\n    return a + b\n```"
+TESTS = "```python\nassert add(2, 3) == 5\nassert add(-1, 1) == 0\n```"
+
+
+def job(**kw) -> AgentJob:
+    kw.setdefault("text", "Write add(a, b).")
+    return AgentJob(task_id="t-1", step_id="t-1.1", agent="coder", deadline=time.time() + 60, **kw)
+
+
+async def run_python(req: ExecRequest) -> ExecResult:
+    """A fake sandbox that really runs the program in-process (unit tests only)."""
+    env: dict = {}
+    try:
+        exec(req.code + "\n" + (req.test_code or ""), env)  # noqa: S102 - trusted test snippets
+    except AssertionError as exc:
+        return ExecResult(status="runtime_error", exit_code=1, stderr=f"AssertionError {exc}")
+    return ExecResult(status="ok", exit_code=0)
+
+
+async def test_repairs_from_failed_tests() -> None:
+    engine = ScriptedEngine([BROKEN, TESTS, FIXED])
+    events: list[str] = []
+
+    async def progress(text: str) -> None:
+        events.append(text)
+
+    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3), progress=progress).solve(job())
+    assert result.status == "done"
+    assert [a.passed for a in result.attempts] == [False, True]
+    assert "a + b" in (result.code or "")
+    # The repair prompt showed the model the failure.
+    assert "AssertionError" in engine.requests[2].messages[-1]["content"]
+    assert any("repairing" in e for e in events)
+
+
+async def test_gives_up_after_max_attempts() -> None:
+    engine = ScriptedEngine([BROKEN, TESTS, BROKEN])
+    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=2)).solve(job())
+    assert result.status == "failed"
+    assert len(result.attempts) == 2
+    assert result.error is not None and result.error.code == "tests_failed"
+
+
+async def test_uses_tests_from_the_task_instead_of_writing_them() -> None:
+    engine = ScriptedEngine([FIXED])
+    seen: list[ExecRequest] = []
+
+    async def sandbox(req: ExecRequest) -> ExecResult:
+        seen.append(req)
+        return await run_python(req)
+
+    result = await CodeSolver(engine, sandbox, CoderSettings()).solve(job(text="Write add(a, b).\nassert add(1, 2) == 3"))
+    assert result.status == "done"
+    assert len(engine.requests) == 1  # no test-writing generation
+    assert seen[0].test_code == "assert add(1, 2) == 3"
+
+
+async def test_cancel_ends_the_step_cancelled() -> None:
+    engine = ScriptedEngine([FIXED], token_delay_s=0.01)
+    engine.cancel("t-1")
+    result = await CodeSolver(engine, run_python, CoderSettings()).solve(job())
+    assert result.status == "cancelled"
+
+
+async def test_deadline_ends_the_step_timeout() -> None:
+    engine = ScriptedEngine([FIXED])
+    j = job()
+    j.deadline = time.time() - 1
+    result = await CodeSolver(engine, run_python, CoderSettings()).solve(j)
+    assert result.status == "timeout"
+
+
+async def test_edits_a_given_file_and_returns_a_diff() -> None:
+    engine = ScriptedEngine([FIXED, TESTS])
+    original = FileIn(path="calc.py", content="def add(a, b):\n    return a - b\n")
+    result = await CodeSolver(engine, run_python, CoderSettings()).solve(job(files=[original]))
+    assert result.files[0].path == "calc.py"
+    assert "return a + b" in result.files[0].content
+    assert "-    return a - b" in result.diff and "+    return a + b" in result.diff
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ("Here:\n```python\nx = 1\n```\nDone.", "x = 1\n"),
+        ("```\ny = 2\n```", "y = 2\n"),
+        ("```python\na = 1\n```\n```python\nlonger = 2\nb = 3\n```", "longer = 2\nb = 3\n"),
+        ("z = 3", "z = 3\n"),
+        ("```python\nunterminated = 4\n", "unterminated = 4\n"),
+    ],
+)
+def test_extract_code(answer: str, code: str) -> None:
+    assert extract_code(answer) == code
+
+
+def test_provided_tests_from_files_and_text() -> None:
+    files = [FileIn(path="tests/test_x.py", content="assert f() == 1"), FileIn(path="x.py", content="")]
+    assert provided_tests("do it\nassert g(2) == 4", files) == "assert f() == 1\n\nassert g(2) == 4"
+    assert provided_tests("no tests here", []) == ""
