@@ -71,3 +71,50 @@ def write_status(run_dir: Path, **fields: Any) -> None:
     old = json.loads(p.read_text()) if p.is_file() else {}
     (run_dir / "status.tmp").write_text(json.dumps({**old, **fields, "updated_at": time.time()}))
     (run_dir / "status.tmp").replace(p)
+
+
+class StatusProgress:
+    """Progress of a remote job, written to its status file (at most every ``every_s``)."""
+
+    def __init__(self, run_dir: Path, every_s: float = 2.0) -> None:
+        self.run_dir = run_dir
+        self.every_s = every_s
+        self.totals: dict[str, list[int]] = {}
+        self.scores: dict[str, str] = {}
+        self._last = 0.0
+
+    def start(self, label: str, total: int, done: int) -> None:
+        self.totals[label] = [done, total]
+        self._write(force=True)
+
+    def advance(self, label: str, score: str) -> None:
+        self.totals[label][0] += 1
+        self.scores[label] = score
+        self._write()
+
+    def finish(self, label: str) -> None:
+        self._write(force=True)
+
+    def _write(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            write_status(self.run_dir, done=sum(d for d, _ in self.totals.values()),
+                         total=sum(t for _, t in self.totals.values()), scores=self.scores)
+
+
+def run_remote(settings: EvaluatorSettings, req: Any) -> SuiteResult | None:
+    """An EvalRunRequest from the bus: run it into ``<state>/eval/<run_id>/`` with a status file.
+
+    A redelivered job (the service died mid-run) resumes from the run folder's item cache.
+    """
+    run_dir = settings.eval_dir / req.run_id
+    write_status(run_dir, run_id=req.run_id, suite=req.suite, models=req.models, status="running",
+                 report_dir=str(run_dir), started_at=time.time())
+    options = RunOptions.model_validate({**req.options, "limit": req.limit})
+    try:
+        result, _ = run_job(settings, req.suite, req.models, options, run_dir, StatusProgress(run_dir))
+    except Exception as exc:  # the job failed: say why in its status, do not redeliver forever
+        write_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        return None
+    write_status(run_dir, status="done", finished_at=time.time())
+    return result

@@ -86,6 +86,7 @@ def run_cmd(
     n_ctx: Annotated[int, typer.Option(help="Text suites: perplexity chunk length")] = 512,
     reference: Annotated[str | None, typer.Option(help="Text suites: KLD reference model (default: first --model)")] = None,
     prompt_style: Annotated[str, typer.Option(help="auto|chat|completion")] = "auto",
+    agent_kind: Annotated[str, typer.Option(help="Through agents: task kind (auto lets the router route)")] = "auto",
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore cached per-item results")] = False,
     unsafe_local_exec: Annotated[bool, typer.Option("--unsafe-local-exec", hidden=True,
                                                     help="Run generated programs WITHOUT code-sandbox (measurement only)")] = False,
@@ -99,7 +100,7 @@ def run_cmd(
         options = RunOptions(
             suite_type=suite_type, limit=limit, through_agents=through_agents, samples=samples, temperature=temperature,  # type: ignore[arg-type]
             max_tokens=max_tokens, threads=_csv_ints(threads), n_ctx=n_ctx, reference=reference,
-            prompt_style=prompt_style, fresh=fresh, unsafe_local_exec=unsafe_local_exec,  # type: ignore[arg-type]
+            prompt_style=prompt_style, agent_kind=agent_kind, fresh=fresh, unsafe_local_exec=unsafe_local_exec,  # type: ignore[arg-type]
         )
     except ValueError as exc:
         err.print(f"[red]bad option:[/] {exc}")
