@@ -14,7 +14,7 @@ import hmac
 import json
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -345,7 +345,7 @@ class RequestCounter:
         endpoint = path if path in KNOWN_PATHS else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
         counted = False
 
-        async def send_counted(message: dict[str, Any]) -> None:
+        async def send_counted(message: MutableMapping[str, Any]) -> None:
             nonlocal counted
             if message["type"] == "http.response.start" and not counted:
                 # Counted when the answer starts, so a client that reads its response and
