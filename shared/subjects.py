@@ -55,6 +55,11 @@ def task_events(task_id: str) -> str:
     return f"{PREFIX}.task.events.{task_id}"
 
 
+def ingest_events(job_id: str) -> str:
+    """Core subject where the retriever publishes an IngestReply per finished batch of a job."""
+    return f"{PREFIX}.ingest.events.{job_id}"
+
+
 def dead_letter(source: str) -> str:
     """Dead-letter subject for messages that failed validation or exhausted redelivery."""
     return f"{DEAD_LETTER}.{source}"
