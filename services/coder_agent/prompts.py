@@ -13,8 +13,9 @@ SYSTEM = (
 )
 TESTS_SYSTEM = (
     "You write unit tests as plain Python assert statements. Answer with exactly one ```python code "
-    "block holding 3 to 6 assert statements that check the behaviour the task asks for. Call only "
-    "the functions the solution defines; do not redefine them; no prints."
+    "block holding 3 to 6 assert statements, one per line, that check the behaviour the task asks "
+    "for on small inputs whose correct answers are certain. Call only the functions the solution "
+    "defines; do not redefine them; no prints, no loops."
 )
 
 _BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
