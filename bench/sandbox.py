@@ -51,8 +51,8 @@ async def wait_ready(nc: nats.NATS, timeout_s: float = 30.0) -> dict:
 
 
 async def measure(url: str, warm: int, n: int, warmup: int, gap_s: float) -> dict:
-    state = tempfile.mkdtemp(prefix="bench-sandbox-")
-    proc = start_service(url, warm, state)
+    state = tempfile.TemporaryDirectory(prefix="bench-sandbox-")
+    proc = start_service(url, warm, state.name)
     nc = await nats.connect(url)
     try:
         health = await wait_ready(nc)
@@ -80,6 +80,7 @@ async def measure(url: str, warm: int, n: int, warmup: int, gap_s: float) -> dic
         await nc.close()
         proc.terminate()
         proc.wait(15)
+        state.cleanup()
     return {
         "warm_pool": warm, "n": n, "isolation": sorted(isolation), "tier": health["details"].get("isolation"),
         "p50_ms": round(pct(box, 50), 2), "p99_ms": round(pct(box, 99), 2),
