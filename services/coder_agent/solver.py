@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from services.coder_agent.checks import describe_failures, harness, read_outcomes, split_checks, strip_report
 from services.coder_agent.prompts import (
-    SYSTEM, TESTS_SYSTEM, extract_code, provided_tests, repair_prompt, task_prompt, tests_prompt,
+    SYSTEM, TESTS_SYSTEM, extract_code, provided_tests, repair_prompt, strip_scaffolding, task_prompt,
+    tests_prompt,
 )
 from services.coder_agent.settings import CoderSettings
 from shared.contracts import (
@@ -90,7 +91,7 @@ class CodeSolver:
             tokens_before = self.usage.output_tokens
             await self._say(f"writing code (attempt {n}/{self.settings.max_attempts})" if n == 1 else f"repairing (attempt {n}/{self.settings.max_attempts})")
             answer = await self._generate(job, messages)
-            code = extract_code(answer)
+            code = strip_scaffolding(extract_code(answer))
             if not checks and self.settings.write_tests:
                 await self._say("writing tests")
                 checks = split_checks(extract_code(await self._generate(job, [

@@ -148,3 +148,18 @@ async def test_pytest_style_task_tests_are_called() -> None:
     engine = ScriptedEngine([BROKEN, FIXED])
     result = await CodeSolver(engine, run_python, CoderSettings()).solve(job(files=[tests]))
     assert [a.passed for a in result.attempts] == [False, True]
+
+
+def test_strip_scaffolding_keeps_definitions_and_drops_demo_code() -> None:
+    from services.coder_agent.prompts import signatures, strip_scaffolding
+
+    code = (
+        '"""Module doc."""\nimport math\nLIMIT = 3\n\ndef f(x, *, y=2):\n    return x\n\n'
+        'def check():\n    assert f(1) == 2\n\ncheck()\nprint(f(2))\nassert f(3) == 3\n'
+        'if __name__ == "__main__":\n    print("demo")\n'
+    )
+    clean = strip_scaffolding(code)
+    assert "def f" in clean and "import math" in clean and "LIMIT = 3" in clean and '"""Module doc."""' in clean
+    assert "check()\n" not in clean.replace("def check():", "") and "print" not in clean and "__main__" not in clean
+    assert signatures(clean) == "def f(x, *, y=2): ...\ndef check(): ..."
+    assert strip_scaffolding("def broken(:\n") == "def broken(:\n"
