@@ -20,6 +20,7 @@ from .conftest import AGENTS, REPO
 
 PLAN = json.loads((REPO / "infra" / "placement" / "epyc-7502p.json").read_text())
 INFRA = {"nats", "qdrant", "jaeger"}
+PINNED = {deploy.plan_service(role) for role in PLAN["agents"]} - {None}  # exclusive cores in compose
 
 
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
@@ -64,18 +65,20 @@ def test_cpusets_are_the_committed_placement_plan(compose: dict) -> None:
     for name, svc in long_running(compose).items():
         assert svc["cpuset"] == override[name]["cpuset"], name
         if name not in INFRA:
-            assert svc["environment"]["SYNDICATE_CPUS"] == svc["cpuset"], name
+            for key in ("SYNDICATE_CPUS", "OMP_NUM_THREADS"):
+                assert svc["environment"][key] == override[name]["environment"][key], f"{name} {key}"
 
 
 def test_agent_cpusets_are_disjoint_and_apart_from_the_shared_cores(compose: dict) -> None:
     services = long_running(compose)
+    assert {"coder-agent", "reasoner-agent"} <= PINNED
     seen: dict[int, str] = {}
-    for name in AGENTS:
+    for name in PINNED:
         for cpu in parse_cpus(services[name]["cpuset"]):
             assert cpu not in seen, f"core {cpu} in both {seen[cpu]} and {name}"
             seen[cpu] = name
     for name, svc in services.items():
-        if name not in AGENTS:
+        if name not in PINNED:
             assert not set(parse_cpus(svc["cpuset"])) & set(seen), f"{name} shares an agent's cores"
 
 

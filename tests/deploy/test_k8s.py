@@ -97,6 +97,9 @@ def test_epyc_agents_fill_whole_l3_groups(rendered: dict) -> None:
     cpus = {n: int(containers(deployments[n])[0]["resources"]["requests"]["cpu"]) for n in AGENTS}
     assert all(c % 8 == 0 for c in cpus.values()), cpus
     assert sum(cpus.values()) < 56
+    for name, cpu in cpus.items():  # one thread per physical core: SMT siblings are not extra cores
+        env = {e["name"]: e.get("value") for e in containers(deployments[name])[0]["env"]}
+        assert env["OMP_NUM_THREADS"] == str(cpu // 2), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
