@@ -1,0 +1,113 @@
+"""The spine end to end with real processes: a real nats-server, router, coder-agent,
+reasoner-agent and code-sandbox as subprocesses (scripted models), and the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import Services, write_script
+
+pytestmark = pytest.mark.integration
+
+CODE = "```python\ndef square(x):\n    return x * x\n```"
+TESTS = "```python\nassert square(3) == 9\nassert square(-2) == 4\n```"
+
+
+def start_spine(services: Services, tmp_path, coder_replies: list[str], reasoner_replies: list[str] | None = None,
+                delay: str = "0") -> None:
+    services.start("router", "services.router", SYNDICATE_ROUTER_CLASSIFIER="0")
+    services.start("code-sandbox", "services.code_sandbox", SYNDICATE_SANDBOX_ALLOW_DEGRADED="1")
+    services.start("coder-agent", "services.coder_agent",
+                   SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "coder.json", coder_replies), SYNDICATE_ENGINE_SCRIPT_DELAY=delay)
+    services.start("reasoner-agent", "services.reasoner_agent",
+                   SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "reasoner.json", reasoner_replies or ["Paris."]),
+                   SYNDICATE_ENGINE_SCRIPT_DELAY=delay)
+    services.wait_ready(["router", "code-sandbox", "coder-agent", "reasoner-agent"])
+
+
+def test_code_task_is_done_with_one_trace_across_hops(services: Services, tmp_path) -> None:
+    start_spine(services, tmp_path, [CODE, TESTS])
+    out = services.cli("submit", "--kind", "code", "Write square(x).", "--json")
+    assert out.returncode == 0, out.stderr + services.log("coder-agent")[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "done"
+    assert result["kind"] == "code"
+    assert "x * x" in result["code"]
+    assert result["tests"][0]["status"] == "ok"
+
+    spans = json.loads(services.cli("trace", result["task_id"], "--json").stdout)
+    assert {s["trace_id"] for s in spans} == {result["trace_id"]}
+    by_id = {s["span_id"]: s for s in spans}
+    services_seen = {s["service"] for s in spans}
+    assert {"cli", "router", "coder-agent", "code-sandbox"} <= services_seen
+    # Each hop is parented across the process boundary: router and sandbox spans have
+    # parents in another service.
+    for svc in ("router", "coder-agent", "code-sandbox"):
+        crossing = [s for s in spans if s["service"] == svc and s["parent_id"] in by_id
+                    and by_id[s["parent_id"]]["service"] != svc]
+        assert crossing, f"no span of {svc} is parented by another service"
+    roots = [s for s in spans if s["parent_id"] is None]
+    assert [r["service"] for r in roots] == ["cli"]
+
+
+def test_repair_after_a_failing_first_attempt(services: Services, tmp_path) -> None:
+    broken = "```python\ndef square(x):\n    return x + x\n```"
+    start_spine(services, tmp_path, [broken, TESTS, CODE])
+    out = services.cli("submit", "--kind", "code", "Write square(x).", "--json")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "done", result
+    assert [a["passed"] for a in result["attempts"]] == [False, True]
+    assert "AssertionError" in result["attempts"][0]["verdicts"][0]["stderr"]
+
+
+def test_reason_task_and_result_command(services: Services, tmp_path) -> None:
+    start_spine(services, tmp_path, [CODE], ["The capital of France is Paris."])
+    out = services.cli("submit", "What is the capital of France?", "--json")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "done" and result["kind"] == "reason"
+    assert "Paris" in result["answer"]
+    again = json.loads(services.cli("result", result["task_id"], "--json").stdout)
+    assert again["answer"] == result["answer"] and again["status"] == "done"
+
+
+def test_no_wait_prints_the_id_and_status_lists_services(services: Services, tmp_path) -> None:
+    start_spine(services, tmp_path, [CODE, TESTS])
+    out = services.cli("submit", "--kind", "code", "Write square(x).", "--no-wait")
+    task_id = out.stdout.strip()
+    assert task_id.startswith("t-")
+    deadline = time.time() + 60
+    state: dict = {}
+    while time.time() < deadline:
+        state = json.loads(services.cli("result", task_id, "--json").stdout)
+        if state["status"] == "done":
+            break
+        time.sleep(0.5)
+    assert state["status"] == "done"
+    status = json.loads(services.cli("status", "--json").stdout)
+    names = {row["service"] for row in status["services"]}
+    assert {"router", "coder-agent", "reasoner-agent", "code-sandbox"} <= names
+    coder = next(r for r in status["services"] if r["service"] == "coder-agent")
+    assert coder["state"] == "ready" and coder["model"]
+
+
+def test_cancel_and_timeout_end_tasks_in_their_states(services: Services, tmp_path) -> None:
+    slow = "```python\n" + "x = 1\n" * 4000 + "```"
+    start_spine(services, tmp_path, [slow], ["slow " * 4000], delay="0.01")
+    # Timeout: the deadline passes while the (slow, scripted) model is generating.
+    out = services.cli("submit", "--kind", "reason", "Say a lot.", "--timeout", "2", "--json", timeout=60)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "timeout"
+    # Cancel: submit, then cancel while running.
+    task_id = services.cli("submit", "--kind", "code", "Write lots.", "--no-wait").stdout.strip()
+    time.sleep(1.0)
+    assert services.cli("cancel", task_id).returncode == 0
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        state = json.loads(services.cli("result", task_id, "--json").stdout)
+        if state["status"] == "cancelled":
+            break
+        time.sleep(0.3)
+    assert state["status"] == "cancelled"
