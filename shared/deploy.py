@@ -21,6 +21,7 @@ INBOX = "_INBOX.>"  # nats-py's reply inboxes (requests, JetStream deliveries, a
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 TASK_STATE_KV = f"$KV.{s.TASK_STATE_BUCKET}.>"
 TASK_EVENTS = s.task_events("*")
+INGEST_EVENTS = s.ingest_events("*")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Permissions:
         return _unique(self.publish + common + (JETSTREAM_PUBLISH if self.jetstream else ()))
 
     def subscribe_allow(self) -> list[str]:
-        return _unique(self.subscribe + (s.HEALTH_PING, s.TASK_CANCEL, INBOX))
+        return _unique(self.subscribe + (s.HEALTH_PING, s.METRICS_PING, s.TASK_CANCEL, INBOX))
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ SERVICES: tuple[DeployedService, ...] = (
     DeployedService(
         "retriever", "services.retriever", "agent", None,
         Permissions(
+            publish=(INGEST_EVENTS,),
             subscribe=(s.RETRIEVER_SEARCH, s.RETRIEVER_INGEST, s.RETRIEVER_EMBED, s.INGEST_JOB),
             jetstream=True,
         ),
@@ -109,7 +111,7 @@ SERVICES: tuple[DeployedService, ...] = (
     DeployedService(
         "gateway", "services.gateway", "gateway", None,
         Permissions(
-            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED),
+            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.METRICS_PING),
             subscribe=(TASK_EVENTS,),
             jetstream=True,
         ),
@@ -119,8 +121,11 @@ SERVICES: tuple[DeployedService, ...] = (
 # The operator's CLI (`syndicate submit/cancel/result/ingest/eval`) is a user, not a service.
 CLI_USER = "cli"
 CLI_PERMISSIONS = Permissions(
-    publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH),
-    subscribe=(TASK_EVENTS,),
+    publish=(
+        s.TASK_SUBMIT, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
+        s.SANDBOX_EXEC,  # `syndicate exec`: run a program through code-sandbox
+    ),
+    subscribe=(TASK_EVENTS, INGEST_EVENTS),
     jetstream=True,
 )
 
