@@ -1,6 +1,6 @@
 """The NATS users and permissions of compose/k8s are enough for the real services: every
 service runs as its own user against a nats-server with the committed auth.conf, and a
-code task, a reasoning task, an ingest, /metrics and the health probe all work."""
+code task, a reasoning task, an ingest, the gateway's /metrics and the health probe work."""
 
 from __future__ import annotations
 
@@ -77,15 +77,22 @@ def test_services_work_as_their_own_nats_users(stack, tmp_path: Path) -> None:
     start("code-sandbox", "services.code_sandbox", SYNDICATE_SANDBOX_ALLOW_DEGRADED="1")
     start("coder-agent", "services.coder_agent", SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "c.json", [CODE, TESTS]))
     start("reasoner-agent", "services.reasoner_agent", SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "r.json", ["Paris."]))
+    start("retriever", "services.retriever", SYNDICATE_LOG_JSON="false")
     port = free_port()
     start("gateway", "services.gateway", SYNDICATE_GATEWAY_PORT=str(port))
-    names = ["router", "code-sandbox", "coder-agent", "reasoner-agent", "gateway"]
+    names = ["router", "code-sandbox", "coder-agent", "reasoner-agent", "retriever", "gateway"]
     services.wait_ready(names, timeout_s=90)
 
     code = services.cli("submit", "--kind", "code", "Write square(x).", "--json")
     assert '"status": "done"' in code.stdout, code.stdout + code.stderr + services.log("router")[-2000:]
     reason = services.cli("submit", "--kind", "reason", "What is the capital of France?", "--json")
     assert '"status": "done"' in reason.stdout and "Paris" in reason.stdout, reason.stdout + reason.stderr
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "note.md").write_text("Liquidators repay unhealthy loans and receive collateral at a discount.\n")
+    ingest = services.cli("ingest", str(docs), "--collection", "notes", "--json")
+    assert ingest.returncode == 0 and '"files": 1' in ingest.stdout, ingest.stdout + ingest.stderr
 
     wait_http(f"http://127.0.0.1:{port}/metrics")
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()  # noqa: S310
