@@ -92,6 +92,7 @@ class Attempt(BaseModel):
     tests: str = ""
     verdicts: list[SandboxRunSummary] = Field(default_factory=list)
     passed: bool = False
+    disputed: list[str] = Field(default_factory=list)  # model-written checks two programs agreed against
     tokens: int = 0
     seconds: float = 0.0
 

@@ -41,6 +41,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("retriever", "services.retriever"),
     ServiceSpec("code-sandbox", "services.code_sandbox"),
     ServiceSpec("evaluator", "services.evaluator"),
+    ServiceSpec("gateway", "services.gateway"),  # HTTP: OpenAI-compatible API and /metrics
 )
 
 

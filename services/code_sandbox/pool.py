@@ -79,6 +79,7 @@ class BoxPool:
         self.cfg = BoxConfig(
             settings=self.settings, tier=h.tier, use_bwrap="bwrap" in h.layers and h.bwrap_path is not None,
             bwrap_path=h.bwrap_path, seccomp_bpf=h.seccomp_bpf, cgroups=h.cgroups, reaper=self.reaper,
+            setpriv_path=h.setpriv_path,
         )
         if self.allowed:
             self._refill()

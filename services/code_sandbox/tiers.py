@@ -36,6 +36,7 @@ class HostIsolation:
     bwrap_path: str | None = None
     seccomp_bpf: bytes | None = None
     cgroups: CgroupTree | None = None
+    setpriv_path: str | None = None
 
     def runs_code(self, allow_degraded: bool) -> bool:
         return self.tier in (FULL, NAMESPACES) or allow_degraded
@@ -60,10 +61,14 @@ def detect(settings: SandboxSettings) -> HostIsolation:
     if not os.access(settings.sandbox_python, os.X_OK):
         missing["python"] = f"{settings.sandbox_python} not executable"
 
+    setpriv_path = shutil.which("setpriv")
     if "userdrop" not in disabled:
         # Root must drop to the unprivileged uid (bwrap as root with a user namespace
         # would make the box host root); a non-root service is already unprivileged.
-        layers.add("userdrop")
+        if setpriv_path is None:
+            missing["userdrop"] = "setpriv (util-linux) not found"
+        else:
+            layers.add("userdrop")
 
     bpf = None
     if "seccomp" not in disabled:
@@ -95,7 +100,10 @@ def detect(settings: SandboxSettings) -> HostIsolation:
         bwrap_path = shutil.which(settings.sandbox_bwrap)
         if bwrap_path is None:
             missing["bwrap"] = f"{settings.sandbox_bwrap} not found (infra/scripts/install-system-deps.sh installs it)"
-        elif (why := _probe_bwrap(settings, bwrap_path, bpf if "seccomp" in layers else None)) is not None:
+        elif setpriv_path is None:
+            missing["bwrap"] = "cannot start bwrap without setpriv (util-linux)"
+            bwrap_path = None
+        elif (why := _probe_bwrap(settings, bwrap_path, setpriv_path, bpf if "seccomp" in layers else None)) is not None:
             missing["bwrap"] = why
             bwrap_path = None
         else:
@@ -105,16 +113,17 @@ def detect(settings: SandboxSettings) -> HostIsolation:
     return HostIsolation(
         tier=tier_of(frozen) if "python" not in missing else DEGRADED, layers=frozen, missing=missing,
         bwrap_path=bwrap_path, seccomp_bpf=bpf if "seccomp" in layers else None, cgroups=cgroups,
+        setpriv_path=setpriv_path,
     )
 
 
-def _probe_bwrap(settings: SandboxSettings, bwrap_path: str, bpf: bytes | None) -> str | None:
+def _probe_bwrap(settings: SandboxSettings, bwrap_path: str, setpriv_path: str, bpf: bytes | None) -> str | None:
     """Run one real box synchronously; None when it printed 'ok'."""
-    from services.code_sandbox.box import BoxConfig, bwrap_argv, encode_request, make_preexec
+    from services.code_sandbox.box import BoxConfig, bwrap_argv, encode_request, launcher_argv
     from services.code_sandbox.reaper import ChildReaper
 
     cfg = BoxConfig(settings=settings, tier="probe", use_bwrap=True, bwrap_path=bwrap_path,
-                    seccomp_bpf=bpf, cgroups=None, reaper=ChildReaper())
+                    seccomp_bpf=bpf, cgroups=None, reaper=ChildReaper(), setpriv_path=setpriv_path)
     fds: list[int] = []
     try:
         seccomp_fd = None
@@ -123,10 +132,10 @@ def _probe_bwrap(settings: SandboxSettings, bwrap_path: str, bpf: bytes | None) 
             os.write(w, bpf)
             os.close(w)
             fds.append(seccomp_fd)
-        argv = bwrap_argv(cfg, seccomp_fd=seccomp_fd, status_fd=2)
+        argv = launcher_argv(cfg, [], bwrap_argv(cfg, seccomp_fd=seccomp_fd, status_fd=2))
         proc = subprocess.run(
             argv, input=encode_request("", "print('ok')", []), capture_output=True, env={},
-            pass_fds=fds, timeout=20, preexec_fn=make_preexec([], cfg.drop_uid, 4096),
+            pass_fds=fds, timeout=20,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bwrap probe failed: {type(exc).__name__}: {exc}"

@@ -57,8 +57,7 @@ def invalid_request(exc: ValidationError | str) -> APIError:
     if isinstance(exc, str):
         return APIError(400, exc, type="invalid_request_error", code="invalid_request")
     errors = exc.errors()
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    loc = [str(p) for p in (errors[0]["loc"] if errors else ()) if p != "body"]
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors[:5]
     )

@@ -14,7 +14,7 @@ import hmac
 import json
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -341,16 +341,21 @@ class RequestCounter:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = {"code": 500}
-
-        async def send_counted(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
         path = scope.get("path", "")
         endpoint = path if path in KNOWN_PATHS else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
+        counted = False
+
+        async def send_counted(message: MutableMapping[str, Any]) -> None:
+            nonlocal counted
+            if message["type"] == "http.response.start" and not counted:
+                # Counted when the answer starts, so a client that reads its response and
+                # then scrapes already sees it.
+                counted = True
+                self.metrics.requests.labels(endpoint, str(message["status"])).inc()
+            await send(message)
+
         try:
             await self.app(scope, receive, send_counted)
         finally:
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            if not counted:  # failed before answering
+                self.metrics.requests.labels(endpoint, "500").inc()

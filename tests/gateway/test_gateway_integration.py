@@ -175,13 +175,16 @@ def test_traceparent_joins_the_task_trace(stack: Stack) -> None:
     assert r.json()["syndicate"]["trace_id"] == trace_id
     state = stack.task_state(r.headers["x-syndicate-task-id"])
     assert state is not None and state.trace_id == trace_id
-    # The router's span is parented by the gateway's publish span, across processes.
-    deadline, crossing = time.monotonic() + 10, []
-    while time.monotonic() < deadline and not crossing:
+    # The router's span is parented by the gateway's publish span, across processes
+    # (spans are exported in batches: wait until both processes' spans are in).
+    deadline, crossing, spans = time.monotonic() + 10, [], []
+    while time.monotonic() < deadline:
         spans = read_trace(stack.services.state_dir / "traces", trace_id)
         by_id = {s["span_id"]: s for s in spans}
         crossing = [s for s in spans if s["service"] == "router" and s["parent_id"] in by_id
                     and by_id[s["parent_id"]]["service"] == "gateway"]
+        if crossing and any(s["name"] == "gateway task chat" for s in spans):
+            break
         time.sleep(0.2)
     assert crossing
     assert any(s["name"] == "gateway task chat" for s in spans)

@@ -71,7 +71,8 @@ def tcp_listener() -> Iterator[Listener]:
 async def test_infinite_loop_is_timeout(pool: BoxPool) -> None:
     r = await contained(pool, "while True:\n    pass\n")
     assert (r.status, r.exit_code) == ("timeout", None)
-    assert r.cpu_s >= 0.9
+    # CPU limit (SIGXCPU) normally; the wall limit when a busy host starves the box
+    assert "time limit of" in r.message and r.cpu_s > 0
 
 
 async def test_multithreaded_cpu_burn_is_stopped_by_group_cpu_time(pool: BoxPool) -> None:

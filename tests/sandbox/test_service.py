@@ -42,7 +42,7 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_service_runs_code_answers_errors_and_reports_tier(services) -> None:
+def test_service_runs_code_answers_errors_and_reports_tier(services, tmp_path: Path) -> None:
     svc = services.start("code-sandbox", "services.code_sandbox", **FAST_START)
     services.wait_ready(["code-sandbox"])
     url = services.server.url
@@ -56,6 +56,18 @@ def test_service_runs_code_answers_errors_and_reports_tier(services) -> None:
     [health] = [r for r in asyncio.run(health_replies(url)) if r.service == "code-sandbox"]
     assert health.state == "ready" and health.details["isolation"] == "full"
     assert health.details["isolation_layers"] == ["bwrap", "cgroup", "seccomp", "userdrop"]
+    # the CLI: plain (program output + verdict, exit 1 when not ok) and --json
+    prog, data = tmp_path / "prog.py", tmp_path / "in.txt"
+    prog.write_text("import sys\nprint(sys.stdin.read()[::-1])\nsys.exit(int(len(sys.argv) > 5))\n")
+    data.write_text("abc")
+    out = services.cli("exec", str(prog), "--stdin", str(data), "--timeout", "5", "--memory", "64")
+    assert out.returncode == 0 and out.stdout == "cba\n" and "ok" in out.stderr and "isolation full" in out.stderr
+    bomb = tmp_path / "bomb.py"
+    bomb.write_text("x = []\nwhile True:\n    x.append(bytearray(2**20))\n")
+    out = services.cli("exec", str(bomb), "--memory", "48", "--json")
+    assert out.returncode == 1
+    reply = ExecResult.model_validate_json(out.stdout)
+    assert (reply.status, reply.isolation) == ("memory_limit", "full")
     assert svc.poll() is None  # nothing above crashed it
 
 
