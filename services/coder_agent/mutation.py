@@ -38,6 +38,30 @@ def syntax_error(code: str) -> str | None:
     return None
 
 
+def drop_example_usage(code: str) -> str:
+    """Without top-level assignments that call the program's own functions — the
+    "example usage" (``scores = [pack([3, 4], 10)]``) small models append, which runs at
+    import time in the scorer and often crashes there. Unparseable code is returned as is."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    own = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+    drop = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign) and node.value is not None:
+            calls = {c.func.id for c in ast.walk(node.value) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+            if calls & own and node.end_lineno is not None:
+                drop.append((node.lineno, node.end_lineno))
+    if not drop:
+        return code
+    lines = code.splitlines(keepends=True)
+    kept = [ln for n, ln in enumerate(lines, 1) if not any(a <= n <= b for a, b in drop)]
+    while kept and (not kept[-1].strip() or kept[-1].lstrip().startswith("#")):
+        kept.pop()  # the "# Example usage" comment left behind
+    return "".join(kept).rstrip() + "\n"
+
+
 def job_seed(step_id: str) -> int:
     """A stable per-candidate sampling seed."""
     return zlib.crc32(step_id.encode())
@@ -67,7 +91,7 @@ async def mutate(engine: TextEngine, job: AgentJob, default_max_tokens: int = 76
             usage.input_tokens += out.input_tokens
             usage.output_tokens += out.output_tokens
             usage.seconds += out.seconds
-            code = strip_scaffolding(extract_code(out.text))
+            code = drop_example_usage(strip_scaffolding(extract_code(out.text)))
             problem = syntax_error(code) if code.strip() else "the answer holds no code"
             attempts.append(Attempt(n=n, code=code, passed=problem is None, tokens=out.output_tokens,
                                     seconds=round(time.monotonic() - started, 3)))

@@ -52,7 +52,7 @@ async def test_run_improves_on_the_seed_and_keeps_failures_with_their_verdicts()
     assert "ValueError: boom" in next(p.detail for p in programs.values() if p.verdict == "runtime_error")
     # Generation 2's prompts showed parents with their scores and generation 1's failures.
     gen2_prompts = [r.messages[-1]["content"] for r in engine.requests[4:]]
-    assert all("score 3" in t for t in gen2_prompts)  # the elite of generation 1 is always shown
+    assert all("scores 3" in t for t in gen2_prompts)  # the elite of generation 1 is always shown
     assert any("runtime_error" in t or "no_number" in t or "timeout" in t for t in gen2_prompts)
     # Survivors: the best first; the duplicate of "return 3" did not take a second place.
     gen2 = await store.get_gen("evo-test", 2)

@@ -25,6 +25,13 @@ async def test_returns_the_program_without_scaffolding() -> None:
     assert "improve it" in req.messages[-1]["content"]
 
 
+async def test_example_usage_is_dropped_but_constants_stay() -> None:
+    answer = ("```python\nLIMIT = max(3, 4)\n\ndef pack(sizes, capacity):\n    return [[s] for s in sizes]\n\n"
+              "# Example usage\nbins = pack([3, 4], 10)\nprint(bins)\n```")
+    res = await mutate(ScriptedEngine([answer]), job())
+    assert res.code == "LIMIT = max(3, 4)\n\ndef pack(sizes, capacity):\n    return [[s] for s in sizes]\n"
+
+
 async def test_code_that_does_not_parse_gets_one_repair() -> None:
     engine = ScriptedEngine(["```python\ndef f(:\n    return 3\n```", "```python\ndef f():\n    return 4\n```"])
     res = await mutate(engine, job())

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import random
 
-from services.router.evolution.selection import normalized_hash, pick_parents, select_survivors, tournament
+from services.router.evolution.selection import (
+    normalized_hash,
+    pick_parents,
+    select_survivors,
+    tournament,
+)
 from shared.contracts import EvolveProgram
 
 

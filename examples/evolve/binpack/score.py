@@ -13,11 +13,11 @@ instances = [[rng.randint(10, 60) for _ in range(120)] for _ in range(5)]
 ratios = []
 for k, sizes in enumerate(instances):
     bins = pack(list(sizes), CAPACITY)
-    seen = sorted(i for b in bins for i in b)
-    if seen != list(range(len(sizes))):
-        raise SystemExit(f"instance {k}: every item index must appear in exactly one bin")
+    packed = sorted(x for b in bins for x in b)
+    if packed != sorted(sizes):
+        raise SystemExit(f"instance {k}: every item must be in exactly one bin")
     for b in bins:
-        load = sum(sizes[i] for i in b)
+        load = sum(b)
         if load > CAPACITY:
             raise SystemExit(f"instance {k}: a bin holds {load} > capacity {CAPACITY}")
     used = sum(1 for b in bins if b)

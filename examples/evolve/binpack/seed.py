@@ -3,12 +3,12 @@ def pack(sizes, capacity):
     bins = []
     current = []
     load = 0
-    for i, size in enumerate(sizes):
+    for size in sizes:
         if load + size > capacity:
             bins.append(current)
             current = []
             load = 0
-        current.append(i)
+        current.append(size)
         load += size
     if current:
         bins.append(current)

@@ -1,16 +1,21 @@
-"""The mutation prompt: the task, the parent program with its score and sandbox verdict,
-an inspiration program from the population, recent candidates that earned no score (and
-why), and a hint that varies from child to child so a generation's candidates differ."""
+"""The prompts of candidate jobs.
+
+- ``mutation_prompt``: the task, the parent program with its score and sandbox verdict,
+  an inspiration program from the population, recent candidates that earned no score
+  (and why), and a hint that varies from child to child so a generation's candidates differ.
+- ``fresh_prompt``: the task, the score to beat and the recent failures, no code (a
+  share ``EvolveSpec.fresh`` of each generation's children).
+"""
 
 from __future__ import annotations
 
 from shared.contracts import EvolveProgram, EvolveSpec
 
 DEFAULT_HINTS = (
-    "Make one focused change that raises the score.",
-    "Use a different, better algorithm for the same job.",
-    "Look at what the score measures and remove wasted work.",
-    "Combine the best ideas of the programs shown.",
+    "Use a smarter algorithm than the current one.",
+    "Handle the input in a better order.",
+    "Make a better choice at each step: look at more options before deciding.",
+    "Remove the work the current program wastes.",
 )
 MAX_CODE_CHARS = 6_000
 MAX_DETAIL_CHARS = 300
@@ -18,12 +23,12 @@ MAX_FAILURES = 2
 
 
 def _score(p: EvolveProgram) -> str:
-    return f"score {p.score:.6g}" if p.score is not None else f"no score ({p.verdict})"
+    return f"scores {p.score:.6g}" if p.score is not None else f"earns no score ({p.verdict})"
 
 
 def _program(label: str, p: EvolveProgram) -> str:
     detail = p.detail.strip()[-MAX_DETAIL_CHARS:]
-    out = f"{label} ({_score(p)}):\n```python\n{p.code.strip()[:MAX_CODE_CHARS]}\n```"
+    out = f"{label} {_score(p)} (higher is better):\n```python\n{p.code.strip()[:MAX_CODE_CHARS]}\n```"
     if detail:
         out += f"\nIts scoring run printed:\n```\n{detail}\n```"
     return out
@@ -38,15 +43,38 @@ def mutation_prompt(
     spec: EvolveSpec, parent: EvolveProgram, inspiration: EvolveProgram | None,
     failures: list[EvolveProgram], hint: str,
 ) -> str:
-    """The user message of one candidate job (higher score is better)."""
-    parts = [f"Task:\n{spec.task.strip()}", _program("Current program", parent)]
-    if inspiration is not None:
-        parts.append(_program("Another program for the same task", inspiration))
+    """The user message of one candidate job (higher score is better).
+
+    The inspiration is shown only when it behaves differently from the parent (another
+    score): a near-copy of the parent teaches a small model nothing but copying."""
+    parts = [f"Task:\n{spec.task.strip()}", _program("The current program", parent)]
+    if inspiration is not None and inspiration.score != parent.score:
+        parts.append(_program("A different program", inspiration))
     for f in failures[:MAX_FAILURES]:
         why = f.detail.strip()[-MAX_DETAIL_CHARS:] or f.verdict
         parts.append(f"A recent attempt earned no score ({f.verdict}):\n```\n{why}\n```")
     parts.append(
-        f"{hint} Write an improved version of the current program that earns a higher score. "
-        "Keep the same function names and signatures. Answer with the complete program in one ```python block."
+        f"Improve the current program. Idea: {hint}\n"
+        "Do not copy the current program: change how it works so that it scores higher. Keep the "
+        "same function names and signatures; no tests, no examples. Answer with the complete "
+        "program in one ```python block."
     )
     return "\n\n".join(parts)
+
+
+def fresh_prompt(spec: EvolveSpec, best: EvolveProgram, failures: list[EvolveProgram], hint: str) -> str:
+    """A candidate written from the task alone: only the score to beat is shown, no code.
+
+    Small models shown a program tend to hand it back nearly unchanged; asked afresh they
+    reach for the algorithms they know, which is where big jumps come from."""
+    parts = [f"Task:\n{spec.task.strip()}",
+             f"The best program so far scores {best.score:.6g} (higher is better)." if best.score is not None else ""]
+    for f in failures[:MAX_FAILURES]:
+        why = f.detail.strip()[-MAX_DETAIL_CHARS:] or f.verdict
+        parts.append(f"A recent attempt earned no score ({f.verdict}):\n```\n{why}\n```")
+    parts.append(
+        f"Write a new program for the task that scores higher. Idea: {hint}\n"
+        "Use the function names and signatures the task gives; no tests, no examples. Answer with "
+        "the complete program in one ```python block."
+    )
+    return "\n\n".join(p for p in parts if p)
