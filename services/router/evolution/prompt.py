@@ -1,11 +1,7 @@
-"""The prompts of candidate jobs.
-
-- ``mutation_prompt``: the task, the parent program with its score and sandbox verdict,
-  an inspiration program from the population, recent candidates that earned no score
-  (and why), and a hint that varies from child to child so a generation's candidates differ.
-- ``fresh_prompt``: the task, the score to beat and the recent failures, no code (a
-  share ``EvolveSpec.fresh`` of each generation's children).
-"""
+"""The mutation prompt: the task, the parent program with its score and sandbox verdict,
+an inspiration program from the population (only when it scores differently), recent
+candidates that earned no score (and why), and a hint that varies from child to child so
+a generation's candidates differ."""
 
 from __future__ import annotations
 
@@ -61,20 +57,3 @@ def mutation_prompt(
     )
     return "\n\n".join(parts)
 
-
-def fresh_prompt(spec: EvolveSpec, best: EvolveProgram, failures: list[EvolveProgram], hint: str) -> str:
-    """A candidate written from the task alone: only the score to beat is shown, no code.
-
-    Small models shown a program tend to hand it back nearly unchanged; asked afresh they
-    reach for the algorithms they know, which is where big jumps come from."""
-    parts = [f"Task:\n{spec.task.strip()}",
-             f"The best program so far scores {best.score:.6g} (higher is better)." if best.score is not None else ""]
-    for f in failures[:MAX_FAILURES]:
-        why = f.detail.strip()[-MAX_DETAIL_CHARS:] or f.verdict
-        parts.append(f"A recent attempt earned no score ({f.verdict}):\n```\n{why}\n```")
-    parts.append(
-        f"Write a new program for the task that scores higher. Idea: {hint}\n"
-        "Use the function names and signatures the task gives; no tests, no examples. Answer with "
-        "the complete program in one ```python block."
-    )
-    return "\n\n".join(p for p in parts if p)
