@@ -21,11 +21,14 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The numpy baseline answers one query at a time, like the store: one BLAS thread
+# (a multi-threaded matvec swings from 0.1 to 15 ms under outside load).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 from services.retriever.embedding import load_embedder  # noqa: E402
 from services.retriever.index import DocumentIndex  # noqa: E402

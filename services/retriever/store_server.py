@@ -53,8 +53,15 @@ class ServerStore:
         self.url = url
 
     def collections(self) -> list[str]:
-        names = [c.name for c in self.client.get_collections().collections]
-        return sorted(n for n in names if self.meta(n) is not None)
+        """The syndicate's collections (others on a shared server are left alone)."""
+        out = []
+        for c in self.client.get_collections().collections:
+            try:
+                if self.meta(c.name) is not None:
+                    out.append(c.name)
+            except RetrievalError:
+                continue
+        return sorted(out)
 
     def meta(self, collection: str) -> CollectionMeta | None:
         if not self.client.collection_exists(collection):
