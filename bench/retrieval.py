@@ -104,6 +104,13 @@ def store_bench(n: int, queries: int, rng: np.random.Generator, optimize: bool) 
             out["recall_at_10_vs_exact"] = round(float(np.mean([
                 len({ids[k] for k in e} & set(f)) / 10 for e, f in zip(exact, found, strict=True)
             ])), 3)
+            for ef in (128, 256):  # wider HNSW beam: recall bought with latency
+                store.hnsw_ef = ef
+                times, found = run()
+                out[f"after_optimize_ef{ef}"] = {**ms(times), "recall_at_10_vs_exact": round(float(np.mean([
+                    len({ids[k] for k in e} & set(f)) / 10 for e, f in zip(exact, found, strict=True)
+                ])), 3)}
+            store.hnsw_ef = None
             times, _ = run(filters=SearchFilters(path_prefix="dir3/"))
             out["after_optimize_path_filter"] = ms(times)
             times, _ = run(sparse=([17, 5017], [1.0, 1.0]))

@@ -18,6 +18,7 @@ class RetrieverSettings(Settings):
     hybrid: bool = True  # fuse dense and BM25 rankings (raised MRR on the labelled set)
     chunk_chars: int = 1000  # about 250 tokens: the model's 256-token window
     chunk_overlap_lines: int = 2
+    hnsw_ef: int | None = None  # search beam width; None: the engine default (see bench)
     optimize_idle_s: float = 2.0  # build the HNSW index once ingestion is quiet this long
     ingest_ack_wait_s: float = 120.0
     ingest_max_deliver: int = 5
