@@ -12,7 +12,7 @@ from shared import subjects
 from shared.bus import jetstream
 from shared.contracts import FINAL_STATUSES, AgentJob, CancelRequest, StepResult, TaskEvent, TaskState
 from shared.llm.base import TextEngine
-from shared.service import ServiceRuntime, publish_event
+from shared.service import ServiceRuntime, publish_event, publish_token
 from shared.settings import Settings
 
 
@@ -57,7 +57,7 @@ class AgentRuntime:
 
     def token_sink(self, job: AgentJob):  # type: ignore[no-untyped-def]
         async def on_token(piece: str) -> None:
-            await publish_event(self.broker, TaskEvent(task_id=job.task_id, type="token", step=self.role, text=piece))
+            await publish_token(self.broker, TaskEvent(task_id=job.task_id, type="token", step=self.role, text=piece))
 
         return on_token
 

@@ -92,6 +92,7 @@ class Attempt(BaseModel):
     tests: str = ""
     verdicts: list[SandboxRunSummary] = Field(default_factory=list)
     passed: bool = False
+    disputed: list[str] = Field(default_factory=list)  # model-written checks two programs agreed against
     tokens: int = 0
     seconds: float = 0.0
 
@@ -350,6 +351,19 @@ class HealthReply(Message):
     queue_depth: int = 0
     running: int = 0
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- metrics (gateway) ------------------------------------------------------------------
+class MetricsPing(Message):
+    pass
+
+
+class MetricsReply(Message):
+    """One instance's own Prometheus series, in the text exposition format."""
+
+    service: str
+    instance: str
+    exposition: str
 
 
 class DeadLetter(Message):

@@ -91,3 +91,10 @@ async def publish_event(broker: NatsBroker, event: TaskEvent) -> None:
     """Best-effort live event (the KV task state is the durable truth)."""
     with contextlib.suppress(Exception):
         await broker.publish(event, subjects.task_events(event.task_id))
+
+
+async def publish_token(broker: NatsBroker, event: TaskEvent) -> None:
+    """Token events bypass the telemetry middleware: one span per token would drown the
+    task's trace (the generation itself is one span with token counts)."""
+    with contextlib.suppress(Exception):
+        await broker.connection.publish(subjects.task_events(event.task_id), event.model_dump_json().encode())

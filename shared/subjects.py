@@ -45,6 +45,9 @@ RETRIEVER_INGEST = f"{PREFIX}.retriever.ingest"  # IngestRequest -> IngestReply 
 RETRIEVER_EMBED = f"{PREFIX}.retriever.embed"  # EmbedRequest -> EmbedReply
 TASK_CANCEL = f"{PREFIX}.task.cancel"  # CancelRequest, broadcast to router and every agent
 HEALTH_PING = f"{PREFIX}.health.ping"  # HealthPing, broadcast; every instance replies HealthReply
+# MetricsPing, broadcast; every instance that keeps shared.metrics.ServiceMetrics replies
+# MetricsReply (Prometheus text). The gateway's /metrics gathers them.
+METRICS_PING = f"{PREFIX}.metrics.ping"
 
 
 def task_events(task_id: str) -> str:

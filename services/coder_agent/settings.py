@@ -7,5 +7,6 @@ class CoderSettings(Settings):
     max_attempts: int = 3  # write, then up to (max_attempts - 1) repairs from sandbox verdicts
     max_tokens: int = 768
     write_tests: bool = True  # when the task brings no tests, ask the model for some
+    tests_max_tokens: int = 256  # small models run on writing asserts until cut off
     sandbox_timeout_s: float = 10.0
     sandbox_memory_mb: int = 256

@@ -3,12 +3,15 @@ code-sandbox, feed failures back to the model, stop at the first pass."""
 
 from __future__ import annotations
 
+import ast
 import difflib
 import time
 from collections.abc import Awaitable, Callable
 
+from services.coder_agent.checks import describe_failures, harness, read_outcomes, split_checks, strip_report
 from services.coder_agent.prompts import (
-    SYSTEM, TESTS_SYSTEM, extract_code, provided_tests, repair_prompt, task_prompt, tests_prompt,
+    SYSTEM, TESTS_SYSTEM, extract_code, provided_tests, repair_prompt, strip_scaffolding, task_prompt,
+    tests_prompt,
 )
 from services.coder_agent.settings import CoderSettings
 from shared.contracts import (
@@ -46,9 +49,10 @@ class CodeSolver:
         self.progress = progress
         self.usage = Usage(model=engine.name)
 
-    async def _generate(self, job: AgentJob, messages: list[dict[str, str]], stream: bool = True) -> str:
+    async def _generate(self, job: AgentJob, messages: list[dict[str, str]], stream: bool = True,
+                        max_tokens: int | None = None) -> str:
         req = GenerationRequest(
-            messages=messages, max_tokens=job.max_tokens or self.settings.max_tokens, temperature=0.0,
+            messages=messages, max_tokens=max_tokens or job.max_tokens or self.settings.max_tokens, temperature=0.0,
             deadline=job.deadline, request_id=job.task_id,
         )
         out: GenerationResult = await self.engine.generate(req, self.on_token if stream else None)
@@ -76,34 +80,56 @@ class CodeSolver:
 
     async def _solve(self, job: AgentJob, attempts: list[Attempt]) -> StepResult:
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task_prompt(job.text, job.files, job.context)}]
-        tests = provided_tests(job.text, job.files)
+        provided = provided_tests(job.text, job.files)
+        trusted = bool(provided)  # the task's own tests are never disputed
+        checks = task_checks(provided) if provided else []
+        disputed: set[int] = set()
+        last_failures: dict[int, str | None] = {}
+        last_code: str | None = None
         for n in range(1, self.settings.max_attempts + 1):
             started = time.monotonic()
             tokens_before = self.usage.output_tokens
             await self._say(f"writing code (attempt {n}/{self.settings.max_attempts})" if n == 1 else f"repairing (attempt {n}/{self.settings.max_attempts})")
             answer = await self._generate(job, messages)
-            code = extract_code(answer)
-            if not tests and self.settings.write_tests:
+            code = strip_scaffolding(extract_code(answer))
+            if not checks and self.settings.write_tests:
                 await self._say("writing tests")
-                tests = extract_code(await self._generate(job, [
+                checks = split_checks(extract_code(await self._generate(job, [
                     {"role": "system", "content": TESTS_SYSTEM},
                     {"role": "user", "content": tests_prompt(job.text, code)},
-                ], stream=False))
-            await self._say("running code and tests in code-sandbox")
+                ], stream=False, max_tokens=self.settings.tests_max_tokens)))
+            await self._say(f"running code and {len(checks)} checks in code-sandbox")
             result = await self.run_code(ExecRequest(
-                code=code, test_code=tests or None, task_id=job.task_id,
+                code=code, test_code=harness(checks) if checks else None, task_id=job.task_id,
                 limits=ExecLimits(wall_s=self.settings.sandbox_timeout_s, memory_mb=self.settings.sandbox_memory_mb),
             ))
-            passed = result.status == "ok" and result.exit_code == 0
+            outcomes = read_outcomes(result.stderr)
+            failing = [o for o in outcomes or [] if not o.ok and o.index not in disputed]
+            if not trusted and last_code is not None and _normal(code) != _normal(last_code):
+                # Two different programs give the same answer against this check: distrust it.
+                for o in failing:
+                    if o.actual is not None and last_failures.get(o.index) == o.actual:
+                        disputed.add(o.index)
+                failing = [o for o in failing if o.index not in disputed]
+            last_failures = {o.index: o.actual for o in outcomes or [] if not o.ok}
+            last_code = code
+            if outcomes is None:
+                passed = result.status == "ok" and result.exit_code == 0 and not checks
+            else:
+                passed = not failing and result.status in ("ok", "runtime_error")
+            summary = summarize("code+tests", result)
+            summary.stderr = strip_report(summary.stderr)
             attempts.append(Attempt(
-                n=n, code=code, tests=tests, verdicts=[summarize("code+tests", result)], passed=passed,
+                n=n, code=code, tests="\n".join(checks), verdicts=[summary], passed=passed,
+                disputed=[checks[i] for i in sorted(disputed)],
                 tokens=self.usage.output_tokens - tokens_before, seconds=round(time.monotonic() - started, 3),
             ))
             if passed:
-                await self._say(f"tests passed on attempt {n}")
+                await self._say(f"checks passed on attempt {n}" + (f" ({len(disputed)} disputed)" if disputed else ""))
                 return self._result(job, "done", attempts)
-            await self._say(f"attempt {n} failed: {result.status}")
-            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair_prompt(verdict_text(result))}]
+            await self._say(f"attempt {n} failed: {result.status}, {len(failing)} failing checks")
+            feedback = describe_failures(checks, failing) if failing else verdict_text(result)
+            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair_prompt(feedback)}]
         return self._result(job, "failed", attempts, ErrorInfo(
             code="tests_failed", message=f"code did not pass its tests in {len(attempts)} attempts"))
 
@@ -113,11 +139,27 @@ class CodeSolver:
         files, diff = edited_files(job.files, code) if code else ([], "")
         verdict = "passed" if last and last.passed else "failed"
         answer = f"```python\n{code}```\n\nTests {verdict} (attempt {last.n} of {self.settings.max_attempts})." if last and code else ""
+        if last and last.disputed:
+            answer += f" Disputed model-written checks (two implementations agreed against them): {'; '.join(last.disputed)}"
         return StepResult(
             task_id=job.task_id, step_id=job.step_id, agent="coder", status=status,  # type: ignore[arg-type]
             answer=answer, code=code, tests=last.verdicts if last else [], attempts=attempts,
             files=files, diff=diff, error=error, usage=self.usage,
         )
+
+
+def _normal(code: str) -> str:
+    return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
+
+
+def task_checks(tests: str) -> list[str]:
+    """The task's own tests as checks: its statements, then a call of each test_* function."""
+    checks = split_checks(tests, limit=200)
+    try:
+        names = [n.name for n in ast.parse(tests).body if isinstance(n, ast.FunctionDef) and n.name.startswith("test")]
+    except SyntaxError:
+        names = []
+    return checks + [f"{name}()" for name in names]
 
 
 def edited_files(files: list[FileIn], code: str) -> tuple[list[FileIn], str]:

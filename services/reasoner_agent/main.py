@@ -3,7 +3,6 @@ citations when the task names a collection."""
 
 from __future__ import annotations
 
-from faststream import Context
 from faststream.nats import NatsMessage, PullSub
 
 from services.reasoner_agent.answerer import Answerer
@@ -38,7 +37,7 @@ async def search(req: SearchRequest) -> SearchReply:
     subjects.JOB_REASONER, stream=js_stream(subjects.JOBS_STREAM), durable=subjects.REASONER_DURABLE,
     pull_sub=PullSub(timeout=1.0), config=consumer(subjects.REASONER_DURABLE, ack_wait_s=60, max_deliver=3),
 )
-async def on_job(job: AgentJob, msg: NatsMessage = Context("message")) -> None:
+async def on_job(job: AgentJob, msg: NatsMessage) -> None:
     if await agent.step_already_ended(job):
         return
     assert agent.engine is not None

@@ -9,11 +9,13 @@ import time
 from faststream import Context
 from faststream.nats import PullSub
 
+from services.router.classifier import classify
 from services.router.routing import fallback_route, rule_route
 from services.router.settings import RouterSettings
 from services.router.state import TaskStore, set_status
 from shared import subjects
 from shared.bus import consumer, ensure_jetstream, js_stream, jetstream, make_broker
+from shared.agent import AgentRuntime
 from shared.contracts import (
     FINAL_STATUSES, AgentJob, CancelRequest, ErrorInfo, StepRecord, StepResult, TaskEvent, TaskResult,
     TaskState, TaskSubmit,
@@ -28,6 +30,7 @@ broker = make_broker("router", settings)
 runtime = ServiceRuntime("router", settings)
 app = create_app(runtime, broker)
 deadlines: dict[str, float] = {}
+classifier = AgentRuntime("router", broker, runtime)  # the small routing model, when enabled
 
 
 @app.on_startup
@@ -38,6 +41,23 @@ async def startup() -> None:
     for state in await store.active():  # resume deadline tracking after a restart
         deadlines[state.task.task_id] = state.task.submitted_at + state.task.timeout_s
     app.context.set_global("sweeper", asyncio.create_task(sweep_deadlines(store)))
+    if settings.router_classifier:
+        try:
+            await classifier.load(settings)
+            runtime.details["classifier"] = runtime.model
+        except Exception as exc:  # rules still route every task
+            log.warning("classifier model unavailable, routing by rules only", error=str(exc))
+            runtime.details["classifier"] = f"off ({exc})"
+    else:
+        runtime.details["classifier"] = "off"
+
+
+async def choose_route(task: TaskSubmit) -> list[str]:
+    """Rules first; the JSON-schema classifier for what they leave open; then a fallback."""
+    route = rule_route(task)
+    if route is None and classifier.engine is not None:
+        route = await classify(classifier.engine, task, deadline=task.submitted_at + task.timeout_s)
+    return route or fallback_route(task)
 
 
 @broker.subscriber(
@@ -49,7 +69,7 @@ async def on_task(task: TaskSubmit, store: TaskStore = Context()) -> None:
     if existing is not None and existing.status != "routed":
         return  # redelivered submit of a task already running or finished
     if existing is None:
-        route = rule_route(task) or fallback_route(task)
+        route = await choose_route(task)
         state = TaskState(
             task=task, status="routed", route=route, trace_id=current_trace_id(),
             steps=[StepRecord(step_id=f"{task.task_id}.1", agent=route[0])], history=[("routed", time.time())],

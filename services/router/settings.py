@@ -8,3 +8,5 @@ class RouterSettings(Settings):
     task_retention_s: float = 7 * 86_400.0
     deadline_sweep_s: float = 0.5
     job_max_deliver: int = 3
+    # Load the `router` role's small model to classify tasks the rules are unsure of.
+    router_classifier: bool = True

@@ -18,7 +18,7 @@ TESTS = "```python\nassert square(3) == 9\nassert square(-2) == 4\n```"
 
 def start_spine(services: Services, tmp_path, coder_replies: list[str], reasoner_replies: list[str] | None = None,
                 delay: str = "0") -> None:
-    services.start("router", "services.router")
+    services.start("router", "services.router", SYNDICATE_ROUTER_CLASSIFIER="0")
     services.start("code-sandbox", "services.code_sandbox", SYNDICATE_SANDBOX_ALLOW_DEGRADED="1")
     services.start("coder-agent", "services.coder_agent",
                    SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "coder.json", coder_replies), SYNDICATE_ENGINE_SCRIPT_DELAY=delay)
