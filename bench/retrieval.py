@@ -192,7 +192,8 @@ def main() -> None:
         print(json.dumps({"size": n, **r}), file=sys.stderr)
     result["e2e"] = e2e_bench(args.quick)
     largest = result["store"][str(max(sizes))]
-    best = largest.get("after_optimize", largest["before_optimize"])["p50_ms"]
+    # The service's default search settings (SYNDICATE_HNSW_EF=256) after optimize.
+    best = largest.get("after_optimize_ef256", largest["before_optimize"])["p50_ms"]
     result["goal"] = {"size": max(sizes), "p50_ms": best, "goal_p50_ms": GOAL_P50_MS, "met": best <= GOAL_P50_MS,
                       "speedup_vs_numpy_scan": round(largest["numpy_exact_scan"]["p50_ms"] / best, 1) if best else None}
     print(json.dumps(result))
