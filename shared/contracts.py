@@ -92,7 +92,7 @@ class Attempt(BaseModel):
     tests: str = ""
     verdicts: list[SandboxRunSummary] = Field(default_factory=list)
     passed: bool = False
-    disputed: list[str] = Field(default_factory=list)  # model-written checks two programs agreed against
+    disputed: list[str] = Field(default_factory=list)  # model-written checks the code kept failing, same value
     tokens: int = 0
     seconds: float = 0.0
 

@@ -21,6 +21,7 @@ INBOX = "_INBOX.>"  # nats-py's reply inboxes (requests, JetStream deliveries, a
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 TASK_STATE_KV = f"$KV.{s.TASK_STATE_BUCKET}.>"
 TASK_EVENTS = s.task_events("*")
+INGEST_EVENTS = s.ingest_events("*")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Permissions:
         return _unique(self.publish + common + (JETSTREAM_PUBLISH if self.jetstream else ()))
 
     def subscribe_allow(self) -> list[str]:
-        return _unique(self.subscribe + (s.HEALTH_PING, s.TASK_CANCEL, INBOX))
+        return _unique(self.subscribe + (s.HEALTH_PING, s.METRICS_PING, s.TASK_CANCEL, INBOX))
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ SERVICES: tuple[DeployedService, ...] = (
     DeployedService(
         "retriever", "services.retriever", "agent", None,
         Permissions(
+            publish=(INGEST_EVENTS,),
             subscribe=(s.RETRIEVER_SEARCH, s.RETRIEVER_INGEST, s.RETRIEVER_EMBED, s.INGEST_JOB),
             jetstream=True,
         ),
@@ -109,7 +111,7 @@ SERVICES: tuple[DeployedService, ...] = (
     DeployedService(
         "gateway", "services.gateway", "gateway", None,
         Permissions(
-            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED),
+            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.METRICS_PING),
             subscribe=(TASK_EVENTS,),
             jetstream=True,
         ),
@@ -119,8 +121,11 @@ SERVICES: tuple[DeployedService, ...] = (
 # The operator's CLI (`syndicate submit/cancel/result/ingest/eval`) is a user, not a service.
 CLI_USER = "cli"
 CLI_PERMISSIONS = Permissions(
-    publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH),
-    subscribe=(TASK_EVENTS,),
+    publish=(
+        s.TASK_SUBMIT, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
+        s.SANDBOX_EXEC,  # `syndicate exec`: run a program through code-sandbox
+    ),
+    subscribe=(TASK_EVENTS, INGEST_EVENTS),
     jetstream=True,
 )
 
@@ -192,20 +197,30 @@ def credentials_env() -> str:
 
 
 # --- placement plan -> compose cpusets ----------------------------------------------------
-def cpusets_from_plan(plan: dict) -> dict[str, str]:
-    """Map a placement plan to a kernel cpu list per service.
+@dataclass(frozen=True)
+class Pinning:
+    """Where one container runs: its cpuset and the environment that tells it so."""
+
+    cpuset: str
+    env: dict[str, str]
+
+
+def cpusets_from_plan(plan: dict) -> dict[str, Pinning]:
+    """Map a placement plan to a cpuset and placement environment per service.
 
     ``plan`` is ``syndicate topology --json`` output: ``{"ccds": [[cpu, ...], ...],
-    "agents": {"coder": {"cpus": [...], "threads": n}, ...}}``. Agents get their own cores;
-    every other service shares the L3 groups no agent touches (so they never sit on an
-    agent's SMT siblings), or, when every group is taken, whatever cores are left.
+    "agents": {"coder": {"cpus": [...], "threads": n, "env": {...}}, ...},
+    "shared_cpus": [...], "shared_env": {...}}`` (``env``/``shared_*`` optional). Agents
+    get their own cores; every other service gets ``shared_cpus`` or, when the plan has
+    none, the L3 groups no agent touches (never an agent's SMT siblings), or, when every
+    group is taken, whatever cores are left. Key ``"_shared"`` is that shared pinning.
     """
     ccds = [set(group) for group in plan.get("ccds", [])]
     everything = set().union(*ccds) if ccds else set()
-    out: dict[str, str] = {}
+    out: dict[str, Pinning] = {}
     taken: set[int] = set()
     for role, entry in plan.get("agents", {}).items():
-        name = _plan_service(role)
+        name = plan_service(role)
         if name is None:
             continue
         cpus = set(entry["cpus"])
@@ -213,17 +228,26 @@ def cpusets_from_plan(plan: dict) -> dict[str, str]:
             raise ValueError(f"placement plan gives cores {sorted(cpus & taken)} to two agents")
         taken |= cpus
         everything |= cpus
-        out[name] = format_cpus(sorted(cpus))
-    free_groups = [g for g in ccds if not g & taken]
-    shared = set().union(*free_groups) if free_groups else everything - taken
+        cpuset = format_cpus(sorted(cpus))
+        env = {"SYNDICATE_CPUS": cpuset, "OMP_NUM_THREADS": str(entry.get("threads", len(cpus)))}
+        out[name] = Pinning(cpuset, {**env, **entry.get("env", {})})
+    shared = set(plan.get("shared_cpus") or ())
+    if shared & taken:
+        raise ValueError(f"placement plan shares agent cores {sorted(shared & taken)}")
+    if not shared:
+        free_groups = [g for g in ccds if not g & taken]
+        shared = set().union(*free_groups) if free_groups else everything - taken
     shared = shared or everything  # fewer cores than agents: the rest share (planner says so)
+    cpuset = format_cpus(sorted(shared))
+    shared_pin = Pinning(cpuset, {"SYNDICATE_CPUS": cpuset, **plan.get("shared_env", {})})
     for svc in SERVICES:
-        out.setdefault(svc.name, format_cpus(sorted(shared)))
-    out["_shared"] = format_cpus(sorted(shared))
+        out.setdefault(svc.name, shared_pin)
+    out["_shared"] = shared_pin
     return out
 
 
-def _plan_service(role: str) -> str | None:
+def plan_service(role: str) -> str | None:
+    """The service that runs a plan role ("coder" -> "coder-agent"); None if no such service."""
     names = {svc.name for svc in SERVICES}
     if role in names:
         return role
@@ -241,18 +265,15 @@ INFRA_SERVICES = ("nats", "qdrant", "jaeger")  # third-party containers on the s
 def render_compose_cpus(plan: dict) -> str:
     """A compose override pinning each container (cpuset) and telling it its cores.
 
-    Write it to ``compose.override.yaml``: ``docker compose`` merges that file on top of
-    compose.yaml automatically.
+    Covers every container of compose.yaml. Write it to ``compose.override.yaml``:
+    ``docker compose`` merges that file on top of compose.yaml automatically.
     """
-    sets = cpusets_from_plan(plan)
+    pins = cpusets_from_plan(plan)
     lines = ["# Generated by `syndicate deploy cpus` from a placement plan.", "services:"]
     for name in INFRA_SERVICES:
-        lines += [f"  {name}:", f'    cpuset: "{sets["_shared"]}"']
+        lines += [f"  {name}:", f'    cpuset: "{pins["_shared"].cpuset}"']
     for svc in SERVICES:
-        lines += [
-            f"  {svc.name}:",
-            f'    cpuset: "{sets[svc.name]}"',
-            "    environment:",
-            f'      SYNDICATE_CPUS: "{sets[svc.name]}"',
-        ]
+        pin = pins[svc.name]
+        lines += [f"  {svc.name}:", f'    cpuset: "{pin.cpuset}"', "    environment:"]
+        lines += [f'      {key}: "{value}"' for key, value in pin.env.items()]
     return "\n".join(lines) + "\n"

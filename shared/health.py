@@ -26,9 +26,17 @@ from shared.settings import Settings
 HEALTHY = frozenset({"ready", "degraded"})
 
 
+async def _quiet(_: Exception) -> None:
+    """nats-py logs every failed connect with a traceback; the exit code says enough."""
+
+
 async def probe(url: str, service: str, wait_s: float = 1.0) -> HealthReply | None:
     """The first healthy reply from an instance of ``service``, or None."""
-    nc = await nats.connect(url, connect_timeout=wait_s, max_reconnect_attempts=0, allow_reconnect=False)
+    # Two quick attempts at most: a probe must fail fast, not wait for the bus to come back.
+    nc = await nats.connect(
+        url, connect_timeout=wait_s, allow_reconnect=False, max_reconnect_attempts=1,
+        reconnect_time_wait=0.1, error_cb=_quiet,
+    )
     try:
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
@@ -60,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.service:
         parser.error("name the service (argument or SYNDICATE_SERVICE)")
     try:
-        reply = asyncio.run(probe(Settings().nats_url, args.service, args.wait))
+        reply = asyncio.run(asyncio.wait_for(probe(Settings().nats_url, args.service, args.wait), 3 * args.wait + 2))
     except Exception as exc:  # any failure to reach the bus means unhealthy, said briefly
         print(f"unhealthy: {args.service}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

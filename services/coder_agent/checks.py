@@ -4,8 +4,10 @@ program, and reading back what each did.
 Model-written tests from a small model are often truncated (cut at max_tokens) or simply
 wrong (``assert is_prime(51) == True``). So each assert runs on its own, its actual value
 is reported, incomplete statements are dropped, and a model-written assert that two
-different implementations both answer the same way is *disputed* — two programs agreeing
-against one test line are more likely right than the line.
+model, shown its failure, answers again with a program giving the same value is *disputed*:
+the model stood by its answer against a line it wrote itself — as long as such lines are
+at most half of the checks and some checks pass. The task's own tests
+(test files, assert lines, doctest examples) are never disputed.
 """
 
 from __future__ import annotations
@@ -70,6 +72,30 @@ def split_checks(tests: str, limit: int = MAX_CHECKS) -> list[str]:
             if line.strip():
                 stmts.append(line.strip())
     return [s for s in stmts if s.strip()][:limit]
+
+
+def doctest_checks(text: str, limit: int = 50) -> list[str]:
+    """``>>> f(2)`` / ``4`` examples of a task (HumanEval-style docstrings) as assert checks."""
+    import doctest
+
+    checks: list[str] = []
+    try:
+        examples = doctest.DocTestParser().get_examples(text)
+    except ValueError:
+        return checks
+    for ex in examples:
+        source = ex.source.strip()
+        # The closing quotes of a docstring right after an example belong to no output.
+        want = "\n".join(ln for ln in ex.want.splitlines() if ln.strip() not in ('"""', "'''")).strip()
+        if not want or "\n" in source or "\n" in want:
+            continue
+        try:
+            ast.parse(source, mode="eval")
+            ast.parse(want, mode="eval")
+        except SyntaxError:
+            continue
+        checks.append(f"assert {source} == {want}")
+    return checks[:limit]
 
 
 def _lhs(stmt: str) -> str | None:

@@ -98,8 +98,11 @@ def repair_prompt(verdict: str) -> str:
 
 def provided_tests(text: str, files: list[FileIn]) -> str:
     """Tests the task brings itself: test files, or assert lines in its text."""
+    from services.coder_agent.checks import doctest_checks
+
     tests = [f.content for f in files if f.path.rsplit("/", 1)[-1].startswith("test_")]
     asserts = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("assert ")]
+    asserts += doctest_checks(text)
     if asserts:
         tests.append("\n".join(asserts))
     return "\n\n".join(tests)

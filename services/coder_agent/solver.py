@@ -85,7 +85,6 @@ class CodeSolver:
         checks = task_checks(provided) if provided else []
         disputed: set[int] = set()
         last_failures: dict[int, str | None] = {}
-        last_code: str | None = None
         for n in range(1, self.settings.max_attempts + 1):
             started = time.monotonic()
             tokens_before = self.usage.output_tokens
@@ -105,14 +104,16 @@ class CodeSolver:
             ))
             outcomes = read_outcomes(result.stderr)
             failing = [o for o in outcomes or [] if not o.ok and o.index not in disputed]
-            if not trusted and last_code is not None and _normal(code) != _normal(last_code):
-                # Two different programs give the same answer against this check: distrust it.
-                for o in failing:
-                    if o.actual is not None and last_failures.get(o.index) == o.actual:
-                        disputed.add(o.index)
+            if not trusted and n > 1 and outcomes:
+                # Shown this check's failure, the model answered with a program that gives the
+                # same value again: it stands by its answer against a line it wrote itself.
+                # Only a minority of checks can be overruled so, and only when some pass.
+                insisted = {o.index for o in failing if o.actual is not None and last_failures.get(o.index) == o.actual}
+                passing = sum(o.ok for o in outcomes)
+                if insisted and passing and len(disputed | insisted) * 2 <= len(outcomes):
+                    disputed |= insisted
                 failing = [o for o in failing if o.index not in disputed]
             last_failures = {o.index: o.actual for o in outcomes or [] if not o.ok}
-            last_code = code
             if outcomes is None:
                 passed = result.status == "ok" and result.exit_code == 0 and not checks
             else:
@@ -140,16 +141,12 @@ class CodeSolver:
         verdict = "passed" if last and last.passed else "failed"
         answer = f"```python\n{code}```\n\nTests {verdict} (attempt {last.n} of {self.settings.max_attempts})." if last and code else ""
         if last and last.disputed:
-            answer += f" Disputed model-written checks (two implementations agreed against them): {'; '.join(last.disputed)}"
+            answer += f" Disputed model-written checks (the code kept its answer after seeing them fail): {'; '.join(last.disputed)}"
         return StepResult(
             task_id=job.task_id, step_id=job.step_id, agent="coder", status=status,  # type: ignore[arg-type]
             answer=answer, code=code, tests=last.verdicts if last else [], attempts=attempts,
             files=files, diff=diff, error=error, usage=self.usage,
         )
-
-
-def _normal(code: str) -> str:
-    return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
 
 
 def task_checks(tests: str) -> list[str]:

@@ -124,7 +124,7 @@ PRIME_2 = "```python\ndef is_prime(n):\n    if n < 2:\n        return False\n   
 WRONG_TESTS = "```python\nassert is_prime(2) == True\nassert is_prime(51) == True\nassert is_prime(4) == False\nassert is_prime(\n```"
 
 
-async def test_a_wrong_model_test_is_disputed_when_two_programs_agree() -> None:
+async def test_a_wrong_model_test_is_disputed_when_the_repair_keeps_the_value() -> None:
     engine = ScriptedEngine([PRIME, WRONG_TESTS, PRIME_2])
     result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job(text="Write is_prime(n)."))
     assert result.status == "done"
@@ -163,3 +163,26 @@ def test_strip_scaffolding_keeps_definitions_and_drops_demo_code() -> None:
     assert "check()\n" not in clean.replace("def check():", "") and "print" not in clean and "__main__" not in clean
     assert signatures(clean) == "def f(x, *, y=2): ...\ndef check(): ..."
     assert strip_scaffolding("def broken(:\n") == "def broken(:\n"
+
+
+async def test_the_same_program_again_disputes_its_own_wrong_check() -> None:
+    engine = ScriptedEngine([PRIME, WRONG_TESTS, PRIME])
+    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job(text="Write is_prime(n)."))
+    assert result.status == "done" and result.attempts[-1].disputed == ["assert is_prime(51) == True"]
+
+
+async def test_a_real_bug_is_repaired_not_disputed() -> None:
+    engine = ScriptedEngine([BROKEN, TESTS, BROKEN.replace("a - b", "b - a"), FIXED])
+    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job())
+    # b - a gives a different (still wrong) value, so nothing is disputed; the fix passes.
+    assert result.status == "done" and [a.passed for a in result.attempts] == [False, False, True]
+    assert result.attempts[-1].disputed == []
+
+
+async def test_doctest_examples_in_the_task_are_trusted_checks() -> None:
+    text = 'def add(a, b):\n    """Add.\n    >>> add(2, 3)\n    5\n    >>> add(0, 0)\n    0\n    """\n'
+    engine = ScriptedEngine([BROKEN, BROKEN, BROKEN])
+    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job(text=text))
+    assert result.attempts[0].tests == "assert add(2, 3) == 5\nassert add(0, 0) == 0"
+    assert result.status == "failed"  # task checks are never disputed, even when the model insists
+    assert len(engine.requests) == 3  # no test-writing generation
