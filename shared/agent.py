@@ -9,8 +9,10 @@ from typing import Any
 from faststream.nats import NatsBroker
 
 from shared import subjects
-from shared.bus import jetstream
-from shared.contracts import FINAL_STATUSES, AgentJob, CancelRequest, StepResult, TaskEvent, TaskState
+from shared.bus import jetstream, request
+from shared.contracts import (
+    FINAL_STATUSES, AgentJob, CancelRequest, SearchReply, SearchRequest, StepResult, TaskEvent, TaskState,
+)
 from shared.llm.base import TextEngine
 from shared.service import ServiceRuntime, publish_event, publish_token
 from shared.settings import Settings
@@ -63,6 +65,10 @@ class AgentRuntime:
 
     async def progress(self, job: AgentJob, text: str) -> None:
         await publish_event(self.broker, TaskEvent(task_id=job.task_id, type="progress", step=self.role, text=text))
+
+    async def search(self, req: SearchRequest, timeout_s: float = 20.0) -> SearchReply:
+        """Similarity search in the retriever (request/reply, any copy of it)."""
+        return await request(self.broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=timeout_s)
 
     def cancel(self, req: CancelRequest) -> None:
         self.cancelled.add(req.task_id)
