@@ -68,7 +68,8 @@ class BusClient:
     # --- code-sandbox -------------------------------------------------------------------
     def exec(self, req: ExecRequest) -> ExecResult:
         """Run a program in code-sandbox (request/reply on SANDBOX_EXEC)."""
-        timeout = req.limits.wall_s + 20
+        # Generous: under CPU load the sandbox's own setup (bwrap, cgroup) takes seconds.
+        timeout = req.limits.wall_s + 60
 
         async def call() -> ExecResult:
             payload = req.model_dump_json().encode()
@@ -81,7 +82,8 @@ class BusClient:
                         raise BusError("code-sandbox is not running (no responders on SANDBOX_EXEC)") from exc
                     await asyncio.sleep(1.0 + attempt)
                 except (TimeoutError, nats.errors.TimeoutError) as exc:
-                    raise BusError(f"code-sandbox did not answer within {timeout:.0f}s") from exc
+                    if attempt >= 1:
+                        raise BusError(f"code-sandbox did not answer within {timeout:.0f}s (twice)") from exc
             raise AssertionError("unreachable")
 
         return self._run(call())
