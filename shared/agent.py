@@ -11,7 +11,14 @@ from faststream.nats import NatsBroker
 from shared import subjects
 from shared.bus import jetstream, request
 from shared.contracts import (
-    FINAL_STATUSES, AgentJob, CancelRequest, SearchReply, SearchRequest, StepResult, TaskEvent, TaskState,
+    FINAL_STATUSES,
+    AgentJob,
+    CancelRequest,
+    SearchReply,
+    SearchRequest,
+    StepResult,
+    TaskEvent,
+    TaskState,
 )
 from shared.llm.base import TextEngine
 from shared.service import ServiceRuntime, publish_event, publish_token

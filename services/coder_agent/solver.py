@@ -8,14 +8,38 @@ import difflib
 import time
 from collections.abc import Awaitable, Callable
 
-from services.coder_agent.checks import describe_failures, harness, read_outcomes, split_checks, strip_report
+from services.coder_agent.checks import (
+    describe_failures,
+    harness,
+    read_outcomes,
+    split_checks,
+    strip_report,
+)
 from services.coder_agent.prompts import (
-    SYSTEM, TESTS_SYSTEM, extract_code, provided_tests, repair_prompt, strip_scaffolding, task_prompt,
+    SYSTEM,
+    TESTS_SYSTEM,
+    extract_code,
+    provided_tests,
+    repair_prompt,
+    strip_scaffolding,
+    task_prompt,
     tests_prompt,
 )
 from services.coder_agent.settings import CoderSettings
 from shared.contracts import (
-    AgentJob, Attempt, Citation, ErrorInfo, SearchReply, SearchRequest, ExecLimits, ExecRequest, ExecResult, FileIn, SandboxRunSummary, StepResult, Usage,
+    AgentJob,
+    Attempt,
+    Citation,
+    ErrorInfo,
+    ExecLimits,
+    ExecRequest,
+    ExecResult,
+    FileIn,
+    SandboxRunSummary,
+    SearchReply,
+    SearchRequest,
+    StepResult,
+    Usage,
 )
 from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
 from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback

@@ -5,9 +5,25 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from services.reasoner_agent.prompts import NOTHING_RELEVANT, RAG_SYSTEM, SYSTEM, label, plain_prompt, rag_prompt
+from services.reasoner_agent.prompts import (
+    NOTHING_RELEVANT,
+    RAG_SYSTEM,
+    SYSTEM,
+    label,
+    plain_prompt,
+    rag_prompt,
+)
 from services.reasoner_agent.settings import ReasonerSettings
-from shared.contracts import AgentJob, Citation, ErrorInfo, SearchHit, SearchReply, SearchRequest, StepResult, Usage
+from shared.contracts import (
+    AgentJob,
+    Citation,
+    ErrorInfo,
+    SearchHit,
+    SearchReply,
+    SearchRequest,
+    StepResult,
+    Usage,
+)
 from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
 from shared.llm.base import GenerationRequest, TextEngine, TokenCallback
 
@@ -28,7 +44,7 @@ def cited(answer: str, hits: list[SearchHit]) -> list[Citation]:
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_STOP = frozenset("the a an of to in is are be it its and or for on by as at with that this when from".split())
+_STOP = frozenset(["the", "a", "an", "of", "to", "in", "is", "are", "be", "it", "its", "and", "or", "for", "on", "by", "as", "at", "with", "that", "this", "when", "from"])
 
 
 def _words(text: str) -> set[str]:

@@ -14,11 +14,19 @@ from services.router.routing import fallback_route, rule_route
 from services.router.settings import RouterSettings
 from services.router.state import TaskStore, set_status
 from shared import subjects
-from shared.bus import consumer, ensure_jetstream, js_stream, jetstream, make_broker
 from shared.agent import AgentRuntime
+from shared.bus import consumer, ensure_jetstream, jetstream, js_stream, make_broker
 from shared.contracts import (
-    FINAL_STATUSES, AgentJob, CancelRequest, ErrorInfo, StepRecord, StepResult, TaskEvent, TaskResult,
-    TaskState, TaskSubmit,
+    FINAL_STATUSES,
+    AgentJob,
+    CancelRequest,
+    ErrorInfo,
+    StepRecord,
+    StepResult,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    TaskSubmit,
 )
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime, create_app, publish_event
