@@ -14,9 +14,9 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from shared.cli import commands_stack, commands_tasks
+    from shared.cli import commands_models, commands_stack, commands_tasks
 
-    for module in (commands_stack, commands_tasks):
+    for module in (commands_stack, commands_tasks, commands_models):
         module.register(app)
 
 
