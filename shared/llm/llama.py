@@ -105,6 +105,8 @@ class EngineConfig:
     spec_num_pred_tokens: int = 10
     spec_max_ngram: int = 3
     spec_min_prompt_tokens: int = 0
+    spec_max_pred_tokens: int = 32  # drafts grow up to this while fully accepted
+    spec_adaptive: bool = True  # False: always verify a found draft (benchmarks)
     seed: int = 0
     role: str = ""
 
@@ -114,7 +116,7 @@ class EngineConfig:
         return cls(
             model_path=role.path, name=role.model_id, cpus=cpus, n_ctx=c.n_ctx, n_batch=c.n_batch,
             queue_limit=c.queue_limit, speculative=c.speculative,
-            spec_num_pred_tokens=c.spec_num_pred_tokens,
+            spec_num_pred_tokens=c.spec_num_pred_tokens, spec_max_pred_tokens=c.spec_max_pred_tokens,
             spec_min_prompt_tokens=c.spec_min_prompt_tokens, role=role.name,
         )
 
@@ -173,7 +175,8 @@ class _SpecPolicy:
     running averages kept for the engine's life (they are properties of the machine and
     model); the acceptance rate is a running average within the request. A size never
     measured is tried once; a refused draft is still tried every ``probe_every`` refusals
-    so the estimates can recover.
+    so the estimates can recover. The draft length ``k`` doubles (up to ``k_max``) while
+    whole drafts are accepted and falls back to the base length after a miss.
     """
 
     def __init__(self, prior_acceptance: float = 0.8, probe_every: int = 16) -> None:
@@ -182,10 +185,13 @@ class _SpecPolicy:
         self.acceptance = prior_acceptance
         self.probe_every = probe_every
         self._refused = 0
+        self.k = self.k0 = self.k_max = 10
 
-    def start_request(self) -> None:
+    def start_request(self, k: int, k_max: int) -> None:
         self.acceptance = self.prior
         self._refused = 0
+        self.k = self.k0 = k
+        self.k_max = max(k, k_max)
 
     def want(self, d: int) -> bool:
         c1, cn = self.cost.get(1), self.cost.get(1 + d)
@@ -199,6 +205,9 @@ class _SpecPolicy:
         self.cost[n] = seconds if old is None else 0.7 * old + 0.3 * seconds
         if drafted:
             self.acceptance = 0.6 * self.acceptance + 0.4 * (accepted / drafted)
+            # inside a copied block whole drafts pass: ask for longer ones (bigger batches
+            # cost less per token); after a miss start again from the base length.
+            self.k = min(self.k_max, self.k * 2) if accepted == drafted == self.k else self.k0
 
 
 class LlamaEngine:
@@ -477,16 +486,16 @@ class LlamaEngine:
 
             nxt = sampler.sample(self._ctx, -1)
             policy = self._spec_policy
-            policy.start_request()
+            policy.start_request(self.config.spec_num_pred_tokens, self.config.spec_max_pred_tokens)
             while not emit(nxt):
                 self._check(ticket, len(out), stream.text)
                 draft: list[int] = []
                 if hist is not None:
-                    room = min(self.config.spec_num_pred_tokens, max_out - len(out) - 1,
+                    room = min(policy.k, max_out - len(out) - 1,
                                self._n_ctx - len(self._kv) - 2, self.config.n_batch - 1)
                     if room > 0:
                         draft = self._lookup(hist[: len(prompt) + len(out)], room)
-                        if draft and not policy.want(len(draft)):
+                        if draft and self.config.spec_adaptive and not policy.want(len(draft)):
                             draft = []
                 base = len(self._kv)
                 t_step = time.perf_counter()
