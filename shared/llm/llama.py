@@ -252,6 +252,7 @@ class LlamaEngine:
             bos_token=self._model.token_get_text(bos) if bos != -1 else "",
         )
         self._pieces: dict[int, bytes] = {}
+        self._grammars: dict[str, Any] = {}
         self._spec_policy = _SpecPolicy()
         self._kv: list[int] = []  # tokens whose keys/values are in the cache, in order
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llm-{self.name}")
@@ -285,7 +286,9 @@ class LlamaEngine:
         rid = request.request_id or uuid.uuid4().hex
         ticket = _Ticket(request, rid)
         self._tickets[rid] = ticket
-        with _tracer.start_as_current_span(f"chat {self.name}", kind=trace.SpanKind.CLIENT) as span:
+        with _tracer.start_as_current_span(
+            f"chat {self.name}", kind=trace.SpanKind.CLIENT, record_exception=False, set_status_on_exception=False,
+        ) as span:
             span.set_attributes({
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": "llama.cpp",
@@ -555,7 +558,11 @@ class LlamaEngine:
     def _sampler(self, req: GenerationRequest) -> Any:
         s = self._internals.LlamaSampler()
         if req.json_schema is not None:
-            grammar = self._lc.LlamaGrammar.from_json_schema(json.dumps(req.json_schema), verbose=False)
+            key = json.dumps(req.json_schema)  # key order matters: it is the output order
+            grammar = self._grammars.get(key)
+            if grammar is None:  # agents reuse a few schemas: compile each once
+                grammar = self._lc.LlamaGrammar.from_json_schema(key, verbose=False)
+                self._grammars[key] = grammar
             s.add_grammar(self._model, grammar)
         if req.temperature <= 0:
             s.add_greedy()
