@@ -106,6 +106,7 @@ class EngineConfig:
     spec_max_ngram: int = 3
     spec_min_prompt_tokens: int = 0
     spec_max_pred_tokens: int = 32  # drafts grow up to this while fully accepted
+    spec_exact_margin: float = 1.0  # logit margin a greedy choice needs on batch-made cache
     spec_adaptive: bool = True  # False: always verify a found draft (benchmarks)
     seed: int = 0
     role: str = ""
@@ -243,6 +244,8 @@ class LlamaEngine:
         self._vocab = self._model.vocab
         self._batch = _internals.LlamaBatch(n_tokens=config.n_batch, embd=0, n_seq_max=1, verbose=False)
         self._n_ctx = self._llm.n_ctx()
+        self._n_vocab = self._llm.n_vocab()
+        self._last_resyncs = 0
         meta = self._llm.metadata
         self.gguf_name = meta.get("general.name", path.stem)
         eos, bos = self._llm.token_eos(), self._llm.token_bos()
@@ -328,7 +331,8 @@ class LlamaEngine:
             self._counts["served"] += 1
             span.set_attributes(_result_attributes(result))
             self._last = {"ttft_s": result.ttft_s, "tokens_per_s": result.tokens_per_s,
-                          "spec_acceptance": result.spec_acceptance}
+                          "spec_acceptance": result.spec_acceptance, "spec_resyncs": self._last_resyncs}
+            span.set_attribute("syndicate.llm.spec.resyncs", self._last_resyncs)
             return result
 
     def cancel(self, request_id: str) -> bool:
@@ -457,7 +461,7 @@ class LlamaEngine:
         stream = _TextStream(list(req.stop), push)
         out: list[int] = []
         times: list[float] = []  # when each output token was produced
-        drafted = accepted_total = 0
+        drafted = accepted_total = resyncs = 0
         finish: str | None = None
         hist = None
         if spec:
@@ -487,7 +491,17 @@ class LlamaEngine:
                     return True
                 return False
 
-            nxt = sampler.sample(self._ctx, -1)
+            # Exact mode (speculation, greedy, no grammar): this build's quantized kernels
+            # give slightly different logits for tokens decoded in a batch than one at a
+            # time (measured |diff| <= 0.42 on Qwen 0.5B Q4_K_M; F16 models: 0). Every
+            # greedy choice made while the cache holds batch-computed entries must win by
+            # spec_exact_margin, else those entries are recomputed one token at a time and
+            # the choice is made on exactly the logits plain decoding would see.
+            exact = spec and req.temperature <= 0 and req.json_schema is None
+            choose = self._argmax if exact else (lambda i: (sampler.sample(self._ctx, i), float("inf")))
+            tau = self.config.spec_exact_margin
+            dirty: int | None = None  # first cache position computed in a verify batch
+            nxt, _ = choose(-1)
             policy = self._spec_policy
             policy.start_request(self.config.spec_num_pred_tokens, self.config.spec_max_pred_tokens)
             while not emit(nxt):
@@ -503,11 +517,16 @@ class LlamaEngine:
                 base = len(self._kv)
                 t_step = time.perf_counter()
                 self._decode([nxt, *draft], logits_all=bool(draft))
+                if draft and exact and dirty is None:
+                    dirty = base
                 drafted += len(draft)
                 accepted = 0
-                over = False
+                over = resync = False
                 for i, d in enumerate(draft):
-                    tok = sampler.sample(self._ctx, i)
+                    tok, margin = choose(i)
+                    if dirty is not None and margin < tau:
+                        resync = True
+                        break
                     if tok != d:
                         nxt = tok
                         break
@@ -516,12 +535,20 @@ class LlamaEngine:
                         over = True
                         break
                 else:
-                    nxt = sampler.sample(self._ctx, len(draft)) if draft else sampler.sample(self._ctx, -1)
-                policy.record(1 + len(draft), time.perf_counter() - t_step, len(draft), accepted)
-                accepted_total += accepted
+                    tok, margin = choose(len(draft) if draft else -1)
+                    if dirty is not None and margin < tau:
+                        resync = True
+                    else:
+                        nxt = tok
                 keep = base + 1 + accepted
                 if keep < len(self._kv):  # rejected draft positions leave the cache
                     self._truncate(keep)
+                if resync and not over and dirty is not None:
+                    nxt = self._resync(dirty, ticket)
+                    dirty = None
+                    resyncs += 1
+                policy.record(1 + len(draft), time.perf_counter() - t_step, len(draft), accepted)
+                accepted_total += accepted
                 if over:
                     break
             stream.close()
@@ -534,6 +561,7 @@ class LlamaEngine:
             self._reset_cache()
             raise EngineError(f"llama.cpp generation failed: {e}") from e
         t_end = time.monotonic()
+        self._last_resyncs = resyncs
         n = len(out)
         ttft = (times[0] if times else t_prompt) - ticket.submitted
         rate = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else 0.0
@@ -543,6 +571,29 @@ class LlamaEngine:
             finish_reason=finish or "stop",  # type: ignore[arg-type]
             spec_acceptance=(accepted_total / drafted) if drafted else None,
         )
+
+    def _argmax(self, i: int) -> tuple[int, float]:
+        """Greedy choice from logits row ``i`` (first max, like llama.cpp's greedy sampler)
+        and its margin over the runner-up."""
+        import numpy as np
+
+        row = np.ctypeslib.as_array(self._ctx.get_logits_ith(i), shape=(self._n_vocab,))
+        tok = int(np.argmax(row))
+        top2 = np.partition(row, -2)[-2:]
+        return tok, float(top2[1] - top2[0])
+
+    def _resync(self, dirty: int, ticket: _Ticket) -> int:
+        """Recompute cache entries from ``dirty`` on one token at a time (the numerics of
+        plain decoding) and return the greedy choice after them."""
+        tokens = self._kv[dirty:]
+        if not self._ctx.kv_cache_seq_rm(-1, dirty, -1):
+            raise EngineError("the KV cache cannot be truncated: speculation needs a model that allows it")
+        del self._kv[dirty:]
+        for j, t in enumerate(tokens):
+            if j % 32 == 0:
+                self._check(ticket, 0, "")
+            self._decode([t], logits_all=False)
+        return self._argmax(-1)[0]
 
     def _check(self, ticket: _Ticket, n_out: int, text: str) -> None:
         if ticket.cancel.is_set():

@@ -245,3 +245,15 @@ def test_stats_report_placement(make_engine) -> None:  # type: ignore[no-untyped
     assert s["cpus"] == sorted(os.sched_getaffinity(0))
     assert s["threads"] == len(s["cpus"])
     assert (s["queue_depth"], s["running"], s["queue_limit"], s["model"]) == (0, 0, 3, "tiny")
+
+
+async def test_exact_resync_path_keeps_greedy_output(make_engine) -> None:  # type: ignore[no-untyped-def]
+    # A margin no choice can meet: every decision after a verify batch recomputes the
+    # batch-made cache entries one by one. Output must still equal plain decoding.
+    eng = make_engine(speculative="prompt-lookup", spec_num_pred_tokens=6, spec_exact_margin=1e9,
+                      spec_adaptive=False)
+    plain = await eng.generate(req(max_tokens=120, speculative=False))
+    eng._reset_cache()
+    spec = await eng.generate(req(max_tokens=120))
+    assert spec.text == plain.text
+    assert eng.stats()["last_spec_resyncs"] > 0
