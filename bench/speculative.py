@@ -67,12 +67,14 @@ async def run(model: Path, *, quick: bool, k: int, adaptive: bool, max_tokens: i
                 res[spec] = await eng.generate(GenerationRequest(
                     messages=msgs, max_tokens=max_tokens, temperature=0.0, speculative=spec))
             plain, fast = res[False], res[True]
+            resyncs = eng.stats().get("last_spec_resyncs", 0)
             rows.append({
                 "file": file, "input_tokens": plain.input_tokens, "output_tokens": plain.output_tokens,
                 "plain_s": round(plain.seconds, 3), "spec_s": round(fast.seconds, 3),
                 "plain_ttft_s": round(plain.ttft_s or 0, 3), "spec_ttft_s": round(fast.ttft_s or 0, 3),
                 "plain_tok_s": round(plain.tokens_per_s, 1), "spec_tok_s": round(fast.tokens_per_s, 1),
-                "acceptance": round(fast.spec_acceptance or 0.0, 3), "identical": plain.text == fast.text,
+                "acceptance": round(fast.spec_acceptance or 0.0, 3), "resyncs": resyncs,
+                "identical": plain.text == fast.text,
                 "speedup": round(plain.seconds / fast.seconds, 3),
             })
             print(rows[-1], file=sys.stderr)
