@@ -183,6 +183,7 @@ async def end_task(store: TaskStore, task_id: str, status: str, reason: str) -> 
 
 async def finish(result: TaskResult) -> None:
     deadlines.pop(result.task_id, None)
+    runtime.metrics.observe_task(result.kind, result.status, max(0.0, result.finished_at - result.submitted_at))
     log.info("task finished", task_id=result.task_id, status=result.status)
     await publish_event(broker, TaskEvent(task_id=result.task_id, type="result", status=result.status, result=result))
 
