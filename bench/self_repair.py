@@ -20,7 +20,7 @@ from pathlib import Path
 
 from _common import emit, nats_server
 
-from services.coder_agent.prompts import SYSTEM, extract_code, strip_scaffolding
+from services.coder_agent.prompts import SYSTEM, extract_code, strip_scaffolding, task_prompt
 from services.coder_agent.settings import CoderSettings
 from services.coder_agent.solver import CodeSolver
 from services.evaluator.settings import EvaluatorSettings
@@ -74,7 +74,8 @@ async def main_async(args: argparse.Namespace) -> dict:
             for i, item in enumerate(items, 1):
                 t0 = time.monotonic()
                 out = await engine.generate(GenerationRequest(
-                    messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": item.prompt}],
+                    # Exactly the agent's first prompt: the arms differ only by what comes after it.
+                    messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": task_prompt(item.prompt, [], "")}],
                     max_tokens=settings.max_tokens, temperature=0.0, request_id=f"single-{item.id}"))
                 ok_single = await judge(item, strip_scaffolding(extract_code(out.text)))
                 t1 = time.monotonic()
