@@ -66,6 +66,7 @@ def plot_curve(programs: list[EvolveProgram], points: list[dict[str, Any]], path
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
@@ -73,7 +74,9 @@ def plot_curve(programs: list[EvolveProgram], points: list[dict[str, Any]], path
     ax.scatter([p.generation for p in scored], [p.score for p in scored], s=14, alpha=0.5, label="candidates")
     line = [(pt["generation"], pt["best_score"]) for pt in points if pt["best_score"] is not None]
     if line:
-        ax.plot([x for x, _ in line], [y for _, y in line], marker="o", color="C1", label="best so far")
+        ax.plot([x for x, _ in line], [y for _, y in line], marker="o", color="C1", label="best so far",
+                drawstyle="steps-post")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel("score (higher is better)")
     ax.set_title(title)

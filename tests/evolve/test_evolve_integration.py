@@ -86,6 +86,12 @@ def test_evolve_improves_with_two_coder_copies_and_traces_each_generation(servic
     # Scale-out: both coder-agent copies wrote candidates from the shared durable consumer.
     for name in ("coder-a", "coder-b"):
         assert "candidate written" in services.log(name), name
+    # The finished run can be inspected again: --resume re-attaches and prints the report.
+    again = services.cli("evolve", "--resume", data["run_id"], "--out", str(tmp_path / "again"), timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "lineage of the winner" in again.stdout and data["best_id"] in again.stdout
+    listed = services.cli("evolve", "--list")
+    assert data["run_id"] in listed.stdout and "done" in listed.stdout
     # One trace per generation: a router root span, coder-agent and code-sandbox children.
     for n in ("1", "2"):
         (trace_id,) = data["traces"][n]
