@@ -9,11 +9,42 @@ from typing import Any
 from faststream.nats import NatsBroker
 
 from shared import subjects
-from shared.bus import jetstream
-from shared.contracts import FINAL_STATUSES, AgentJob, CancelRequest, StepResult, TaskEvent, TaskState
-from shared.llm.base import TextEngine
-from shared.service import ServiceRuntime, publish_event
+from shared.bus import jetstream, request
+from shared.contracts import (
+    FINAL_STATUSES,
+    AgentJob,
+    CancelRequest,
+    SearchReply,
+    SearchRequest,
+    StepResult,
+    TaskEvent,
+    TaskState,
+)
+from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
+from shared.metrics import ServiceMetrics
+from shared.service import ServiceRuntime, publish_event, publish_token
 from shared.settings import Settings
+
+
+class MeteredEngine:
+    """The agent's engine, recording every generation in the service's metrics."""
+
+    def __init__(self, engine: TextEngine, metrics: ServiceMetrics) -> None:
+        self.inner, self.metrics, self.name = engine, metrics, engine.name
+
+    async def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> GenerationResult:
+        out = await self.inner.generate(request, on_token)
+        self.metrics.observe_generation(out.input_tokens, out.output_tokens, out.seconds, out.ttft_s)
+        return out
+
+    def cancel(self, request_id: str) -> bool:
+        return self.inner.cancel(request_id)
+
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class AgentRuntime:
@@ -33,7 +64,7 @@ class AgentRuntime:
             from shared.llm.factory import load_engine
 
             engine = await asyncio.to_thread(load_engine, self.role, settings)
-        self.engine = engine
+        self.engine = MeteredEngine(engine, self.runtime.metrics)
         stats = engine.stats()
         self.runtime.model = engine.name
         self.runtime.threads = stats.get("threads")
@@ -57,12 +88,16 @@ class AgentRuntime:
 
     def token_sink(self, job: AgentJob):  # type: ignore[no-untyped-def]
         async def on_token(piece: str) -> None:
-            await publish_event(self.broker, TaskEvent(task_id=job.task_id, type="token", step=self.role, text=piece))
+            await publish_token(self.broker, TaskEvent(task_id=job.task_id, type="token", step=self.role, text=piece))
 
         return on_token
 
     async def progress(self, job: AgentJob, text: str) -> None:
         await publish_event(self.broker, TaskEvent(task_id=job.task_id, type="progress", step=self.role, text=text))
+
+    async def search(self, req: SearchRequest, timeout_s: float = 20.0) -> SearchReply:
+        """Similarity search in the retriever (request/reply, any copy of it)."""
+        return await request(self.broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=timeout_s)
 
     def cancel(self, req: CancelRequest) -> None:
         self.cancelled.add(req.task_id)

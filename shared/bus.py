@@ -183,7 +183,7 @@ def add_health_responder(broker: NatsBroker, build: Callable[[], HealthReply]) -
 
 
 async def request(
-    broker: NatsBroker, subject: str, payload: BaseModel, reply_type: type[T], *, timeout: float = 30.0
+    broker: NatsBroker, subject: str, payload: BaseModel, reply_type: type[T], *, timeout: float = 30.0,  # noqa: ASYNC109 - passed to the NATS request
 ) -> T:
     """Request/reply with typed answer; an ErrorReply becomes the matching SyndicateError."""
     try:

@@ -92,6 +92,7 @@ class Attempt(BaseModel):
     tests: str = ""
     verdicts: list[SandboxRunSummary] = Field(default_factory=list)
     passed: bool = False
+    disputed: list[str] = Field(default_factory=list)  # model-written checks the code kept failing, same value
     tokens: int = 0
     seconds: float = 0.0
 
@@ -295,12 +296,19 @@ class IngestRequest(Message):
     documents: list[IngestDocument] = Field(default_factory=list)
     prune_missing: bool = False  # remove chunks of paths under `root` that are not in documents
     root: str | None = None
+    # Paths that still exist under `root` but travel in other batches of the same job:
+    # pruning spares them (a large ingest is split into batches under the payload limit).
+    present_paths: list[str] = Field(default_factory=list)
     job_id: str = Field(default_factory=lambda: new_id("ing-"))
+    batch: int = 0  # index of this batch within the job
 
 
 class IngestReply(Message):
+    """Answer to one ingest request; also published per batch on ``ingest_events(job_id)``."""
+
     job_id: str
     collection: str
+    batch: int = 0
     files: int = 0
     chunks: int = 0
     skipped: list[str] = Field(default_factory=list)
@@ -343,6 +351,19 @@ class HealthReply(Message):
     queue_depth: int = 0
     running: int = 0
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- metrics (gateway) ------------------------------------------------------------------
+class MetricsPing(Message):
+    pass
+
+
+class MetricsReply(Message):
+    """One instance's own Prometheus series, in the text exposition format."""
+
+    service: str
+    instance: str
+    exposition: str
 
 
 class DeadLetter(Message):

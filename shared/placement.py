@@ -1,25 +1,27 @@
-"""Glue between the placement planner and the local stack: which cores each agent role
-gets on this machine."""
+"""Glue between the placement planner (shared.topology) and the local stack: which cores
+each agent role gets on this machine."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from shared.topology import DEFAULT_ROLES, RoleSpec, discover, plan_placement
 
 
 def stack_plan(roles: list[str]) -> dict[str, Any]:
-    """Disjoint cores per agent role on this host (a plain dict, stored in stack.json)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    agents: dict[str, Any] = {}
-    notes: list[str] = []
-    if len(cpus) >= len(roles):
-        share = len(cpus) // len(roles)
-        for i, role in enumerate(roles):
-            mine = cpus[i * share:(i + 1) * share]
-            agents[role] = {"cpus": mine, "threads": len(mine)}
-    else:
-        for i, role in enumerate(roles):
-            mine = [cpus[i % len(cpus)]]
-            agents[role] = {"cpus": mine, "threads": 1}
-        notes.append("fewer cores than agents: agents share cores with 1 thread each")
-    return {"agents": agents, "notes": notes}
+    """Disjoint cores per agent role on this host (a plain dict, stored in stack.json):
+    ``{"agents": {role: {"cpus", "threads", "env"}}, "shared_cpus", "mode", "notes"}``.
+    Role sizes come from the planner's defaults; an unknown role weighs 1."""
+    specs = {r: DEFAULT_ROLES.get(r, RoleSpec()) for r in dict.fromkeys(roles)}
+    if not specs:
+        return {"agents": {}, "shared_cpus": [], "mode": "none", "notes": []}
+    topology = discover()
+    plan = plan_placement(topology, specs)
+    return {
+        "agents": {
+            r: {"cpus": a.cpus, "threads": a.threads, "env": a.env} for r, a in plan.agents.items()
+        },
+        "shared_cpus": plan.shared_cpus,
+        "mode": plan.mode,
+        "notes": plan.notes + list(topology.notes),
+    }

@@ -1,4 +1,4 @@
-"""What every service process shares: its runtime record (for health), the app factory,
+"""What every service process shares: its runtime record (health and metrics), the app factory,
 progress heartbeats for long JetStream jobs, and task event publishing."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from faststream.nats import NatsBroker
 from shared import subjects
 from shared.bus import add_health_responder, instance_id
 from shared.contracts import HealthReply, TaskEvent
+from shared.metrics import ServiceMetrics, add_metrics_responder
 from shared.settings import Settings, parse_cpus
 
 
@@ -33,6 +34,7 @@ class ServiceRuntime:
     details: dict[str, Any] = field(default_factory=dict)
     stats: Callable[[], dict[str, Any]] | None = None
     started_at: float = field(default_factory=time.time)
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)  # exported over METRICS_PING
 
     def health(self) -> HealthReply:
         stats = self.stats() if self.stats else {}
@@ -51,6 +53,7 @@ class ServiceRuntime:
 def create_app(runtime: ServiceRuntime, broker: NatsBroker) -> FastStream:
     """The FastStream app of a service; health answers from the moment the broker starts."""
     add_health_responder(broker, runtime.health)
+    add_metrics_responder(broker, runtime.service, runtime.metrics, runtime.settings.instance)
     app = FastStream(broker, logger=None)
 
     @app.after_startup
@@ -91,3 +94,10 @@ async def publish_event(broker: NatsBroker, event: TaskEvent) -> None:
     """Best-effort live event (the KV task state is the durable truth)."""
     with contextlib.suppress(Exception):
         await broker.publish(event, subjects.task_events(event.task_id))
+
+
+async def publish_token(broker: NatsBroker, event: TaskEvent) -> None:
+    """Token events bypass the telemetry middleware: one span per token would drown the
+    task's trace (the generation itself is one span with token counts)."""
+    with contextlib.suppress(Exception):
+        await broker.connection.publish(subjects.task_events(event.task_id), event.model_dump_json().encode())

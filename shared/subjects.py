@@ -45,11 +45,19 @@ RETRIEVER_INGEST = f"{PREFIX}.retriever.ingest"  # IngestRequest -> IngestReply 
 RETRIEVER_EMBED = f"{PREFIX}.retriever.embed"  # EmbedRequest -> EmbedReply
 TASK_CANCEL = f"{PREFIX}.task.cancel"  # CancelRequest, broadcast to router and every agent
 HEALTH_PING = f"{PREFIX}.health.ping"  # HealthPing, broadcast; every instance replies HealthReply
+# MetricsPing, broadcast; every instance that keeps shared.metrics.ServiceMetrics replies
+# MetricsReply (Prometheus text). The gateway's /metrics gathers them.
+METRICS_PING = f"{PREFIX}.metrics.ping"
 
 
 def task_events(task_id: str) -> str:
     """Subject where the router and agents publish a task's TaskEvent stream."""
     return f"{PREFIX}.task.events.{task_id}"
+
+
+def ingest_events(job_id: str) -> str:
+    """Core subject where the retriever publishes an IngestReply per finished batch of a job."""
+    return f"{PREFIX}.ingest.events.{job_id}"
 
 
 def dead_letter(source: str) -> str:

@@ -3,7 +3,6 @@ repairs it from the verdicts, returns code + test evidence."""
 
 from __future__ import annotations
 
-from faststream import Context
 from faststream.nats import NatsMessage, PullSub
 
 from services.coder_agent.settings import CoderSettings
@@ -38,13 +37,13 @@ async def run_in_sandbox(req: ExecRequest) -> ExecResult:
     subjects.JOB_CODER, stream=js_stream(subjects.JOBS_STREAM), durable=subjects.CODER_DURABLE,
     pull_sub=PullSub(timeout=1.0), config=consumer(subjects.CODER_DURABLE, ack_wait_s=60, max_deliver=3),
 )
-async def on_job(job: AgentJob, msg: NatsMessage = Context("message")) -> None:
+async def on_job(job: AgentJob, msg: NatsMessage) -> None:
     if await agent.step_already_ended(job):
         return
     assert agent.engine is not None
     solver = CodeSolver(
         agent.engine, run_in_sandbox, settings, on_token=agent.token_sink(job),
-        progress=lambda text: agent.progress(job, text),
+        progress=lambda text: agent.progress(job, text), search=agent.search,
     )
     async with in_progress(msg):
         result = await solver.solve(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 
 from shared.contracts import FileIn
@@ -13,8 +14,9 @@ SYSTEM = (
 )
 TESTS_SYSTEM = (
     "You write unit tests as plain Python assert statements. Answer with exactly one ```python code "
-    "block holding 3 to 6 assert statements that check the behaviour the task asks for. Call only "
-    "the functions the solution defines; do not redefine them; no prints."
+    "block holding 3 to 6 assert statements, one per line, that check the behaviour the task asks "
+    "for on small inputs whose correct answers are certain. Call only the functions the solution "
+    "defines; do not redefine them; no prints, no loops."
 )
 
 _BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -39,7 +41,51 @@ def task_prompt(text: str, files: list[FileIn], context: str) -> str:
 
 
 def tests_prompt(task: str, code: str) -> str:
-    return f"Task:\n{task.strip()}\n\nSolution:\n```python\n{code}```\n\nWrite the assert statements."
+    """Tests are written from the task and the solution's signatures only, not its body, so
+    they do not copy the implementation's own mistakes."""
+    return (f"Task:\n{task.strip()}\n\nThe solution defines:\n```python\n{signatures(code)}\n```\n\n"
+            "Write the assert statements.")
+
+
+def signatures(code: str) -> str:
+    """``def name(args):`` / ``class Name:`` lines of the top-level definitions."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            out.append(f"def {node.name}({ast.unparse(node.args)}): ...")
+        elif isinstance(node, ast.ClassDef):
+            out.append(f"class {node.name}: ...")
+    return "\n".join(out) or code
+
+
+_KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
+         ast.AnnAssign, ast.AugAssign, ast.Try)
+
+
+def strip_scaffolding(code: str) -> str:
+    """The solution without the top-level demo/test code small models append to it (calls,
+    prints, asserts, ``if __name__ == "__main__":`` blocks), which would run — and often
+    fail — before the real checks. Unparseable code is returned unchanged."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    lines = code.splitlines(keepends=True)
+    drop: list[tuple[int, int]] = []
+    for i, node in enumerate(tree.body):
+        docstring = i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        is_main = isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
+        keep = isinstance(node, _KEEP) or docstring or (isinstance(node, ast.If) and not is_main)
+        if not keep and node.end_lineno is not None:
+            drop.append((node.lineno, node.end_lineno))
+    if not drop:
+        return code
+    kept = [ln for n, ln in enumerate(lines, 1) if not any(a <= n <= b for a, b in drop)]
+    return "".join(kept).rstrip() + "\n"
 
 
 def repair_prompt(verdict: str) -> str:
@@ -52,8 +98,11 @@ def repair_prompt(verdict: str) -> str:
 
 def provided_tests(text: str, files: list[FileIn]) -> str:
     """Tests the task brings itself: test files, or assert lines in its text."""
+    from services.coder_agent.checks import doctest_checks
+
     tests = [f.content for f in files if f.path.rsplit("/", 1)[-1].startswith("test_")]
     asserts = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("assert ")]
+    asserts += doctest_checks(text)
     if asserts:
         tests.append("\n".join(asserts))
     return "\n\n".join(tests)

@@ -3,14 +3,13 @@ citations when the task names a collection."""
 
 from __future__ import annotations
 
-from faststream import Context
 from faststream.nats import NatsMessage, PullSub
 
 from services.reasoner_agent.answerer import Answerer
 from services.reasoner_agent.settings import ReasonerSettings
 from shared import subjects
 from shared.agent import AgentRuntime
-from shared.bus import consumer, ensure_jetstream, js_stream, make_broker, request
+from shared.bus import consumer, ensure_jetstream, js_stream, make_broker
 from shared.contracts import AgentJob, CancelRequest, SearchReply, SearchRequest
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime, create_app, in_progress
@@ -31,14 +30,14 @@ async def startup() -> None:
 
 
 async def search(req: SearchRequest) -> SearchReply:
-    return await request(broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=settings.search_timeout_s)
+    return await agent.search(req, settings.search_timeout_s)
 
 
 @broker.subscriber(
     subjects.JOB_REASONER, stream=js_stream(subjects.JOBS_STREAM), durable=subjects.REASONER_DURABLE,
     pull_sub=PullSub(timeout=1.0), config=consumer(subjects.REASONER_DURABLE, ack_wait_s=60, max_deliver=3),
 )
-async def on_job(job: AgentJob, msg: NatsMessage = Context("message")) -> None:
+async def on_job(job: AgentJob, msg: NatsMessage) -> None:
     if await agent.step_already_ended(job):
         return
     assert agent.engine is not None

@@ -14,11 +14,19 @@ from services.router.routing import fallback_route, rule_route
 from services.router.settings import RouterSettings
 from services.router.state import TaskStore, set_status
 from shared import subjects
-from shared.bus import consumer, ensure_jetstream, js_stream, jetstream, make_broker
 from shared.agent import AgentRuntime
+from shared.bus import consumer, ensure_jetstream, jetstream, js_stream, make_broker
 from shared.contracts import (
-    FINAL_STATUSES, AgentJob, CancelRequest, ErrorInfo, StepRecord, StepResult, TaskEvent, TaskResult,
-    TaskState, TaskSubmit,
+    FINAL_STATUSES,
+    AgentJob,
+    CancelRequest,
+    ErrorInfo,
+    StepRecord,
+    StepResult,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    TaskSubmit,
 )
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime, create_app, publish_event
@@ -175,6 +183,7 @@ async def end_task(store: TaskStore, task_id: str, status: str, reason: str) -> 
 
 async def finish(result: TaskResult) -> None:
     deadlines.pop(result.task_id, None)
+    runtime.metrics.observe_task(result.kind, result.status, max(0.0, result.finished_at - result.submitted_at))
     log.info("task finished", task_id=result.task_id, status=result.status)
     await publish_event(broker, TaskEvent(task_id=result.task_id, type="result", status=result.status, result=result))
 

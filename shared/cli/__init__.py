@@ -1,5 +1,5 @@
-"""The ``syndicate`` command line. Each topic lives in its own module with a
-``register(app)`` function; this module only assembles them."""
+"""The ``syndicate`` command line. Each topic lives in its own module
+``commands_<topic>.py`` with a ``register(app)`` function; this module assembles them."""
 
 from __future__ import annotations
 
@@ -13,11 +13,17 @@ app = typer.Typer(
 )
 
 
-def _register_all() -> None:
-    from shared.cli import commands_eval, commands_stack, commands_tasks
+# Topics in the order `syndicate --help` lists them; any other commands_*.py follows.
+ORDER = ("stack", "tasks", "models", "topology", "exec", "retrieval", "eval", "deploy")
 
-    for module in (commands_stack, commands_tasks, commands_eval):
-        module.register(app)
+
+def _register_all() -> None:
+    import importlib
+    import pkgutil
+
+    found = [m.name.removeprefix("commands_") for m in pkgutil.iter_modules(__path__) if m.name.startswith("commands_")]
+    for topic in sorted(found, key=lambda t: (ORDER.index(t) if t in ORDER else len(ORDER), t)):
+        importlib.import_module(f"shared.cli.commands_{topic}").register(app)
 
 
 def main() -> None:

@@ -18,7 +18,15 @@ from rich.table import Table
 
 from shared import subjects
 from shared.cli.connect import cli_settings, connected_broker
-from shared.contracts import FINAL_STATUSES, CancelRequest, FileIn, TaskEvent, TaskResult, TaskState, TaskSubmit
+from shared.contracts import (
+    FINAL_STATUSES,
+    CancelRequest,
+    FileIn,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    TaskSubmit,
+)
 from shared.errors import SyndicateError
 from shared.telemetry import current_trace_id, read_trace
 
@@ -181,7 +189,11 @@ def cancel(task_id: str, reason: str = typer.Option("cancelled by user")) -> Non
     console.print(f"cancel sent for {task_id}")
 
 
-def trace_cmd(task_id: str, json_out: bool = typer.Option(False, "--json")) -> None:
+def trace_cmd(
+    task_id: str,
+    json_out: bool = typer.Option(False, "--json"),
+    all_spans: bool = typer.Option(False, "--all", help="Also show the message 'create' spans."),
+) -> None:
     """The task's spans as a waterfall (service, span, start offset, duration)."""
     settings = cli_settings()
     trace_id = task_id if re.fullmatch(r"[0-9a-f]{32}", task_id) else None
@@ -199,7 +211,22 @@ def trace_cmd(task_id: str, json_out: bool = typer.Option(False, "--json")) -> N
         where = settings.otlp_endpoint or settings.traces_dir
         err_console.print(f"no spans for trace {trace_id} in {where} (with OTLP export, open Jaeger's UI)")
         raise typer.Exit(1)
-    print_waterfall(spans)
+    print_waterfall(spans if all_spans else _without_create_spans(spans))
+
+
+def _without_create_spans(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FastStream opens a zero-length 'create' span before each publish: hide them, and
+    re-parent their children so the tree stays whole."""
+    hidden = {s["span_id"]: s["parent_id"] for s in spans if s["name"].endswith(" create")}
+    out = []
+    for s in spans:
+        if s["span_id"] in hidden:
+            continue
+        parent = s["parent_id"]
+        while parent in hidden:
+            parent = hidden[parent]
+        out.append({**s, "parent_id": parent})
+    return out
 
 
 def print_waterfall(spans: list[dict[str, Any]], width: int = 40) -> None:

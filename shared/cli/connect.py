@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlparse
 
 import nats
 from faststream.nats import NatsBroker
@@ -22,10 +23,27 @@ def cli_settings() -> Settings:
     return settings.model_copy(update={"nats_url": resolve_nats_url(settings)})
 
 
+async def reachable(nats_url: str, timeout_s: float = 1.0) -> bool:
+    """Whether any server of ``nats_url`` (comma-separated) accepts a TCP connection.
+    nats-py keeps retrying a refused first connect, so the CLI looks before it leaps."""
+    for server in nats_url.split(","):
+        parsed = urlparse(server.strip() if "://" in server else f"nats://{server.strip()}")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parsed.hostname, parsed.port or 4222), timeout_s)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        return True
+    return False
+
+
 async def health_replies(nats_url: str, wait_s: float = 0.5) -> list[HealthReply]:
     """Every instance's answer to one health broadcast ([] when NATS is unreachable)."""
+    if not await reachable(nats_url):
+        return []
     try:
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        nc = await asyncio.wait_for(
+            nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False), 5.0)
     except Exception:
         return []
     try:
@@ -43,6 +61,8 @@ async def health_replies(nats_url: str, wait_s: float = 0.5) -> list[HealthReply
 async def connected_broker(settings: Settings | None = None) -> AsyncIterator[NatsBroker]:
     """A started broker named 'cli' whose spans join the task's trace."""
     settings = settings or cli_settings()
+    if not await reachable(settings.nats_url):
+        raise BusError(f"cannot reach NATS at {settings.nats_url}: is the stack running? (syndicate up --detach)")
     broker = make_broker("cli", settings)
     try:
         await asyncio.wait_for(broker.connect(), timeout=settings.connect_timeout_s)

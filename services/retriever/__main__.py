@@ -1,0 +1,4 @@
+from services.retriever.main import app
+from shared.service import run
+
+run(app)
