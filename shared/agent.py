@@ -9,11 +9,20 @@ from typing import Any
 from faststream.nats import NatsBroker
 
 from shared import subjects
-from shared.bus import jetstream
-from shared.contracts import FINAL_STATUSES, AgentJob, CancelRequest, StepResult, TaskEvent, TaskState
+from shared.bus import jetstream, publish_durable
+from shared.contracts import (
+    FINAL_STATUSES,
+    AgentJob,
+    CancelRequest,
+    StepResult,
+    TaskEvent,
+    TaskState,
+)
 from shared.llm.base import TextEngine
 from shared.service import ServiceRuntime, publish_event, publish_token
 from shared.settings import Settings
+
+MAX_REMEMBERED_CANCELS = 10_000
 
 
 class AgentRuntime:
@@ -65,6 +74,9 @@ class AgentRuntime:
         await publish_event(self.broker, TaskEvent(task_id=job.task_id, type="progress", step=self.role, text=text))
 
     def cancel(self, req: CancelRequest) -> None:
+        # Cancels are broadcast to every agent, most for tasks it never runs: keep a bounded set.
+        if len(self.cancelled) >= MAX_REMEMBERED_CANCELS:
+            self.cancelled.pop()  # an arbitrary old one: cancels of running tasks are few
         self.cancelled.add(req.task_id)
         if self.engine is not None:
             self.engine.cancel(req.task_id)
@@ -73,8 +85,8 @@ class AgentRuntime:
         return task_id in self.cancelled
 
     async def publish_result(self, result: StepResult) -> None:
+        """Publish the step's result (deduplicated by step id, retried through a bus
+        restart); the job is acked only after this returns."""
         self.cancelled.discard(result.task_id)
-        await self.broker.publish(
-            result, subjects.STEP_RESULT, stream=subjects.JOBS_STREAM,
-            headers={"Nats-Msg-Id": f"{result.step_id}.result"},
-        )
+        await publish_durable(self.broker, result, subjects.STEP_RESULT, stream=subjects.JOBS_STREAM,
+                              msg_id=f"{result.step_id}.result")
