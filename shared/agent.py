@@ -9,11 +9,13 @@ from typing import Any
 from faststream.nats import NatsBroker
 
 from shared import subjects
-from shared.bus import jetstream, publish_durable
+from shared.bus import jetstream, publish_durable, request
 from shared.contracts import (
     FINAL_STATUSES,
     AgentJob,
     CancelRequest,
+    SearchReply,
+    SearchRequest,
     StepResult,
     TaskEvent,
     TaskState,
@@ -72,6 +74,10 @@ class AgentRuntime:
 
     async def progress(self, job: AgentJob, text: str) -> None:
         await publish_event(self.broker, TaskEvent(task_id=job.task_id, type="progress", step=self.role, text=text))
+
+    async def search(self, req: SearchRequest, timeout_s: float = 20.0) -> SearchReply:
+        """Similarity search in the retriever (request/reply, any copy of it)."""
+        return await request(self.broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=timeout_s)
 
     def cancel(self, req: CancelRequest) -> None:
         # Cancels are broadcast to every agent, most for tasks it never runs: keep a bounded set.

@@ -338,7 +338,7 @@ def add_health_responder(broker: NatsBroker, build: Callable[[], HealthReply]) -
 
 
 async def request(
-    broker: NatsBroker, subject: str, payload: BaseModel, reply_type: type[T], *, timeout: float = 30.0,
+    broker: NatsBroker, subject: str, payload: BaseModel, reply_type: type[T], *, timeout: float = 30.0,  # noqa: ASYNC109 - passed to the NATS request
     attempts: int = 1,
 ) -> T:
     """Request/reply with typed answer; an ErrorReply becomes the matching SyndicateError.
@@ -362,7 +362,7 @@ async def request(
     return reply_type.model_validate(data)
 
 
-async def _request_once(broker: NatsBroker, subject: str, payload: BaseModel, timeout: float) -> Any:
+async def _request_once(broker: NatsBroker, subject: str, payload: BaseModel, timeout: float) -> Any:  # noqa: ASYNC109
     """One request; retried while no responder listens or the connection is reconnecting."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

@@ -52,8 +52,8 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     ctx = span.get_span_context()
     parent = span.parent
     return {
-        "trace_id": format(ctx.trace_id, "032x"),
-        "span_id": format(ctx.span_id, "016x"),
+        "trace_id": format(ctx.trace_id, "032x") if ctx else "",
+        "span_id": format(ctx.span_id, "016x") if ctx else "",
         "parent_id": format(parent.span_id, "016x") if parent else None,
         "service": span.resource.attributes.get("service.name", "unknown"),
         "name": span.name,

@@ -43,7 +43,7 @@ async def on_job(job: AgentJob, msg: NatsMessage) -> None:
     assert agent.engine is not None
     solver = CodeSolver(
         agent.engine, run_in_sandbox, settings, on_token=agent.token_sink(job),
-        progress=lambda text: agent.progress(job, text),
+        progress=lambda text: agent.progress(job, text), search=agent.search,
     )
     async with in_progress(msg):
         result = await solver.solve(job)

@@ -10,3 +10,5 @@ class CoderSettings(Settings):
     tests_max_tokens: int = 256  # small models run on writing asserts until cut off
     sandbox_timeout_s: float = 10.0
     sandbox_memory_mb: int = 256
+    top_k: int = 4  # passages retrieved when the task names a collection
+    min_score: float = 0.25

@@ -8,19 +8,44 @@ import difflib
 import time
 from collections.abc import Awaitable, Callable
 
-from services.coder_agent.checks import describe_failures, harness, read_outcomes, split_checks, strip_report
+from services.coder_agent.checks import (
+    describe_failures,
+    harness,
+    read_outcomes,
+    split_checks,
+    strip_report,
+)
 from services.coder_agent.prompts import (
-    SYSTEM, TESTS_SYSTEM, extract_code, provided_tests, repair_prompt, strip_scaffolding, task_prompt,
+    SYSTEM,
+    TESTS_SYSTEM,
+    extract_code,
+    provided_tests,
+    repair_prompt,
+    strip_scaffolding,
+    task_prompt,
     tests_prompt,
 )
 from services.coder_agent.settings import CoderSettings
 from shared.contracts import (
-    AgentJob, Attempt, ErrorInfo, ExecLimits, ExecRequest, ExecResult, FileIn, SandboxRunSummary, StepResult, Usage,
+    AgentJob,
+    Attempt,
+    Citation,
+    ErrorInfo,
+    ExecLimits,
+    ExecRequest,
+    ExecResult,
+    FileIn,
+    SandboxRunSummary,
+    SearchReply,
+    SearchRequest,
+    StepResult,
+    Usage,
 )
 from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
 from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
 
 RunCode = Callable[[ExecRequest], Awaitable[ExecResult]]
+Search = Callable[[SearchRequest], Awaitable[SearchReply]]
 Progress = Callable[[str], Awaitable[None]]
 
 
@@ -40,8 +65,10 @@ def verdict_text(r: ExecResult) -> str:
 class CodeSolver:
     def __init__(
         self, engine: TextEngine, run_code: RunCode, settings: CoderSettings,
-        on_token: TokenCallback | None = None, progress: Progress | None = None,
+        on_token: TokenCallback | None = None, progress: Progress | None = None, search: Search | None = None,
     ) -> None:
+        self.search = search
+        self.citations: list[Citation] = []
         self.engine = engine
         self.run_code = run_code
         self.settings = settings
@@ -78,8 +105,19 @@ class CodeSolver:
         except SyndicateError as exc:
             return self._result(job, "failed", attempts, ErrorInfo(code=exc.code, message=exc.message))
 
+    async def _retrieve(self, job: AgentJob) -> str:
+        """Passages from the task's collection, labelled like the reasoner's citations."""
+        if not job.collection or self.search is None:
+            return ""
+        await self._say(f"searching collection '{job.collection}'")
+        reply = await self.search(SearchRequest(query=job.text[:2000], collection=job.collection, top_k=self.settings.top_k))
+        hits = [h for h in reply.hits if h.score >= self.settings.min_score]
+        self.citations = [Citation(path=h.path, start_line=h.start_line, end_line=h.end_line, score=h.score) for h in hits]
+        return "\n\n".join(f"[{h.path}:{h.start_line}-{h.end_line}]\n{h.text.strip()}" for h in hits)
+
     async def _solve(self, job: AgentJob, attempts: list[Attempt]) -> StepResult:
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task_prompt(job.text, job.files, job.context)}]
+        context = "\n\n".join(c for c in (job.context, await self._retrieve(job)) if c)
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task_prompt(job.text, job.files, context)}]
         provided = provided_tests(job.text, job.files)
         trusted = bool(provided)  # the task's own tests are never disputed
         checks = task_checks(provided) if provided else []
@@ -144,7 +182,7 @@ class CodeSolver:
             answer += f" Disputed model-written checks (the code kept its answer after seeing them fail): {'; '.join(last.disputed)}"
         return StepResult(
             task_id=job.task_id, step_id=job.step_id, agent="coder", status=status,  # type: ignore[arg-type]
-            answer=answer, code=code, tests=last.verdicts if last else [], attempts=attempts,
+            answer=answer, code=code, tests=last.verdicts if last else [], attempts=attempts, citations=self.citations,
             files=files, diff=diff, error=error, usage=self.usage,
         )
 

@@ -68,16 +68,23 @@ class BusClient:
     # --- code-sandbox -------------------------------------------------------------------
     def exec(self, req: ExecRequest) -> ExecResult:
         """Run a program in code-sandbox (request/reply on SANDBOX_EXEC)."""
-        timeout = req.limits.wall_s + 20
+        # Generous: under CPU load the sandbox's own setup (bwrap, cgroup) takes seconds.
+        timeout = req.limits.wall_s + 60
 
         async def call() -> ExecResult:
-            try:
-                msg = await self.nc.request(subjects.SANDBOX_EXEC, req.model_dump_json().encode(), timeout=timeout)
-            except nats.errors.NoRespondersError as exc:
-                raise BusError("code-sandbox is not running (no responders on SANDBOX_EXEC)") from exc
-            except (TimeoutError, nats.errors.TimeoutError) as exc:
-                raise BusError(f"code-sandbox did not answer within {timeout:.0f}s") from exc
-            return parse_reply(msg.data, ExecResult)
+            payload = req.model_dump_json().encode()
+            for attempt in range(4):  # a restarting sandbox has no responders for a moment
+                try:
+                    msg = await self.nc.request(subjects.SANDBOX_EXEC, payload, timeout=timeout)
+                    return parse_reply(msg.data, ExecResult)
+                except nats.errors.NoRespondersError as exc:
+                    if attempt == 3:
+                        raise BusError("code-sandbox is not running (no responders on SANDBOX_EXEC)") from exc
+                    await asyncio.sleep(1.0 + attempt)
+                except (TimeoutError, nats.errors.TimeoutError) as exc:
+                    if attempt >= 1:
+                        raise BusError(f"code-sandbox did not answer within {timeout:.0f}s (twice)") from exc
+            raise AssertionError("unreachable")
 
         return self._run(call())
 

@@ -5,9 +5,25 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from services.reasoner_agent.prompts import NOTHING_RELEVANT, RAG_SYSTEM, SYSTEM, label, plain_prompt, rag_prompt
+from services.reasoner_agent.prompts import (
+    NOTHING_RELEVANT,
+    RAG_SYSTEM,
+    SYSTEM,
+    label,
+    plain_prompt,
+    rag_prompt,
+)
 from services.reasoner_agent.settings import ReasonerSettings
-from shared.contracts import AgentJob, Citation, ErrorInfo, SearchHit, SearchReply, SearchRequest, StepResult, Usage
+from shared.contracts import (
+    AgentJob,
+    Citation,
+    ErrorInfo,
+    SearchHit,
+    SearchReply,
+    SearchRequest,
+    StepResult,
+    Usage,
+)
 from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
 from shared.llm.base import GenerationRequest, TextEngine, TokenCallback
 
@@ -24,6 +40,38 @@ def cited(answer: str, hits: list[SearchHit]) -> list[Citation]:
         if hit is not None and all(c.path != hit.path or c.start_line != hit.start_line for c in out):
             out.append(Citation(path=hit.path, start_line=hit.start_line, end_line=hit.end_line, score=hit.score))
     return out
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_STOP = frozenset(["the", "a", "an", "of", "to", "in", "is", "are", "be", "it", "its", "and", "or", "for", "on", "by", "as", "at", "with", "that", "this", "when", "from"])
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
+
+
+def attribute(answer: str, hits: list[SearchHit], min_overlap: float = 0.35) -> tuple[str, list[Citation]]:
+    """Cite for the model: each answer sentence gets the label of the passage that holds
+    most of its content words (if at least ``min_overlap`` of them). Small models answer
+    from the sources but rarely write the labels themselves."""
+    passages = [(h, _words(h.text)) for h in hits]
+    out: list[str] = []
+    used: list[SearchHit] = []
+    for sentence in _SENTENCE.split(answer.strip()):
+        words = _words(sentence)
+        best, score = None, 0.0
+        for hit, pw in passages:
+            overlap = len(words & pw) / len(words) if words else 0.0
+            if overlap > score:
+                best, score = hit, overlap
+        if best is not None and score >= min_overlap and not _CITE.search(sentence):
+            sentence = f"{sentence} {label(best)}"
+            if best not in used:
+                used.append(best)
+        out.append(sentence)
+    cites = [Citation(path=h.path, start_line=h.start_line, end_line=h.end_line, score=h.score) for h in used]
+    return " ".join(out), cites
 
 
 class Answerer:
@@ -67,9 +115,12 @@ class Answerer:
                               deadline=job.deadline, request_id=job.task_id),
             self.on_token,
         )
+        answer, citations = out.text.strip(), cited(out.text, hits)
+        if hits and not citations:
+            answer, citations = attribute(answer, hits)
         return StepResult(
-            task_id=job.task_id, step_id=job.step_id, agent="reasoner", status="done", answer=out.text.strip(),
-            citations=cited(out.text, hits),
+            task_id=job.task_id, step_id=job.step_id, agent="reasoner", status="done", answer=answer,
+            citations=citations,
             usage=Usage(model=out.model, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
                         seconds=out.seconds, ttft_s=out.ttft_s),
         )

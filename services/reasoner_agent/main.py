@@ -9,7 +9,7 @@ from services.reasoner_agent.answerer import Answerer
 from services.reasoner_agent.settings import ReasonerSettings
 from shared import subjects
 from shared.agent import AgentRuntime
-from shared.bus import consumer, ensure_jetstream, js_stream, make_broker, request
+from shared.bus import consumer, ensure_jetstream, js_stream, make_broker
 from shared.contracts import AgentJob, CancelRequest, SearchReply, SearchRequest
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime, create_app, in_progress
@@ -30,7 +30,7 @@ async def startup() -> None:
 
 
 async def search(req: SearchRequest) -> SearchReply:
-    return await request(broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=settings.search_timeout_s)
+    return await agent.search(req, settings.search_timeout_s)
 
 
 @broker.subscriber(

@@ -52,7 +52,7 @@ def _load() -> DocumentIndex:
         os.sched_setaffinity(0, cpus)  # before the model loads, so its threads stay there
     threads = settings.embed_threads or max(1, len(cpus))
     embedder = load_embedder(settings.embedder, threads=threads)
-    store = open_store(settings.state_dir, settings.qdrant_url, settings.qdrant_api_key)
+    store = open_store(settings.state_dir, settings.qdrant_url, settings.qdrant_api_key, settings.hnsw_ef)
     runtime.model, runtime.threads = embedder.name, threads
     return DocumentIndex(
         store, embedder, hybrid=settings.hybrid,

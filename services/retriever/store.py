@@ -109,12 +109,14 @@ RRF_K = 60  # the usual reciprocal-rank-fusion constant
 PREFETCH_FACTOR = 4  # each ranking contributes this many candidates per requested hit
 
 
-def open_store(state_dir: Path, qdrant_url: str | None = None, api_key: str | None = None) -> VectorStore:
+def open_store(
+    state_dir: Path, qdrant_url: str | None = None, api_key: str | None = None, hnsw_ef: int | None = None
+) -> VectorStore:
     """The server backend when a URL is configured, else the embedded engine."""
     if qdrant_url:
         from services.retriever.store_server import ServerStore
 
-        return ServerStore(qdrant_url, api_key=api_key)
+        return ServerStore(qdrant_url, api_key=api_key, hnsw_ef=hnsw_ef)
     from services.retriever.store_edge import EdgeStore
 
-    return EdgeStore(state_dir / "qdrant")
+    return EdgeStore(state_dir / "qdrant", hnsw_ef=hnsw_ef)

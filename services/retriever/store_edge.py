@@ -60,8 +60,10 @@ def _dense(vector: Any) -> list[float] | None:
 class EdgeStore:
     backend = "qdrant-edge"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, hnsw_ef: int | None = None) -> None:
         self.root = Path(root)
+        # HNSW beam width at search time (None: the engine's default); higher = better recall.
+        self.hnsw_ef = hnsw_ef
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = (self.root / ".lock").open("w")
         try:
@@ -192,14 +194,15 @@ class EdgeStore:
     ) -> list[StoredHit]:
         flt = _filter(filters)
         dense_q = qe.Query.Nearest(dense, using=DENSE)
+        params = qe.SearchParams(hnsw_ef=self.hnsw_ef) if self.hnsw_ef else None
         if sparse is None or not sparse[0]:
-            req = qe.QueryRequest(limit=limit, query=dense_q, filter=flt, with_payload=True)
+            req = qe.QueryRequest(limit=limit, query=dense_q, filter=flt, with_payload=True, params=params)
         else:
             n = limit * PREFETCH_FACTOR
             req = qe.QueryRequest(
                 limit=limit,
                 prefetches=[
-                    qe.Prefetch(limit=n, query=dense_q, filter=flt),
+                    qe.Prefetch(limit=n, query=dense_q, filter=flt, params=params),
                     qe.Prefetch(limit=n, query=qe.Query.Nearest(qe.SparseVector(*sparse), using=SPARSE), filter=flt),
                 ],
                 query=qe.Fusion.Rrf(k=RRF_K),

@@ -45,7 +45,8 @@ def _filter(filters: SearchFilters | None, path: str | None = None) -> m.Filter 
 class ServerStore:
     backend = "qdrant-server"
 
-    def __init__(self, url: str, *, api_key: str | None = None, timeout: int = 30) -> None:
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: int = 30, hnsw_ef: int | None = None) -> None:
+        self.params = m.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
         if url == ":memory:":
             self.client = QdrantClient(location=":memory:")
         else:
@@ -53,8 +54,15 @@ class ServerStore:
         self.url = url
 
     def collections(self) -> list[str]:
-        names = [c.name for c in self.client.get_collections().collections]
-        return sorted(n for n in names if self.meta(n) is not None)
+        """The syndicate's collections (others on a shared server are left alone)."""
+        out = []
+        for c in self.client.get_collections().collections:
+            try:
+                if self.meta(c.name) is not None:
+                    out.append(c.name)
+            except RetrievalError:
+                continue
+        return sorted(out)
 
     def meta(self, collection: str) -> CollectionMeta | None:
         if not self.client.collection_exists(collection):
@@ -154,14 +162,15 @@ class ServerStore:
         flt = _filter(filters)
         if sparse is None or not sparse[0]:
             res = self.client.query_points(
-                collection, query=dense, using=DENSE, query_filter=flt, limit=limit, with_payload=True
+                collection, query=dense, using=DENSE, query_filter=flt, limit=limit, with_payload=True,
+                search_params=self.params,
             )
         else:
             n = limit * PREFETCH_FACTOR
             res = self.client.query_points(
                 collection,
                 prefetch=[
-                    m.Prefetch(query=dense, using=DENSE, limit=n, filter=flt),
+                    m.Prefetch(query=dense, using=DENSE, limit=n, filter=flt, params=self.params),
                     m.Prefetch(
                         query=m.SparseVector(indices=sparse[0], values=sparse[1]), using=SPARSE, limit=n, filter=flt
                     ),

@@ -63,6 +63,15 @@ class RichProgress:
         self.bar.refresh()
 
 
+def _settings() -> Any:
+    """Evaluator settings with the running local stack's NATS URL (like every CLI command)."""
+    from services.evaluator.settings import EvaluatorSettings
+    from shared.stack import resolve_nats_url
+
+    settings = EvaluatorSettings()
+    return settings.model_copy(update={"nats_url": resolve_nats_url(settings)})
+
+
 def _csv_ints(value: str | None) -> list[int]:
     return [int(x) for x in value.split(",") if x.strip()] if value else []
 
@@ -93,9 +102,8 @@ def run_cmd(
 ) -> None:
     """Score SUITE on the named models side by side (or through the agents)."""
     from services.evaluator.runner import RunOptions
-    from services.evaluator.settings import EvaluatorSettings
 
-    settings = EvaluatorSettings()
+    settings = _settings()
     try:
         options = RunOptions(
             suite_type=suite_type, limit=limit, through_agents=through_agents, samples=samples, temperature=temperature,  # type: ignore[arg-type]

@@ -95,18 +95,30 @@ def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.
     if json_out:
         print(json.dumps({"nats_url": nats_url, "stack": bool(record), "services": rows}))
         return
-    table = Table(title=f"syndicate @ {nats_url}" + ("" if record else " (no local stack)"))
-    for col in ("service", "pid", "state", "cores", "threads", "model", "queue", "running", "restarts", "notes"):
-        table.add_column(col)
+    table = Table(title=f"syndicate @ {nats_url}" + ("" if record else " (no local stack)"), box=None, padding=(0, 1), header_style="bold",
+                  pad_edge=False)
+    for col, just in (("service", "left"), ("pid", "right"), ("state", "left"), ("cores", "left"), ("thr", "right"),
+                      ("model", "left"), ("queue", "right"), ("run", "right"), ("rst", "right")):
+        table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    notes: list[str] = []
     for row in rows:
         colour = {"ready": "green", "degraded": "yellow", "down": "red"}.get(row["state"], "white")
-        notes = ", ".join(f"{k}={v}" for k, v in row["details"].items() if k in ("isolation", "url", "collections", "embedder"))
         table.add_row(
             row["service"], str(row["pid"] or "-"), f"[{colour}]{row['state']}[/]", _cpus(row["cpus"]),
             str(row["threads"] or "-"), row["model"] or "-", str(row["queue_depth"]), str(row["running"]),
-            str(row["restarts"]), notes,
+            str(row["restarts"]),
         )
+        details = ", ".join(f"{k}: {v}" for k, v in row["details"].items() if k in _NOTE_KEYS)
+        if details:
+            notes.append(f"[bold]{row['service']}[/] {details}")
     console.print(table)
+    for line in notes:
+        console.print(line, highlight=False)
+    for note in (record or {}).get("placement", {}).get("notes", []):
+        console.print(f"[dim]placement: {note}[/]")
+
+
+_NOTE_KEYS = ("isolation", "url", "classifier", "embedder", "collections")
 
 
 def _cpus(cpus: list[int]) -> str:

@@ -18,7 +18,15 @@ from rich.table import Table
 
 from shared import subjects
 from shared.cli.connect import cli_settings, connected_broker
-from shared.contracts import FINAL_STATUSES, CancelRequest, FileIn, TaskEvent, TaskResult, TaskState, TaskSubmit
+from shared.contracts import (
+    FINAL_STATUSES,
+    CancelRequest,
+    FileIn,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    TaskSubmit,
+)
 from shared.errors import SyndicateError
 from shared.telemetry import current_trace_id, read_trace
 

@@ -105,6 +105,9 @@ class EngineConfig:
     spec_num_pred_tokens: int = 10
     spec_max_ngram: int = 3
     spec_min_prompt_tokens: int = 0
+    spec_max_pred_tokens: int = 32  # drafts grow up to this while fully accepted
+    spec_exact_margin: float = 1.0  # logit margin a greedy choice needs on batch-made cache
+    spec_adaptive: bool = True  # False: always verify a found draft (benchmarks)
     seed: int = 0
     role: str = ""
 
@@ -114,7 +117,7 @@ class EngineConfig:
         return cls(
             model_path=role.path, name=role.model_id, cpus=cpus, n_ctx=c.n_ctx, n_batch=c.n_batch,
             queue_limit=c.queue_limit, speculative=c.speculative,
-            spec_num_pred_tokens=c.spec_num_pred_tokens,
+            spec_num_pred_tokens=c.spec_num_pred_tokens, spec_max_pred_tokens=c.spec_max_pred_tokens,
             spec_min_prompt_tokens=c.spec_min_prompt_tokens, role=role.name,
         )
 
@@ -173,7 +176,8 @@ class _SpecPolicy:
     running averages kept for the engine's life (they are properties of the machine and
     model); the acceptance rate is a running average within the request. A size never
     measured is tried once; a refused draft is still tried every ``probe_every`` refusals
-    so the estimates can recover.
+    so the estimates can recover. The draft length ``k`` doubles (up to ``k_max``) while
+    whole drafts are accepted and falls back to the base length after a miss.
     """
 
     def __init__(self, prior_acceptance: float = 0.8, probe_every: int = 16) -> None:
@@ -182,10 +186,13 @@ class _SpecPolicy:
         self.acceptance = prior_acceptance
         self.probe_every = probe_every
         self._refused = 0
+        self.k = self.k0 = self.k_max = 10
 
-    def start_request(self) -> None:
+    def start_request(self, k: int, k_max: int) -> None:
         self.acceptance = self.prior
         self._refused = 0
+        self.k = self.k0 = k
+        self.k_max = max(k, k_max)
 
     def want(self, d: int) -> bool:
         c1, cn = self.cost.get(1), self.cost.get(1 + d)
@@ -199,6 +206,9 @@ class _SpecPolicy:
         self.cost[n] = seconds if old is None else 0.7 * old + 0.3 * seconds
         if drafted:
             self.acceptance = 0.6 * self.acceptance + 0.4 * (accepted / drafted)
+            # inside a copied block whole drafts pass: ask for longer ones (bigger batches
+            # cost less per token); after a miss start again from the base length.
+            self.k = min(self.k_max, self.k * 2) if accepted == drafted == self.k else self.k0
 
 
 class LlamaEngine:
@@ -234,6 +244,8 @@ class LlamaEngine:
         self._vocab = self._model.vocab
         self._batch = _internals.LlamaBatch(n_tokens=config.n_batch, embd=0, n_seq_max=1, verbose=False)
         self._n_ctx = self._llm.n_ctx()
+        self._n_vocab = self._llm.n_vocab()
+        self._last_resyncs = 0
         meta = self._llm.metadata
         self.gguf_name = meta.get("general.name", path.stem)
         eos, bos = self._llm.token_eos(), self._llm.token_bos()
@@ -243,6 +255,7 @@ class LlamaEngine:
             bos_token=self._model.token_get_text(bos) if bos != -1 else "",
         )
         self._pieces: dict[int, bytes] = {}
+        self._grammars: dict[str, Any] = {}
         self._spec_policy = _SpecPolicy()
         self._kv: list[int] = []  # tokens whose keys/values are in the cache, in order
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llm-{self.name}")
@@ -276,7 +289,9 @@ class LlamaEngine:
         rid = request.request_id or uuid.uuid4().hex
         ticket = _Ticket(request, rid)
         self._tickets[rid] = ticket
-        with _tracer.start_as_current_span(f"chat {self.name}", kind=trace.SpanKind.CLIENT) as span:
+        with _tracer.start_as_current_span(
+            f"chat {self.name}", kind=trace.SpanKind.CLIENT, record_exception=False, set_status_on_exception=False,
+        ) as span:
             span.set_attributes({
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": "llama.cpp",
@@ -316,7 +331,8 @@ class LlamaEngine:
             self._counts["served"] += 1
             span.set_attributes(_result_attributes(result))
             self._last = {"ttft_s": result.ttft_s, "tokens_per_s": result.tokens_per_s,
-                          "spec_acceptance": result.spec_acceptance}
+                          "spec_acceptance": result.spec_acceptance, "spec_resyncs": self._last_resyncs}
+            span.set_attribute("syndicate.llm.spec.resyncs", self._last_resyncs)
             return result
 
     def cancel(self, request_id: str) -> bool:
@@ -445,7 +461,7 @@ class LlamaEngine:
         stream = _TextStream(list(req.stop), push)
         out: list[int] = []
         times: list[float] = []  # when each output token was produced
-        drafted = accepted_total = 0
+        drafted = accepted_total = resyncs = 0
         finish: str | None = None
         hist = None
         if spec:
@@ -475,27 +491,42 @@ class LlamaEngine:
                     return True
                 return False
 
-            nxt = sampler.sample(self._ctx, -1)
+            # Exact mode (speculation, greedy, no grammar): this build's quantized kernels
+            # give slightly different logits for tokens decoded in a batch than one at a
+            # time (measured |diff| <= 0.42 on Qwen 0.5B Q4_K_M; F16 models: 0). Every
+            # greedy choice made while the cache holds batch-computed entries must win by
+            # spec_exact_margin, else those entries are recomputed one token at a time and
+            # the choice is made on exactly the logits plain decoding would see.
+            exact = spec and req.temperature <= 0 and req.json_schema is None
+            choose = self._argmax if exact else (lambda i: (sampler.sample(self._ctx, i), float("inf")))
+            tau = self.config.spec_exact_margin
+            dirty: int | None = None  # first cache position computed in a verify batch
+            nxt, _ = choose(-1)
             policy = self._spec_policy
-            policy.start_request()
+            policy.start_request(self.config.spec_num_pred_tokens, self.config.spec_max_pred_tokens)
             while not emit(nxt):
                 self._check(ticket, len(out), stream.text)
                 draft: list[int] = []
                 if hist is not None:
-                    room = min(self.config.spec_num_pred_tokens, max_out - len(out) - 1,
+                    room = min(policy.k, max_out - len(out) - 1,
                                self._n_ctx - len(self._kv) - 2, self.config.n_batch - 1)
                     if room > 0:
                         draft = self._lookup(hist[: len(prompt) + len(out)], room)
-                        if draft and not policy.want(len(draft)):
+                        if draft and self.config.spec_adaptive and not policy.want(len(draft)):
                             draft = []
                 base = len(self._kv)
                 t_step = time.perf_counter()
                 self._decode([nxt, *draft], logits_all=bool(draft))
+                if draft and exact and dirty is None:
+                    dirty = base
                 drafted += len(draft)
                 accepted = 0
-                over = False
+                over = resync = False
                 for i, d in enumerate(draft):
-                    tok = sampler.sample(self._ctx, i)
+                    tok, margin = choose(i)
+                    if dirty is not None and margin < tau:
+                        resync = True
+                        break
                     if tok != d:
                         nxt = tok
                         break
@@ -504,12 +535,20 @@ class LlamaEngine:
                         over = True
                         break
                 else:
-                    nxt = sampler.sample(self._ctx, len(draft)) if draft else sampler.sample(self._ctx, -1)
-                policy.record(1 + len(draft), time.perf_counter() - t_step, len(draft), accepted)
-                accepted_total += accepted
+                    tok, margin = choose(len(draft) if draft else -1)
+                    if dirty is not None and margin < tau:
+                        resync = True
+                    else:
+                        nxt = tok
                 keep = base + 1 + accepted
                 if keep < len(self._kv):  # rejected draft positions leave the cache
                     self._truncate(keep)
+                if resync and not over and dirty is not None:
+                    nxt = self._resync(dirty, ticket)
+                    dirty = None
+                    resyncs += 1
+                policy.record(1 + len(draft), time.perf_counter() - t_step, len(draft), accepted)
+                accepted_total += accepted
                 if over:
                     break
             stream.close()
@@ -522,6 +561,7 @@ class LlamaEngine:
             self._reset_cache()
             raise EngineError(f"llama.cpp generation failed: {e}") from e
         t_end = time.monotonic()
+        self._last_resyncs = resyncs
         n = len(out)
         ttft = (times[0] if times else t_prompt) - ticket.submitted
         rate = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else 0.0
@@ -531,6 +571,29 @@ class LlamaEngine:
             finish_reason=finish or "stop",  # type: ignore[arg-type]
             spec_acceptance=(accepted_total / drafted) if drafted else None,
         )
+
+    def _argmax(self, i: int) -> tuple[int, float]:
+        """Greedy choice from logits row ``i`` (first max, like llama.cpp's greedy sampler)
+        and its margin over the runner-up."""
+        import numpy as np
+
+        row = np.ctypeslib.as_array(self._ctx.get_logits_ith(i), shape=(self._n_vocab,))
+        tok = int(np.argmax(row))
+        top2 = np.partition(row, -2)[-2:]
+        return tok, float(top2[1] - top2[0])
+
+    def _resync(self, dirty: int, ticket: _Ticket) -> int:
+        """Recompute cache entries from ``dirty`` on one token at a time (the numerics of
+        plain decoding) and return the greedy choice after them."""
+        tokens = self._kv[dirty:]
+        if not self._ctx.kv_cache_seq_rm(-1, dirty, -1):
+            raise EngineError("the KV cache cannot be truncated: speculation needs a model that allows it")
+        del self._kv[dirty:]
+        for j, t in enumerate(tokens):
+            if j % 32 == 0:
+                self._check(ticket, 0, "")
+            self._decode([t], logits_all=False)
+        return self._argmax(-1)[0]
 
     def _check(self, ticket: _Ticket, n_out: int, text: str) -> None:
         if ticket.cancel.is_set():
@@ -546,7 +609,11 @@ class LlamaEngine:
     def _sampler(self, req: GenerationRequest) -> Any:
         s = self._internals.LlamaSampler()
         if req.json_schema is not None:
-            grammar = self._lc.LlamaGrammar.from_json_schema(json.dumps(req.json_schema), verbose=False)
+            key = json.dumps(req.json_schema)  # key order matters: it is the output order
+            grammar = self._grammars.get(key)
+            if grammar is None:  # agents reuse a few schemas: compile each once
+                grammar = self._lc.LlamaGrammar.from_json_schema(key, verbose=False)
+                self._grammars[key] = grammar
             s.add_grammar(self._model, grammar)
         if req.temperature <= 0:
             s.add_greedy()

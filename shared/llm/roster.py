@@ -73,8 +73,9 @@ class RoleConfig(BaseModel):
     ccds: int | None = Field(None, ge=1)
     weight: float = Field(1.0, gt=0)
     speculative: Speculative = "off"
-    spec_min_prompt_tokens: int = Field(256, ge=0)
+    spec_min_prompt_tokens: int = Field(0, ge=0)  # speculate only on prompts this long
     spec_num_pred_tokens: int = Field(10, ge=1, le=64)
+    spec_max_pred_tokens: int = Field(32, ge=1, le=128)
     queue_limit: int = Field(4, ge=0)  # requests waiting besides the running one
 
 

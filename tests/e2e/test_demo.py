@@ -73,3 +73,22 @@ def test_status_shows_agents_pinned_to_disjoint_cores(stack) -> None:
     if (os.cpu_count() or 1) >= 2:
         assert coder and reasoner and not coder & reasoner
     assert rows["coder-agent"]["threads"] == len(coder)
+
+
+def test_reason_over_ingested_notes_cites_real_lines(stack) -> None:
+    cli = stack["cli"]
+    ingest = cli("ingest", str(REPO / "examples" / "defi-notes"), "--collection", "defi-e2e")
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    out = cli("submit", "--kind", "reason", "--collection", "defi-e2e", "What happens to a loan when its health factor drops below 1?", "--json")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "done", result
+    assert result["citations"], result["answer"]
+    for c in result["citations"]:
+        lines = (REPO / c["path"]).read_text().splitlines()[c["start_line"] - 1 : c["end_line"]]
+        assert lines, c  # the cited range exists in the file
+    cited_text = " ".join((REPO / c["path"]).read_text() for c in result["citations"]).lower()
+    assert "health factor" in cited_text
+    # Off-topic: the agent says so instead of inventing.
+    off = cli("submit", "--kind", "reason", "--collection", "defi-e2e", "What is the boiling point of mercury in kelvin?", "--json")
+    off_result = json.loads(off.stdout.strip().splitlines()[-1])
+    assert "nothing relevant" in off_result["answer"] and not off_result["citations"]

@@ -59,3 +59,14 @@ async def test_without_collection_answers_directly() -> None:
 def test_cited_deduplicates() -> None:
     text = "[defi/amm.md:3-9] and again [defi/amm.md:3-9] and [defi/lending.md:10-20]"
     assert [c.path for c in cited(text, HITS)] == ["defi/amm.md", "defi/lending.md"]
+
+
+async def test_uncited_answers_are_attributed_to_the_passages_they_use() -> None:
+    async def search(req: SearchRequest) -> SearchReply:
+        return SearchReply(hits=HITS, collection=req.collection)
+
+    engine = ScriptedEngine(["Liquidations happen when the health factor falls below 1. Bananas are yellow."])
+    result = await Answerer(engine, search, ReasonerSettings()).answer(job())
+    assert result.answer.startswith("Liquidations happen when the health factor falls below 1. [defi/lending.md:10-20]")
+    assert result.answer.endswith("Bananas are yellow.")
+    assert [c.path for c in result.citations] == ["defi/lending.md"]

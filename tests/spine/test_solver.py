@@ -186,3 +186,19 @@ async def test_doctest_examples_in_the_task_are_trusted_checks() -> None:
     assert result.attempts[0].tests == "assert add(2, 3) == 5\nassert add(0, 0) == 0"
     assert result.status == "failed"  # task checks are never disputed, even when the model insists
     assert len(engine.requests) == 3  # no test-writing generation
+
+
+async def test_uses_retrieval_when_the_task_names_a_collection() -> None:
+    from shared.contracts import SearchHit, SearchReply
+
+    async def search(req):  # type: ignore[no-untyped-def]
+        return SearchReply(collection=req.collection, hits=[
+            SearchHit(text="def add(a, b): use the + operator", path="docs/add.md", start_line=1, end_line=3, score=0.9),
+            SearchHit(text="noise", path="x.md", start_line=1, end_line=1, score=0.01),
+        ])
+
+    engine = ScriptedEngine([FIXED, TESTS])
+    result = await CodeSolver(engine, run_python, CoderSettings(), search=search).solve(job(collection="docs"))
+    assert result.status == "done"
+    assert "[docs/add.md:1-3]" in engine.requests[0].messages[-1]["content"]
+    assert [(c.path, c.start_line) for c in result.citations] == [("docs/add.md", 1)]

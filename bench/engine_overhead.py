@@ -1,0 +1,140 @@
+"""Generation throughput of ``LlamaEngine.generate`` ÷ raw llama-cpp-python
+(``Llama.create_chat_completion(stream=True)``) in the same process, same model file, same
+threads and cpus, greedy, same prompts. Goal: ``ratio`` ≥ 0.97.
+
+Rounds alternate the paths and each request starts from an empty KV cache, so both pay
+the same prompt evaluation and machine-load drift hits both. ``measure_path`` measures any
+path given as an async callable (request -> output token count): the through-the-bus
+variant plugs in there.
+
+    python bench/engine_overhead.py [--quick] [--model PATH] [--rounds N] [--max-tokens N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from _common import emit
+
+from shared.llm.base import GenerationRequest
+
+PathCall = Callable[[GenerationRequest], Awaitable[int]]
+
+PROMPTS = [
+    "Write a Python function that returns the n-th Fibonacci number iteratively, with a docstring.",
+    "Explain in three sentences what a mutex is and when to use one.",
+    "Write a Python class Stack with push, pop and peek methods.",
+]
+
+
+async def measure_path(call: PathCall, requests: list[GenerationRequest]) -> dict[str, float]:
+    """Run ``requests`` through ``call`` one after another; tokens, seconds and tok/s."""
+    tokens = 0
+    t0 = time.perf_counter()
+    for req in requests:
+        tokens += await call(req)
+    seconds = time.perf_counter() - t0
+    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds if seconds else 0.0}
+
+
+def engine_call(engine: Any) -> PathCall:
+    """LlamaEngine.generate with a streaming callback, from an empty cache."""
+
+    async def call(req: GenerationRequest) -> int:
+        engine._reset_cache()
+        pieces: list[str] = []
+
+        async def on_token(p: str) -> None:
+            pieces.append(p)
+
+        r = await engine.generate(req, on_token)
+        return r.output_tokens
+
+    return call
+
+
+def raw_call(llm: Any) -> PathCall:
+    """Plain llama-cpp-python streaming chat completion, run in a thread like the engine."""
+
+    def run(req: GenerationRequest) -> int:
+        llm.reset()
+        n = 0
+        for chunk in llm.create_chat_completion(
+            req.messages, max_tokens=req.max_tokens, temperature=req.temperature, stream=True,
+        ):
+            if chunk["choices"][0]["delta"].get("content"):
+                n += 1
+        return n
+
+    async def call(req: GenerationRequest) -> int:
+        return await asyncio.to_thread(run, req)
+
+    return call
+
+
+async def compare(paths: dict[str, PathCall], requests: list[GenerationRequest], rounds: int) -> dict[str, Any]:
+    """Alternate the paths for ``rounds``; per path the median tok/s over rounds."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
+    for i in range(rounds):
+        order = list(paths) if i % 2 == 0 else list(reversed(paths))
+        for name in order:
+            results[name].append(await measure_path(paths[name], requests))
+        print({n: round(r[-1]["tok_s"], 2) for n, r in results.items()}, file=sys.stderr)
+    return {name: statistics.median(r["tok_s"] for r in rs) for name, rs in results.items()} | {
+        "tokens": {name: rs[-1]["tokens"] for name, rs in results.items()}
+    }
+
+
+async def run(model: Path, rounds: int, max_tokens: int, n_prompts: int) -> dict[str, Any]:
+    from shared.llm.llama import EngineConfig, LlamaEngine, import_llama_cpp
+
+    cpus = sorted(os.sched_getaffinity(0))
+    engine = LlamaEngine(EngineConfig(model_path=model, name="bench", cpus=cpus, n_ctx=2048))
+    llm = import_llama_cpp().Llama(
+        str(model), n_ctx=2048, n_threads=engine.threads, n_threads_batch=engine.threads, verbose=False,
+    )
+    requests = [
+        GenerationRequest(messages=[{"role": "user", "content": p}], max_tokens=max_tokens, temperature=0.0)
+        for p in PROMPTS[:n_prompts]
+    ]
+    try:
+        warm = [GenerationRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=4)]
+        await measure_path(engine_call(engine), warm)
+        await measure_path(raw_call(llm), warm)
+        res = await compare({"raw": raw_call(llm), "engine": engine_call(engine)}, requests, rounds)
+    finally:
+        await engine.aclose()
+        llm.close()
+    return {
+        "bench": "engine_overhead", "path": "engine_direct", "model": model.name, "threads": engine.threads,
+        "rounds": rounds, "raw_tok_s": round(res["raw"], 2), "engine_tok_s": round(res["engine"], 2),
+        "ratio": round(res["engine"] / res["raw"], 3), "tokens": res["tokens"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="1 prompt, 3 rounds, 64 tokens")
+    p.add_argument("--model", type=Path, default=None, help="GGUF file (default: the roster's coder model)")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=None)
+    a = p.parse_args()
+    from shared.llm.fetch import ensure_model
+    from shared.llm.roster import load_roster
+
+    model = a.model or ensure_model(load_roster().role("coder"))
+    rounds = a.rounds or (3 if a.quick else 5)
+    max_tokens = a.max_tokens or (64 if a.quick else 128)
+    emit(asyncio.run(run(model, rounds, max_tokens, 1 if a.quick else len(PROMPTS))))
+
+
+if __name__ == "__main__":
+    main()
