@@ -77,7 +77,8 @@ class AgentRuntime:
 
     async def search(self, req: SearchRequest, timeout_s: float = 20.0) -> SearchReply:
         """Similarity search in the retriever (request/reply, any copy of it)."""
-        return await request(self.broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=timeout_s)
+        # A search is idempotent: a retriever that died mid-request gets one more try.
+        return await request(self.broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=timeout_s, attempts=2)
 
     def cancel(self, req: CancelRequest) -> None:
         # Cancels are broadcast to every agent, most for tasks it never runs: keep a bounded set.

@@ -43,8 +43,8 @@ from nats.js.api import (
 from pydantic import BaseModel, ValidationError
 
 from shared import subjects
-from shared.contracts import DeadLetter, ErrorInfo, ErrorReply, HealthPing, HealthReply
-from shared.errors import BusError, InvalidPayload, SyndicateError, error_from_code
+from shared.contracts import DeadLetter, ErrorInfo, ErrorReply, HealthPing, HealthReply, TaskSubmit
+from shared.errors import BusError, InvalidPayload, Overloaded, SyndicateError, error_from_code
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
 
@@ -135,12 +135,26 @@ class ErrorReplyMiddleware(BaseMiddleware):
                 payload=bytes(msg.body[:MAX_PAYLOAD_ECHO]).decode("utf-8", "replace"),
             )
             if broker is not None:
-                await broker.publish(letter, subjects.dead_letter(source.replace(".", "_")), stream=subjects.DEAD_LETTER_STREAM)
+                try:
+                    meta = msg.raw_message.metadata
+                    letter_id = f"invalid.{meta.stream}.{meta.sequence.stream}"  # one letter per message
+                except Exception:
+                    letter_id = f"invalid.{source}.{hash(bytes(msg.body))}"
+                try:
+                    await broker.publish(letter, subjects.dead_letter(source.replace(".", "_")),
+                                         stream=subjects.DEAD_LETTER_STREAM, headers={"Nats-Msg-Id": letter_id})
+                except Exception:
+                    await _nak_later(msg)  # the letter could not be written: try again later
+                    raise
             return None
-        except Exception:
+        except Exception as exc:
             if _is_jetstream(msg):
                 await _nak_later(msg)
-            raise
+                raise
+            # A core request whose handler broke: the caller gets a clear error now
+            # instead of waiting for its timeout; the process keeps serving.
+            log.exception("handler failed on %s", getattr(msg.raw_message, "subject", "?"))
+            return ErrorReply(error=to_error_info(exc))
 
 
 async def _nak_later(msg: Any) -> None:
@@ -322,6 +336,31 @@ async def publish_durable(broker: NatsBroker, message: BaseModel, subject: str, 
             log.warning("publish to %s failed (%s); retrying", subject, type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
+
+
+STREAM_FULL = 10077  # JetStream API error: maximum messages exceeded (discard=new)
+
+
+async def publish_task(broker: NatsBroker, task: TaskSubmit) -> None:
+    """Submit a task to the TASKS stream (deduplicated by task id).
+
+    Back-pressure: a full task queue (its ``max_msgs`` with discard=new) raises
+    ``Overloaded`` with a message for the submitter; a task over the bus's max_payload
+    raises ``InvalidPayload``; an unreachable bus raises ``BusError``."""
+    try:
+        await broker.publish(task, subjects.TASK_SUBMIT, stream=subjects.TASKS_STREAM,
+                             headers={"Nats-Msg-Id": task.task_id}, timeout=10.0)
+    except nats.errors.MaxPayloadError as exc:
+        limit = getattr(broker.connection, "max_payload", 0)
+        raise InvalidPayload(f"task {task.task_id} is larger than the bus allows ({limit} bytes)") from exc
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == STREAM_FULL:
+            raise Overloaded(
+                "the task queue is full (SYNDICATE_TASK_QUEUE_MAX tasks wait for the router); retry later"
+            ) from exc
+        raise BusError(f"submit failed: {exc.description or exc}") from exc
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"submit failed: {exc or type(exc).__name__}") from exc
 
 
 def jetstream(broker: NatsBroker) -> Any:

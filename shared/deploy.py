@@ -70,7 +70,8 @@ SERVICES: tuple[DeployedService, ...] = (
         "router", "services.router", "agent", "router",
         Permissions(
             publish=(s.JOB_CODER, s.JOB_REASONER, s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV),
-            subscribe=(s.TASK_SUBMIT, s.STEP_RESULT, TASK_STATE_KV),
+            # Advisories: a message that exhausted max_deliver becomes a dead letter + failed task.
+            subscribe=(s.TASK_SUBMIT, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>"),
             jetstream=True,
         ),
     ),

@@ -30,7 +30,8 @@ async def startup() -> None:
 
 
 async def run_in_sandbox(req: ExecRequest) -> ExecResult:
-    return await request(broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=req.limits.wall_s + 20)
+    # Running a program twice is harmless: a sandbox killed mid-run gets one more try.
+    return await request(broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=req.limits.wall_s + 20, attempts=2)
 
 
 @broker.subscriber(

@@ -13,19 +13,23 @@ from shared import subjects
 from shared.bus import make_broker, scatter
 from shared.contracts import HealthPing, HealthReply
 from shared.errors import BusError
-from shared.settings import Settings
-from shared.stack import resolve_nats_url
+from shared.settings import Settings, nats_servers
+from shared.stack import resolve_connection
 
 
 def cli_settings() -> Settings:
-    settings = Settings()
-    return settings.model_copy(update={"nats_url": resolve_nats_url(settings)})
+    """Settings of a CLI process: the running stack's NATS and its `cli` user, unless
+    SYNDICATE_NATS_URL / SYNDICATE_NATS_USER say otherwise."""
+    return resolve_connection(Settings())
 
 
-async def health_replies(nats_url: str, wait_s: float = 0.5) -> list[HealthReply]:
-    """Every instance's answer to one health broadcast ([] when NATS is unreachable)."""
+async def health_replies(servers: str | list[str], wait_s: float = 0.5) -> list[HealthReply]:
+    """Every instance's answer to one health broadcast ([] when NATS is unreachable).
+
+    ``servers``: a URL, a comma-separated cluster list, or ``Settings.nats_servers``."""
+    urls = nats_servers(servers) if isinstance(servers, str) else servers
     try:
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        nc = await nats.connect(urls, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
     except Exception:
         return []
     try:
