@@ -24,10 +24,12 @@ from shared import subjects
 from shared.cli.connect import health_replies
 from shared.contracts import FINAL_STATUSES, TaskState, TaskSubmit
 from shared.settings import Settings
-from shared.stack import NatsNode, nats_config, nats_server_binary, resolve_connection, wait_port
+from shared.stack import NatsNode, nats_config, nats_server_binary, wait_port
 from tests.conftest import REPO, free_port
 
 CODE = "```python\ndef square(x):\n    return x * x\n```"
+# ~30 streamed pieces: with SYNDICATE_ENGINE_SCRIPT_DELAY=0.02 a generation takes ~0.6 s.
+REPLY_CODE = '```python\ndef square(x):\n    """The square of x, for every number x."""\n    return x * x\n```\n' + "# done\n" * 8
 
 # Scripted models, no test-writing round, hashing embedder, degraded sandbox allowed
 # (bubblewrap may be missing), no router classifier: every process starts in ~1-2 s.
@@ -71,6 +73,7 @@ class Stack:
         self.auth = auth
         self.extra_env = {**FAST_ENV, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.supervisor_pid: int | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNDICATE_", "OTEL_", "NATS_"))}
@@ -79,14 +82,20 @@ class Stack:
         env.update(extra)
         return env
 
-    def start(self, timeout_s: float = 120.0) -> None:
+    def start(self, timeout_s: float = 120.0, *, via_cli: bool = False) -> None:
+        """Run the supervisor in the foreground of a child process, or, ``via_cli``, as a
+        user would: ``syndicate up --detach`` (which returns once every service is ready)."""
         self.state.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "shared.stack", "--only", ",".join(self.services),
-               "--nats-cluster", str(self.nats_cluster)]
+        flags = ["--only", ",".join(self.services), "--nats-cluster", str(self.nats_cluster)]
         if not self.auth:
-            cmd.append("--no-auth")
-        self.proc = subprocess.Popen(cmd, env=self.env(), cwd=REPO, stdout=(self.root / "supervisor.log").open("ab"),
-                                     stderr=subprocess.STDOUT)
+            flags.append("--no-auth")
+        if via_cli:
+            up = self.cli("up", "--detach", "--wait", str(timeout_s), *flags, timeout=timeout_s + 30)
+            assert up.returncode == 0, up.stdout + up.stderr
+            self.supervisor_pid = self.record()["supervisor_pid"]
+        else:
+            self.proc = subprocess.Popen([sys.executable, "-m", "shared.stack", *flags], env=self.env(), cwd=REPO,
+                                         stdout=(self.root / "supervisor.log").open("ab"), stderr=subprocess.STDOUT)
         self.wait_ready(self.services, timeout_s)
 
     # --- what the supervisor reports ---------------------------------------------------
@@ -153,7 +162,10 @@ class Stack:
                               capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
+        if self.supervisor_pid is not None and alive(self.supervisor_pid):
+            self.cli("down")
         if self.proc is None:
+            self._reap()
             return
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -162,7 +174,10 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        # Anything the supervisor left behind (it should leave nothing).
+        self._reap()
+
+    def _reap(self) -> None:
+        """Anything the supervisor left behind (it should leave nothing)."""
         for entry in [*self.record().get("services", {}).values(), *self.record().get("nats_nodes", [])]:
             if alive(entry.get("pid")):
                 with contextlib.suppress(ProcessLookupError):
@@ -173,10 +188,10 @@ class Stack:
 def make_stack(tmp_path: Path) -> Iterator[Any]:
     stacks: list[Stack] = []
 
-    def make(services: list[str], env: dict[str, str] | None = None, **kw: Any) -> Stack:
+    def make(services: list[str], env: dict[str, str] | None = None, *, via_cli: bool = False, **kw: Any) -> Stack:
         stack = Stack(tmp_path / f"stack{len(stacks)}", services, env, **kw)
         stacks.append(stack)
-        stack.start()
+        stack.start(via_cli=via_cli)
         return stack
 
     yield make

@@ -15,12 +15,10 @@ import pytest
 from shared import subjects
 from shared.contracts import StepResult, TaskSubmit
 
-from .conftest import Client, assert_exactly_one_result
+from .conftest import REPLY_CODE, Client, assert_exactly_one_result
 
 pytestmark = pytest.mark.integration
 
-# ~30 streamed pieces at 20 ms: each generation takes ~0.6 s, so kills land mid-work.
-REPLY = '```python\ndef square(x):\n    """The square of x, for every number x."""\n    return x * x\n```\n' + "# done\n" * 8
 KILL_ORDER = ["router", "coder-agent", "reasoner-agent", "retriever", "code-sandbox"]
 
 
@@ -36,7 +34,7 @@ def task_for(i: int) -> TaskSubmit:
 
 def test_kill_each_service_while_tasks_flow(make_stack, tmp_path) -> None:
     script = tmp_path / "reply.json"
-    script.write_text(json.dumps([REPLY]))
+    script.write_text(json.dumps([REPLY_CODE]))
     stack = make_stack(KILL_ORDER, {
         "SYNDICATE_ENGINE_SCRIPT": str(script), "SYNDICATE_ENGINE_SCRIPT_DELAY": "0.02",
         "SYNDICATE_ACK_WAIT_S": "3",  # a dead worker's job goes to its restarted copy after 3 s
