@@ -58,11 +58,10 @@ def submit(
         raise typer.BadParameter("kind must be auto, code or reason")
     try:
         files = [FileIn(path=str(p), content=p.read_text()) for p in file]
+        task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout)  # type: ignore[arg-type]
     except OSError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    try:
-        task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout)  # type: ignore[arg-type]
-    except ValidationError as exc:
+    except ValidationError as exc:  # a file or the whole task over its limit
         err_console.print(f"[red]error:[/] {to_error_info(exc).message}")
         raise typer.Exit(2) from exc
     try:
