@@ -223,7 +223,7 @@ async def _connection_error(exc: Exception) -> None:
 
 
 async def _disconnected() -> None:
-    log.warning("disconnected from NATS; reconnecting")
+    log.info("disconnected from NATS")  # also on a clean close: not a warning
 
 
 async def _reconnected() -> None:

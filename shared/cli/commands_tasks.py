@@ -93,12 +93,16 @@ async def _submit(task: TaskSubmit, *, wait: bool, stream: bool) -> dict[str, An
         with tracer.start_as_current_span("syndicate submit", attributes={"task.id": task.task_id, "task.kind": task.kind}):
             trace_id = current_trace_id()
             events = await nc.subscribe(subjects.task_events(task.task_id))
-            await publish_task(broker, task)
-            if not wait:
-                return {"task_id": task.task_id, "trace_id": trace_id}
-            if stream:
-                err_console.print(f"[dim]task {task.task_id} submitted · trace {trace_id}[/]")
-            res = await _follow(nc, events, task, stream)
+            try:
+                await publish_task(broker, task)
+                if not wait:
+                    return {"task_id": task.task_id, "trace_id": trace_id}
+                if stream:
+                    err_console.print(f"[dim]task {task.task_id} submitted · trace {trace_id}[/]")
+                res = await _follow(nc, events, task, stream)
+            finally:
+                # Unread events would keep the broker's drain waiting (30 s) on the way out.
+                await events.unsubscribe()
     return res.model_dump(mode="json") if isinstance(res, TaskResult) else res
 
 
