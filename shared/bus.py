@@ -313,7 +313,8 @@ async def _declare(nc: nats.NATS, settings: Settings, task_retention_s: float | 
         return
     cfg = info.config
     if cfg.max_age != ttl or (cfg.num_replicas or 1) != replicas:  # the retention policy changed
-        await js.update_stream(config=dataclasses.replace(cfg, max_age=ttl, num_replicas=replicas))
+        window = min(cfg.duplicate_window or ttl, ttl)  # JetStream: window <= max_age
+        await js.update_stream(config=dataclasses.replace(cfg, max_age=ttl, num_replicas=replicas, duplicate_window=window))
 
 
 async def publish_durable(broker: NatsBroker, message: BaseModel, subject: str, *, stream: str, msg_id: str,

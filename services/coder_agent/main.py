@@ -48,8 +48,9 @@ async def on_job(job: AgentJob, msg: NatsMessage) -> None:
     )
     async with in_progress(msg):
         result = await solver.solve(job)
-    log.info("step finished", task_id=job.task_id, status=result.status, attempts=len(result.attempts))
-    await agent.publish_result(result)
+        # Still ours while the result is published (retried through a bus outage).
+        log.info("step finished", task_id=job.task_id, status=result.status, attempts=len(result.attempts))
+        await agent.publish_result(result)
 
 
 @broker.subscriber(subjects.TASK_CANCEL)

@@ -65,3 +65,19 @@ def test_stream_configs_follow_the_settings() -> None:
     assert cfgs[subjects.DEAD_LETTER_STREAM].max_age == 30 * 86_400  # dead letters keep their own policy
     short = stream_configs(Settings(task_retention_s=5))
     assert short[subjects.JOBS_STREAM].duplicate_window <= 5  # JetStream requires window <= max_age
+
+
+@pytest.mark.integration
+async def test_a_changed_policy_applies_to_existing_streams(nats_server) -> None:
+    from shared.bus import ensure_jetstream, make_broker
+
+    broker = make_broker("test", Settings(nats_url=nats_server.url), telemetry=False)
+    await ensure_jetstream(broker, settings=Settings(task_retention_s=100, task_queue_max=10))
+    await ensure_jetstream(broker, settings=Settings(task_retention_s=50, task_queue_max=20))
+    js = broker.connection.jetstream()
+    try:
+        assert (await js.stream_info(f"KV_{subjects.TASK_STATE_BUCKET}")).config.max_age == 50
+        assert (await js.stream_info(subjects.JOBS_STREAM)).config.max_age == 50
+        assert (await js.stream_info(subjects.TASKS_STREAM)).config.max_msgs == 20
+    finally:
+        await broker.stop()
