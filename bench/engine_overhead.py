@@ -1,6 +1,10 @@
-"""Generation throughput of ``LlamaEngine.generate`` ÷ raw llama-cpp-python
+"""Generation throughput through the bus ÷ raw llama-cpp-python
 (``Llama.create_chat_completion(stream=True)``) in the same process, same model file, same
 threads and cpus, greedy, same prompts. Goal: ``ratio`` ≥ 0.97.
+
+Three paths: ``raw``; ``engine`` (``LlamaEngine.generate`` called directly); ``bus`` (a
+request over a real nats-server to a FastStream handler that runs the engine and streams
+every token back as a task event the client consumes — what an agent does).
 
 Rounds alternate the paths and each request starts from an empty KV cache, so both pay
 the same prompt evaluation and machine-load drift hits both. ``measure_path`` measures any
@@ -61,6 +65,55 @@ def engine_call(engine: Any) -> PathCall:
     return call
 
 
+def bus_call(engine: Any, url: str) -> tuple[PathCall, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """The engine behind the project's bus wiring: request in, token events out."""
+    import nats
+
+    from shared.bus import make_broker
+    from shared.contracts import TaskEvent
+    from shared.service import publish_token
+    from shared.settings import Settings
+    from shared.subjects import task_events
+
+    settings = Settings(nats_url=url)
+    service = make_broker("bench-agent", settings)
+    client: dict[str, Any] = {}
+
+    @service.subscriber("bench.generate")
+    async def handle(req: GenerationRequest) -> int:
+        engine._reset_cache()
+
+        async def on_token(piece: str) -> None:
+            await publish_token(service, TaskEvent(task_id=req.request_id, type="token", text=piece))
+
+        return (await engine.generate(req, on_token)).output_tokens
+
+    async def start() -> None:
+        await service.start()
+        client["nc"] = await nats.connect(url)
+
+    async def stop() -> None:
+        await client["nc"].close()
+        await service.stop()
+
+    async def call(req: GenerationRequest) -> int:
+        nc = client["nc"]
+        rid = f"bench-{time.perf_counter_ns()}"
+        got: list[bytes] = []
+
+        async def on_event(msg: Any) -> None:
+            got.append(msg.data)
+
+        sub = await nc.subscribe(task_events(rid), cb=on_event)
+        reply = await nc.request("bench.generate", req.model_copy(update={"request_id": rid}).model_dump_json().encode(), timeout=600)
+        await nc.flush()
+        await sub.unsubscribe()
+        assert got, "no token events arrived"
+        return int(reply.data)
+
+    return call, start, stop
+
+
 def raw_call(llm: Any) -> PathCall:
     """Plain llama-cpp-python streaming chat completion, run in a thread like the engine."""
 
@@ -105,18 +158,25 @@ async def run(model: Path, rounds: int, max_tokens: int, n_prompts: int) -> dict
         GenerationRequest(messages=[{"role": "user", "content": p}], max_tokens=max_tokens, temperature=0.0)
         for p in PROMPTS[:n_prompts]
     ]
-    try:
-        warm = [GenerationRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=4)]
-        await measure_path(engine_call(engine), warm)
-        await measure_path(raw_call(llm), warm)
-        res = await compare({"raw": raw_call(llm), "engine": engine_call(engine)}, requests, rounds)
-    finally:
-        await engine.aclose()
-        llm.close()
+    from _common import nats_server
+
+    with nats_server() as url:
+        bus, start, stop = bus_call(engine, url)
+        await start()
+        try:
+            warm = [GenerationRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=4)]
+            for path in (engine_call(engine), raw_call(llm), bus):
+                await measure_path(path, warm)
+            res = await compare({"raw": raw_call(llm), "engine": engine_call(engine), "bus": bus}, requests, rounds)
+        finally:
+            await stop()
+            await engine.aclose()
+            llm.close()
     return {
-        "bench": "engine_overhead", "path": "engine_direct", "model": model.name, "threads": engine.threads,
-        "rounds": rounds, "raw_tok_s": round(res["raw"], 2), "engine_tok_s": round(res["engine"], 2),
-        "ratio": round(res["engine"] / res["raw"], 3), "tokens": res["tokens"],
+        "bench": "engine_overhead", "model": model.name, "threads": engine.threads, "rounds": rounds,
+        "raw_tok_s": round(res["raw"], 2), "engine_tok_s": round(res["engine"], 2), "bus_tok_s": round(res["bus"], 2),
+        "ratio": round(res["bus"] / res["raw"], 3), "engine_ratio": round(res["engine"] / res["raw"], 3),
+        "tokens": res["tokens"],
     }
 
 

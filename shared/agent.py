@@ -20,11 +20,33 @@ from shared.contracts import (
     TaskEvent,
     TaskState,
 )
-from shared.llm.base import TextEngine
+from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
+from shared.metrics import ServiceMetrics
 from shared.service import ServiceRuntime, publish_event, publish_token
 from shared.settings import Settings
 
 MAX_REMEMBERED_CANCELS = 10_000
+
+
+class MeteredEngine:
+    """The agent's engine, recording every generation in the service's metrics."""
+
+    def __init__(self, engine: TextEngine, metrics: ServiceMetrics) -> None:
+        self.inner, self.metrics, self.name = engine, metrics, engine.name
+
+    async def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> GenerationResult:
+        out = await self.inner.generate(request, on_token)
+        self.metrics.observe_generation(out.input_tokens, out.output_tokens, out.seconds, out.ttft_s)
+        return out
+
+    def cancel(self, request_id: str) -> bool:
+        return self.inner.cancel(request_id)
+
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class AgentRuntime:
@@ -44,7 +66,7 @@ class AgentRuntime:
             from shared.llm.factory import load_engine
 
             engine = await asyncio.to_thread(load_engine, self.role, settings)
-        self.engine = engine
+        self.engine = MeteredEngine(engine, self.runtime.metrics)
         stats = engine.stats()
         self.runtime.model = engine.name
         self.runtime.threads = stats.get("threads")
@@ -91,9 +113,9 @@ class AgentRuntime:
     def is_cancelled(self, task_id: str) -> bool:
         return task_id in self.cancelled
 
-    async def publish_result(self, result: StepResult) -> None:
-        """Publish the step's result (deduplicated by step id, retried through a bus
-        restart); the job is acked only after this returns."""
+    async def publish_result(self, result: StepResult, subject: str = subjects.STEP_RESULT) -> None:
+        """Put a step's result on the JOBS stream (deduplicated by step id, retried through
+        a bus restart); the job is acked only after this returns."""
         self.cancelled.discard(result.task_id)
-        await publish_durable(self.broker, result, subjects.STEP_RESULT, stream=subjects.JOBS_STREAM,
+        await publish_durable(self.broker, result, subject, stream=subjects.JOBS_STREAM,
                               msg_id=f"{result.step_id}.result")

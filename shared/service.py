@@ -1,4 +1,4 @@
-"""What every service process shares: its runtime record (for health), the app factory,
+"""What every service process shares: its runtime record (health and metrics), the app factory,
 progress heartbeats for long JetStream jobs, and task event publishing."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from faststream.nats import NatsBroker
 from shared import subjects
 from shared.bus import add_health_responder, heartbeat_s, instance_id
 from shared.contracts import HealthReply, TaskEvent
+from shared.metrics import ServiceMetrics, add_metrics_responder
 from shared.settings import Settings, parse_cpus
 
 
@@ -33,6 +34,7 @@ class ServiceRuntime:
     details: dict[str, Any] = field(default_factory=dict)
     stats: Callable[[], dict[str, Any]] | None = None
     started_at: float = field(default_factory=time.time)
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)  # exported over METRICS_PING
 
     def health(self) -> HealthReply:
         stats = self.stats() if self.stats else {}
@@ -51,6 +53,7 @@ class ServiceRuntime:
 def create_app(runtime: ServiceRuntime, broker: NatsBroker) -> FastStream:
     """The FastStream app of a service; health answers from the moment the broker starts."""
     add_health_responder(broker, runtime.health)
+    add_metrics_responder(broker, runtime.service, runtime.metrics, runtime.settings.instance)
     app = FastStream(broker, logger=None)
 
     @app.after_startup

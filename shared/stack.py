@@ -296,6 +296,8 @@ class Supervisor:
         for node in self.nodes:
             assert node.proc is not None
             wait_port(node.port, node.proc)
+        # A second stack on the machine (another clone, CI) must not crash-loop its gateway.
+        gateway_port = os.environ.get("SYNDICATE_GATEWAY_PORT") or str(_free_port(8080))
         plan = self.plan()
         for spec in self.services:
             agent = plan.get(spec.role or "", {})
@@ -308,6 +310,7 @@ class Supervisor:
                 env.pop("SYNDICATE_NATS_PASSWORD", None)
             if self.nats_cluster >= 3:
                 env["SYNDICATE_STREAM_REPLICAS"] = "3"
+            env["SYNDICATE_GATEWAY_PORT"] = gateway_port
             self.children.append(Child(spec=spec, env=env, cpus=agent.get("cpus", [])))
         for child in self.children:
             self._spawn(child)

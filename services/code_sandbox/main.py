@@ -59,4 +59,6 @@ async def shutdown() -> None:
 
 @broker.subscriber(subjects.SANDBOX_EXEC, queue=subjects.QUEUE_SANDBOX)
 async def on_exec(req: ExecRequest) -> ExecResult:
-    return await pool.run(req)
+    result = await pool.run(req)
+    runtime.metrics.observe_sandbox(result.status)
+    return result

@@ -77,9 +77,9 @@ class CodeSolver:
         self.usage = Usage(model=engine.name)
 
     async def _generate(self, job: AgentJob, messages: list[dict[str, str]], stream: bool = True,
-                        max_tokens: int | None = None) -> str:
+                        max_tokens: int | None = None, temperature: float = 0.0) -> str:
         req = GenerationRequest(
-            messages=messages, max_tokens=max_tokens or job.max_tokens or self.settings.max_tokens, temperature=0.0,
+            messages=messages, max_tokens=max_tokens or job.max_tokens or self.settings.max_tokens, temperature=temperature,
             deadline=job.deadline, request_id=job.task_id,
         )
         out: GenerationResult = await self.engine.generate(req, self.on_token if stream else None)
@@ -127,7 +127,7 @@ class CodeSolver:
             started = time.monotonic()
             tokens_before = self.usage.output_tokens
             await self._say(f"writing code (attempt {n}/{self.settings.max_attempts})" if n == 1 else f"repairing (attempt {n}/{self.settings.max_attempts})")
-            answer = await self._generate(job, messages)
+            answer = await self._generate(job, messages, temperature=0.0 if n == 1 else self.settings.repair_temperature)
             code = strip_scaffolding(extract_code(answer))
             if not checks and self.settings.write_tests:
                 await self._say("writing tests")
@@ -157,7 +157,8 @@ class CodeSolver:
             else:
                 passed = not failing and result.status in ("ok", "runtime_error")
             summary = summarize("code+tests", result)
-            summary.stderr = strip_report(summary.stderr)
+            # The harness's machine-readable line becomes a readable list of failing checks.
+            summary.stderr = "\n".join(t for t in (strip_report(summary.stderr).strip(), describe_failures(checks, failing)) if t)
             attempts.append(Attempt(
                 n=n, code=code, tests="\n".join(checks), verdicts=[summary], passed=passed,
                 disputed=[checks[i] for i in sorted(disputed)],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from typing import Annotated
 
 from faststream import Context
@@ -101,12 +102,17 @@ async def shutdown() -> None:
 
 @broker.subscriber(subjects.RETRIEVER_SEARCH, queue=subjects.QUEUE_RETRIEVER)
 async def on_search(req: SearchRequest, index: Index) -> SearchReply:
-    return await asyncio.to_thread(index.search, req)
+    t0 = time.perf_counter()
+    reply = await asyncio.to_thread(index.search, req)
+    runtime.metrics.observe_retrieval("search", time.perf_counter() - t0)
+    return reply
 
 
 @broker.subscriber(subjects.RETRIEVER_EMBED, queue=subjects.QUEUE_RETRIEVER)
 async def on_embed(req: EmbedRequest, index: Index) -> EmbedReply:
+    t0 = time.perf_counter()
     vectors = await asyncio.to_thread(index.embed, req.texts)
+    runtime.metrics.observe_retrieval("embed", time.perf_counter() - t0)
     return EmbedReply(model=index.embedder.name, dim=index.embedder.dim, vectors=vectors)
 
 

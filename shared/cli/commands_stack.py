@@ -122,6 +122,8 @@ def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.
         if details:
             notes.append(f"[bold]{row['service']}[/] {details}")
     console.print(table)
+    if not replies:
+        console.print(f"[yellow]no service answered on {nats_url}[/]: start the stack with `syndicate up --detach` (or `make run`)")
     for line in notes:
         console.print(line, highlight=False)
     for note in (record or {}).get("placement", {}).get("notes", []):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlparse
 
 import nats
 from faststream.nats import NatsBroker
@@ -23,13 +24,30 @@ def cli_settings() -> Settings:
     return resolve_connection(Settings())
 
 
+async def reachable(servers: str | list[str], timeout_s: float = 1.0) -> bool:
+    """Whether any server of ``servers`` (a URL, a comma-separated list or a list) accepts a
+    TCP connection. nats-py keeps retrying a refused first connect, so the CLI looks before it leaps."""
+    for server in nats_servers(servers) if isinstance(servers, str) else servers:
+        parsed = urlparse(server)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parsed.hostname, parsed.port or 4222), timeout_s)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        return True
+    return False
+
+
 async def health_replies(servers: str | list[str], wait_s: float = 0.5) -> list[HealthReply]:
     """Every instance's answer to one health broadcast ([] when NATS is unreachable).
 
     ``servers``: a URL, a comma-separated cluster list, or ``Settings.nats_servers``."""
     urls = nats_servers(servers) if isinstance(servers, str) else servers
+    if not await reachable(urls):
+        return []
     try:
-        nc = await nats.connect(urls, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        nc = await asyncio.wait_for(
+            nats.connect(urls, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False), 5.0)
     except Exception:
         return []
     try:
@@ -47,6 +65,8 @@ async def health_replies(servers: str | list[str], wait_s: float = 0.5) -> list[
 async def connected_broker(settings: Settings | None = None) -> AsyncIterator[NatsBroker]:
     """A started broker named 'cli' whose spans join the task's trace."""
     settings = settings or cli_settings()
+    if not await reachable(settings.nats_url):
+        raise BusError(f"cannot reach NATS at {settings.nats_url}: is the stack running? (syndicate up --detach)")
     broker = make_broker("cli", settings)
     try:
         await asyncio.wait_for(broker.connect(), timeout=settings.connect_timeout_s)

@@ -622,7 +622,7 @@ class LlamaEngine:
             s.add_top_p(0.95, 1)
             s.add_min_p(0.05, 1)
             s.add_temp(req.temperature)
-            s.add_dist(self.config.seed)
+            s.add_dist(self.config.seed if req.seed is None else req.seed & 0xFFFFFFFF)
         return s
 
     def _eval_prompt(self, prompt: list[int], ticket: _Ticket) -> None:

@@ -52,6 +52,33 @@ def test_code_task_is_done_with_one_trace_across_hops(services: Services, tmp_pa
     roots = [s for s in spans if s["parent_id"] is None]
     assert [r["service"] for r in roots] == ["cli"]
 
+    # Each service exported its own series about the work: tokens, verdicts, outcomes.
+    expo = service_metrics(services.server.url)
+    assert 'syndicate_engine_tokens_total{direction="out"}' in expo["coder-agent"]
+    assert 'syndicate_sandbox_runs_total{verdict="ok"} 1.0' in expo["code-sandbox"]
+    assert 'syndicate_task_outcomes_total{kind="code",status="done"} 1.0' in expo["router"]
+
+
+def service_metrics(url: str) -> dict[str, str]:
+    import asyncio
+
+    import nats
+
+    from shared import subjects
+    from shared.bus import scatter
+    from shared.contracts import MetricsPing, MetricsReply
+
+    async def go() -> dict[str, str]:
+        nc = await nats.connect(url)
+        try:
+            raw = await scatter(nc, subjects.METRICS_PING, MetricsPing().model_dump_json().encode(), wait_s=1.0)
+        finally:
+            await nc.close()
+        replies = [MetricsReply.model_validate_json(r) for r in raw]
+        return {r.service: r.exposition for r in replies}
+
+    return asyncio.run(go())
+
 
 def test_repair_after_a_failing_first_attempt(services: Services, tmp_path) -> None:
     broken = "```python\ndef square(x):\n    return x + x\n```"
@@ -60,7 +87,8 @@ def test_repair_after_a_failing_first_attempt(services: Services, tmp_path) -> N
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == "done", result
     assert [a["passed"] for a in result["attempts"]] == [False, True]
-    assert "AssertionError" in result["attempts"][0]["verdicts"][0]["stderr"]
+    stderr = result["attempts"][0]["verdicts"][0]["stderr"]
+    assert "assert square(3) == 9" in stderr and "evaluated to 6" in stderr
 
 
 def test_reason_task_and_result_command(services: Services, tmp_path) -> None:

@@ -202,3 +202,10 @@ async def test_uses_retrieval_when_the_task_names_a_collection() -> None:
     assert result.status == "done"
     assert "[docs/add.md:1-3]" in engine.requests[0].messages[-1]["content"]
     assert [(c.path, c.start_line) for c in result.citations] == [("docs/add.md", 1)]
+
+
+async def test_first_attempt_is_greedy_and_repairs_sample() -> None:
+    engine = ScriptedEngine([BROKEN, TESTS, FIXED])
+    await CodeSolver(engine, run_python, CoderSettings(repair_temperature=0.7)).solve(job())
+    code_requests = [r for r in engine.requests if r.messages[0]["content"].startswith("You are an expert")]
+    assert [r.temperature for r in code_requests] == [0.0, 0.7]
