@@ -9,7 +9,7 @@ from typing import Any
 from faststream.nats import NatsBroker
 
 from shared import subjects
-from shared.bus import jetstream, request
+from shared.bus import jetstream, publish_durable, request
 from shared.contracts import (
     FINAL_STATUSES,
     AgentJob,
@@ -24,6 +24,8 @@ from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, Tok
 from shared.metrics import ServiceMetrics
 from shared.service import ServiceRuntime, publish_event, publish_token
 from shared.settings import Settings
+
+MAX_REMEMBERED_CANCELS = 10_000
 
 
 class MeteredEngine:
@@ -97,9 +99,13 @@ class AgentRuntime:
 
     async def search(self, req: SearchRequest, timeout_s: float = 20.0) -> SearchReply:
         """Similarity search in the retriever (request/reply, any copy of it)."""
-        return await request(self.broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=timeout_s)
+        # A search is idempotent: a retriever that died mid-request gets one more try.
+        return await request(self.broker, subjects.RETRIEVER_SEARCH, req, SearchReply, timeout=timeout_s, attempts=2)
 
     def cancel(self, req: CancelRequest) -> None:
+        # Cancels are broadcast to every agent, most for tasks it never runs: keep a bounded set.
+        if len(self.cancelled) >= MAX_REMEMBERED_CANCELS:
+            self.cancelled.pop()  # an arbitrary old one: cancels of running tasks are few
         self.cancelled.add(req.task_id)
         if self.engine is not None:
             self.engine.cancel(req.task_id)
@@ -108,9 +114,8 @@ class AgentRuntime:
         return task_id in self.cancelled
 
     async def publish_result(self, result: StepResult, subject: str = subjects.STEP_RESULT) -> None:
-        """Put a step's result on the JOBS stream (deduplicated by step id)."""
+        """Put a step's result on the JOBS stream (deduplicated by step id, retried through
+        a bus restart); the job is acked only after this returns."""
         self.cancelled.discard(result.task_id)
-        await self.broker.publish(
-            result, subject, stream=subjects.JOBS_STREAM,
-            headers={"Nats-Msg-Id": f"{result.step_id}.result"},
-        )
+        await publish_durable(self.broker, result, subject, stream=subjects.JOBS_STREAM,
+                              msg_id=f"{result.step_id}.result")

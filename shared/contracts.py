@@ -11,10 +11,20 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_TEXT = 200_000  # characters in a task text or a file: bigger payloads are refused
 MAX_FILES = 64
+# A whole task (text + files) stays under the local nats-server's 1 MB max_payload with
+# room for the envelope: larger prompts are refused before they reach the bus.
+MAX_TASK_CHARS = 900_000
+MAX_REASON = 2_000  # characters of a cancel reason
+
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+TaskId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+# Step ids are "<task_id>.<n>"; they are KV/Nats-Msg-Id material, so no wildcards or spaces.
+StepId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")]
+CollectionName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 def new_id(prefix: str = "") -> str:
@@ -60,17 +70,22 @@ class FileIn(BaseModel):
 class TaskSubmit(Message):
     """A user's task, published to the TASKS stream."""
 
-    task_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = Field(
-        default_factory=lambda: new_id("t-")
-    )
+    task_id: TaskId = Field(default_factory=lambda: new_id("t-"))
     kind: TaskKind = "auto"
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
     files: Annotated[list[FileIn], Field(max_length=MAX_FILES)] = Field(default_factory=list)
-    collection: str | None = None
+    collection: CollectionName | None = None
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     max_tokens: Annotated[int, Field(gt=0, le=32_768)] | None = None
     submitted_at: float = Field(default_factory=now)
     evolve: EvolveSpec | None = None  # kind="evolve": the run to start (or resume: task_id = run id)
+
+    @model_validator(mode="after")
+    def _prompt_size(self) -> TaskSubmit:
+        total = len(self.text) + sum(len(f.content) + len(f.path) for f in self.files)
+        if total > MAX_TASK_CHARS:
+            raise ValueError(f"task is {total} characters of text and files; the limit is {MAX_TASK_CHARS}")
+        return self
 
 
 class SandboxRunSummary(BaseModel):
@@ -174,23 +189,24 @@ class TaskEvent(Message):
 
 
 class CancelRequest(Message):
-    task_id: str
-    reason: str = "cancelled by user"
+    task_id: TaskId
+    reason: Annotated[str, Field(max_length=MAX_REASON)] = "cancelled by user"
 
 
 # --- agent jobs -------------------------------------------------------------------------
 class AgentJob(Message):
     """One step of a task for one agent, published to the JOBS stream."""
 
-    task_id: str
-    step_id: str
+    task_id: TaskId
+    step_id: StepId
     agent: Literal["coder", "reasoner"]
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
-    files: list[FileIn] = Field(default_factory=list)
-    collection: str | None = None
-    context: str = ""  # output of earlier steps, e.g. retrieved passages or a sub-answer
+    files: Annotated[list[FileIn], Field(max_length=MAX_FILES)] = Field(default_factory=list)
+    collection: CollectionName | None = None
+    # output of earlier steps, e.g. retrieved passages or a sub-answer
+    context: Annotated[str, Field(max_length=MAX_TEXT)] = ""
     deadline: float  # epoch seconds
-    max_tokens: int | None = None
+    max_tokens: Annotated[int, Field(gt=0, le=32_768)] | None = None
     # "mutate": write one candidate program for an evolution run (no tests, no repair
     # loop); its StepResult goes to subjects.evolve_results(task_id), not STEP_RESULT.
     mode: Literal["solve", "mutate"] = "solve"
@@ -200,9 +216,9 @@ class AgentJob(Message):
 class StepResult(Message):
     """An agent's answer to an AgentJob, published to the JOBS stream for the router."""
 
-    task_id: str
-    step_id: str
-    agent: str
+    task_id: TaskId
+    step_id: StepId
+    agent: Annotated[str, Field(max_length=64)]
     status: Literal["done", "failed", "timeout", "cancelled"]
     answer: str = ""
     code: str | None = None
@@ -258,16 +274,20 @@ class ExecResult(Message):
 
 
 # --- retriever --------------------------------------------------------------------------
+MAX_TAGS = 32
+Tag = Annotated[str, Field(max_length=128)]
+
+
 class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path_prefix: str | None = None
-    language: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    path_prefix: Annotated[str, Field(max_length=4096)] | None = None
+    language: Annotated[str, Field(max_length=64)] | None = None
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = Field(default_factory=list)
 
 
 class SearchRequest(Message):
     query: Annotated[str, Field(min_length=1, max_length=10_000)]
-    collection: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] = "default"
+    collection: CollectionName = "default"
     top_k: Annotated[int, Field(gt=0, le=100)] = 5
     filters: SearchFilters = Field(default_factory=SearchFilters)
 
@@ -291,21 +311,24 @@ class SearchReply(Message):
 
 class IngestDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
     content: Annotated[str, Field(max_length=5_000_000)]
-    tags: list[str] = Field(default_factory=list)
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = Field(default_factory=list)
+
+
+MAX_INGEST_DOCUMENTS = 10_000  # per request/batch (the payload limit binds first)
 
 
 class IngestRequest(Message):
-    collection: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] = "default"
-    documents: list[IngestDocument] = Field(default_factory=list)
+    collection: CollectionName = "default"
+    documents: Annotated[list[IngestDocument], Field(max_length=MAX_INGEST_DOCUMENTS)] = Field(default_factory=list)
     prune_missing: bool = False  # remove chunks of paths under `root` that are not in documents
-    root: str | None = None
+    root: Annotated[str, Field(max_length=4096)] | None = None
     # Paths that still exist under `root` but travel in other batches of the same job:
     # pruning spares them (a large ingest is split into batches under the payload limit).
-    present_paths: list[str] = Field(default_factory=list)
-    job_id: str = Field(default_factory=lambda: new_id("ing-"))
-    batch: int = 0  # index of this batch within the job
+    present_paths: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list)
+    job_id: TaskId = Field(default_factory=lambda: new_id("ing-"))
+    batch: Annotated[int, Field(ge=0)] = 0  # index of this batch within the job
 
 
 class IngestReply(Message):
@@ -333,11 +356,13 @@ class EmbedReply(Message):
 
 # --- evaluator --------------------------------------------------------------------------
 class EvalRunRequest(Message):
-    run_id: str = Field(default_factory=lambda: new_id("ev-"))
-    suite: str
-    models: list[str] = Field(default_factory=list)
-    limit: int | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    run_id: TaskId = Field(default_factory=lambda: new_id("ev-"))  # also a folder name: no '/' or '..'
+    suite: Annotated[str, Field(min_length=1, max_length=4096)]  # a built-in name or an eval file's path
+    models: Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+    limit: Annotated[int, Field(gt=0, le=100_000)] | None = None  # items per suite
+    options: Annotated[dict[str, Any], Field(max_length=64)] = Field(default_factory=dict)
 
 
 # --- evolution (router-owned runs; records live in the EVOLVE_BUCKET KV) ----------------
@@ -456,6 +481,17 @@ class MetricsReply(Message):
     service: str
     instance: str
     exposition: str
+
+
+class MaxDeliveriesAdvisory(BaseModel):
+    """nats-server's own advisory (``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*``):
+    not a syndicate message, so unknown fields are ignored and there is no version."""
+
+    model_config = ConfigDict(extra="ignore")
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int = 0
 
 
 class DeadLetter(Message):

@@ -20,6 +20,8 @@ INBOX = "_INBOX.>"  # nats-py's reply inboxes (requests, JetStream deliveries, a
 # JetStream clients need its API (stream/consumer admin, pull fetch, KV gets) and acks.
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 TASK_STATE_KV = f"$KV.{s.TASK_STATE_BUCKET}.>"
+EVOLVE_KV = f"$KV.{s.EVOLVE_BUCKET}.>"
+EVOLVE_RESULTS = s.evolve_results("*")
 TASK_EVENTS = s.task_events("*")
 INGEST_EVENTS = s.ingest_events("*")
 
@@ -69,15 +71,19 @@ SERVICES: tuple[DeployedService, ...] = (
     DeployedService(
         "router", "services.router", "agent", "router",
         Permissions(
-            publish=(s.JOB_CODER, s.JOB_REASONER, s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV),
-            subscribe=(s.TASK_SUBMIT, s.STEP_RESULT, TASK_STATE_KV),
+            # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket.
+            publish=(s.JOB_CODER, s.JOB_REASONER, s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV,
+                     s.SANDBOX_EXEC, EVOLVE_KV),
+            # Advisories: a message that exhausted max_deliver becomes a dead letter + failed task.
+            subscribe=(s.TASK_SUBMIT, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>",
+                       EVOLVE_RESULTS, EVOLVE_KV),
             jetstream=True,
         ),
     ),
     DeployedService(
         "coder-agent", "services.coder_agent", "agent", "coder",
         Permissions(
-            publish=(s.STEP_RESULT, TASK_EVENTS, s.SANDBOX_EXEC, s.RETRIEVER_SEARCH),
+            publish=(s.STEP_RESULT, EVOLVE_RESULTS, TASK_EVENTS, s.SANDBOX_EXEC, s.RETRIEVER_SEARCH),
             subscribe=(s.JOB_CODER,),
             jetstream=True,
         ),

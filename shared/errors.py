@@ -6,6 +6,8 @@ stable ``code`` that travels in ErrorReply / TaskResult.error.
     ├── ConfigError               bad settings or roster                    (config_error)
     │   └── ModelUnavailable      model file missing or sha256 mismatch      (model_unavailable)
     ├── BusError                  NATS unreachable, no responders, timeout   (bus_error)
+    │   └── Undeliverable         a message exhausted its redeliveries        (undeliverable)
+    ├── Overloaded                admission refused: too many active tasks   (overloaded)
     ├── EngineError               llama.cpp generation failed                (engine_error)
     │   ├── QueueFull             the model's bounded queue is full          (queue_full)
     │   ├── DeadlineExceeded      a request passed its deadline              (timeout)
@@ -45,6 +47,18 @@ class ModelUnavailable(ConfigError):
 
 class BusError(SyndicateError):
     code = "bus_error"
+
+
+class Undeliverable(BusError):
+    """A JetStream message reached its consumer's ``max_deliver`` without being acked."""
+
+    code = "undeliverable"
+
+
+class Overloaded(SyndicateError):
+    """Back-pressure: the router's active tasks or the task queue are at their bound."""
+
+    code = "overloaded"
 
 
 class EngineError(SyndicateError):
@@ -90,7 +104,7 @@ class RemoteError(SyndicateError):
 _BY_CODE: dict[str, type[SyndicateError]] = {
     cls.code: cls
     for cls in (
-        InvalidPayload, ConfigError, ModelUnavailable, BusError, EngineError, QueueFull,
+        InvalidPayload, ConfigError, ModelUnavailable, BusError, Undeliverable, Overloaded, EngineError, QueueFull,
         DeadlineExceeded, Cancelled, SandboxError, IsolationUnavailable, RetrievalError,
         CollectionMismatch,
     )
@@ -107,6 +121,6 @@ def error_from_code(code: str, message: str, detail: dict | None = None) -> Synd
 
 __all__ = [
     "BusError", "Cancelled", "CollectionMismatch", "ConfigError", "DeadlineExceeded",
-    "EngineError", "InvalidPayload", "IsolationUnavailable", "ModelUnavailable", "QueueFull",
-    "RemoteError", "RetrievalError", "SandboxError", "SyndicateError", "error_from_code",
+    "EngineError", "InvalidPayload", "IsolationUnavailable", "ModelUnavailable", "Overloaded", "QueueFull",
+    "RemoteError", "RetrievalError", "SandboxError", "SyndicateError", "Undeliverable", "error_from_code",
 ]

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from shared import subjects
 from shared.contracts import HealthPing, HealthReply
-from shared.settings import Settings
+from shared.settings import Settings, nats_servers
 
 HEALTHY = frozenset({"ready", "degraded"})
 
@@ -30,8 +30,11 @@ async def _quiet(_: Exception) -> None:
     """nats-py logs every failed connect with a traceback; the exit code says enough."""
 
 
-async def probe(url: str, service: str, wait_s: float = 1.0) -> HealthReply | None:
-    """The first healthy reply from an instance of ``service``, or None."""
+async def probe(url: str | list[str], service: str, wait_s: float = 1.0) -> HealthReply | None:
+    """The first healthy reply from an instance of ``service``, or None (``url``: one URL,
+    a comma-separated cluster list or a list)."""
+    if isinstance(url, str):
+        url = nats_servers(url)
     # Two quick attempts at most: a probe must fail fast, not wait for the bus to come back.
     nc = await nats.connect(
         url, connect_timeout=wait_s, allow_reconnect=False, max_reconnect_attempts=1,
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.service:
         parser.error("name the service (argument or SYNDICATE_SERVICE)")
     try:
-        reply = asyncio.run(asyncio.wait_for(probe(Settings().nats_url, args.service, args.wait), 3 * args.wait + 2))
+        reply = asyncio.run(asyncio.wait_for(probe(Settings().nats_servers, args.service, args.wait), 3 * args.wait + 2))
     except Exception as exc:  # any failure to reach the bus means unhealthy, said briefly
         print(f"unhealthy: {args.service}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

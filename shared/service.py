@@ -16,7 +16,7 @@ from faststream import FastStream
 from faststream.nats import NatsBroker
 
 from shared import subjects
-from shared.bus import add_health_responder, instance_id
+from shared.bus import add_health_responder, heartbeat_s, instance_id
 from shared.contracts import HealthReply, TaskEvent
 from shared.metrics import ServiceMetrics, add_metrics_responder
 from shared.settings import Settings, parse_cpus
@@ -76,6 +76,7 @@ def run(app: FastStream) -> None:
 @contextlib.asynccontextmanager
 async def in_progress(msg: Any, every_s: float = 10.0) -> AsyncIterator[None]:
     """Tell JetStream a long job is alive so its ack_wait does not expire mid-work."""
+    every_s = heartbeat_s(every_s)
 
     async def beat() -> None:
         while True:

@@ -17,7 +17,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SYNDICATE_", extra="ignore")
 
+    # One URL, or a comma-separated list of a cluster's nodes (the client fails over).
     nats_url: str = "nats://127.0.0.1:4222"
+    # NATS user of this process (the local stack generates one per service; compose and
+    # k8s put them in the URL). The password never appears in logs or error messages.
+    nats_user: str | None = None
+    nats_password: str | None = None
+    # JetStream: replicas of every stream and the task bucket (3 on a 3-node cluster;
+    # unset: derived from the server), retention of task state and job/result messages,
+    # bound of the submitted-task queue (publish fails when full), and a cap on every
+    # consumer's ack_wait (a dead worker's message is redelivered after at most this).
+    stream_replicas: int | None = None
+    task_retention_s: float = 7 * 86_400.0
+    task_queue_max: int = 100_000
+    ack_wait_s: float | None = None
     # Where the local stack keeps NATS data, logs, traces and the embedded Qdrant.
     state_dir: Path = Field(default_factory=lambda: Path.cwd() / ".syndicate")
     log_level: str = "INFO"
@@ -39,12 +52,36 @@ class Settings(BaseSettings):
         return v.expanduser().resolve()
 
     @property
+    def nats_servers(self) -> list[str]:
+        """The NATS URLs to try, with this process's credentials (never log these)."""
+        return nats_servers(self.nats_url, self.nats_user, self.nats_password)
+
+    @property
     def traces_dir(self) -> Path:
         return self.state_dir / "traces"
 
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+
+def nats_servers(url: str, user: str | None = None, password: str | None = None) -> list[str]:
+    """'nats://a:4222,nats://b:4222' -> a list; credentials go into URLs that lack them."""
+    out = []
+    for part in url.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "://" not in part:
+            part = f"nats://{part}"
+        if user and "@" not in part:
+            scheme, rest = part.split("://", 1)
+            # nats-py reads credentials from the URL as they are (no %-decoding): the
+            # generated ones are letters and digits (shared.deploy.new_password).
+            cred = user + (f":{password}" if password else "")
+            part = f"{scheme}://{cred}@{rest}"
+        out.append(part)
+    return out
 
 
 def parse_cpus(spec: str | None) -> list[int]:

@@ -1,6 +1,15 @@
 """The embedded local stack: one supervisor process that starts nats-server (JetStream,
 loopback, data in the state folder) and every service as a child process, pins agents
-per the placement plan, restarts children that die, and stops them all on SIGTERM.
+per the placement plan, restarts children (and NATS nodes) that die, and stops them all
+on SIGTERM.
+
+- Permissions: NATS runs with one user per service plus ``cli`` and the subject
+  permissions of ``shared.deploy`` (one table for the local stack, compose and k8s).
+  Passwords are generated at every start into ``<state_dir>/credentials.json`` (mode
+  0600, never committed); each service gets its own as SYNDICATE_NATS_USER/PASSWORD.
+- ``nats_cluster=3``: three nats-server nodes on loopback with cluster routes; streams
+  and the task bucket get 3 replicas and every service gets all three URLs, so a node
+  may die (and is restarted on its store) while tasks flow.
 
 ``python -m shared.stack`` runs the supervisor; ``syndicate up/down/status`` drive it.
 State: ``<state_dir>/stack.json`` (pids, ports, placement), logs in ``<state_dir>/logs``.
@@ -25,6 +34,8 @@ from typing import Any
 from shared.settings import Settings, format_cpus
 
 PR_SET_PDEATHSIG = 1
+NATS_MAX_PAYLOAD = 1024 * 1024  # bytes; contracts.MAX_TASK_CHARS keeps a task under it
+CLUSTER_NAME = "syndicate"
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,43 @@ def resolve_nats_url(settings: Settings) -> str:
     return stack["nats_url"] if stack else settings.nats_url
 
 
+def resolve_connection(settings: Settings, user: str = "cli") -> Settings:
+    """``settings`` pointed at the bus: the URL as ``resolve_nats_url``, and, when it is the
+    running local stack's and no SYNDICATE_NATS_USER is set, ``user``'s stack credentials."""
+    update: dict[str, Any] = {"nats_url": resolve_nats_url(settings)}
+    if "SYNDICATE_NATS_URL" not in os.environ and not settings.nats_user:
+        password = read_credentials(settings).get(user)
+        if password:
+            update.update(nats_user=user, nats_password=password)
+    return settings.model_copy(update=update)
+
+
+def credentials_file(settings: Settings) -> Path:
+    return settings.state_dir / "credentials.json"
+
+
+def read_credentials(settings: Settings) -> dict[str, str]:
+    """The running stack's NATS passwords by user ({} when it runs without auth)."""
+    try:
+        return dict(json.loads(credentials_file(settings).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_credentials(settings: Settings) -> dict[str, str]:
+    """Fresh passwords for every NATS user of the stack, readable by this user only."""
+    from shared.deploy import nats_users, new_password
+
+    creds = {user: new_password() for user, _ in nats_users()}
+    path = credentials_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(creds, f)
+    return creds
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -94,14 +142,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _free_port(preferred: int) -> int:
+def _free_port(preferred: int, taken: set[int] | None = None) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return s.getsockname()[1]
+            found = s.getsockname()[1]
+        if found not in (taken or set()):
+            return found
     raise RuntimeError("no free port")
 
 
@@ -119,12 +169,62 @@ def _die_with_parent() -> None:
 
 
 def start_nats(settings: Settings, port: int, log: Path, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """One nats-server without auth on ``port`` (store ``<state_dir>/nats``)."""
     store = settings.state_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
     cmd = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store), *(extra or [])]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     wait_port(port, proc)
     return proc
+
+
+@dataclass
+class NatsNode:
+    """One nats-server of the stack: its ports, store, config file and process."""
+
+    name: str
+    port: int
+    cluster_port: int | None
+    store: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+def nats_config(node: NatsNode, peers: list[NatsNode], auth: bool) -> str:
+    """nats-server config of ``node``: loopback, JetStream on its store, cluster routes to
+    ``peers``, and the users/permissions of shared.deploy (passwords from the env)."""
+    lines = [
+        "# Written by the syndicate supervisor (shared/stack.py) at every start.",
+        f'server_name: "{node.name}"',
+        f"listen: 127.0.0.1:{node.port}",
+        f"max_payload: {NATS_MAX_PAYLOAD}",
+        f'jetstream {{ store_dir: "{node.store}" }}',
+    ]
+    if node.cluster_port is not None:
+        routes = ", ".join(f'"nats://127.0.0.1:{p.cluster_port}"' for p in peers if p is not node)
+        lines += [
+            "cluster {",
+            f'  name: "{CLUSTER_NAME}"',
+            f"  listen: 127.0.0.1:{node.cluster_port}",
+            f"  routes: [{routes}]",
+            "}",
+        ]
+    if auth:
+        from shared.deploy import render_nats_auth
+
+        lines.append(render_nats_auth())
+    return "\n".join(lines) + "\n"
+
+
+def nats_env(creds: dict[str, str]) -> dict[str, str]:
+    """nats-server's environment: the passwords its config names as $NATS_<USER>_PASSWORD."""
+    from shared.deploy import password_env
+
+    return {**os.environ, **{password_env(user): pw for user, pw in creds.items()}}
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 10.0) -> None:
@@ -155,14 +255,19 @@ def service_env(base: dict[str, str], settings: Settings, nats_url: str, name: s
 
 
 class Supervisor:
-    """Runs nats-server and the services; restarts any that die (backoff 1 s → 30 s)."""
+    """Runs nats-server (one node, or a cluster of ``nats_cluster`` nodes) and the
+    services; restarts any that die (services with backoff 1 s → 30 s)."""
 
-    def __init__(self, settings: Settings, services: tuple[ServiceSpec, ...] = SERVICES, port: int | None = None) -> None:
+    def __init__(self, settings: Settings, services: tuple[ServiceSpec, ...] = SERVICES, port: int | None = None,
+                 *, nats_cluster: int = 1, auth: bool = True) -> None:
         self.settings = settings
         self.services = services
         self.port = port
+        self.nats_cluster = max(1, nats_cluster)
+        self.auth = auth
         self.children: list[Child] = []
-        self.nats: subprocess.Popen[bytes] | None = None
+        self.nodes: list[NatsNode] = []
+        self.creds: dict[str, str] = {}
         self.placement: dict[str, Any] = {}
         self._stop = False
 
@@ -170,23 +275,73 @@ class Supervisor:
     def logs(self) -> Path:
         return self.settings.logs_dir
 
+    @property
+    def nats(self) -> subprocess.Popen[bytes] | None:
+        """The first node's process (the only one without a cluster)."""
+        return self.nodes[0].proc if self.nodes else None
+
+    @property
+    def nats_url(self) -> str:
+        """Every node's client URL, comma-separated (what SYNDICATE_NATS_URL accepts)."""
+        return ",".join(n.url for n in self.nodes)
+
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or _free_port(4222)
-        self.nats = start_nats(self.settings, self.port, self.logs / "nats-server.log")
-        nats_url = f"nats://127.0.0.1:{self.port}"
+        self.creds = write_credentials(self.settings) if self.auth else {}
+        if not self.auth:
+            credentials_file(self.settings).unlink(missing_ok=True)
+        self._make_nodes()
+        for node in self.nodes:
+            self._start_node(node, wait=False)
+        for node in self.nodes:
+            assert node.proc is not None
+            wait_port(node.port, node.proc)
         # A second stack on the machine (another clone, CI) must not crash-loop its gateway.
         gateway_port = os.environ.get("SYNDICATE_GATEWAY_PORT") or str(_free_port(8080))
         plan = self.plan()
         for spec in self.services:
             agent = plan.get(spec.role or "", {})
-            env = service_env(dict(os.environ), self.settings, nats_url, spec.name, agent.get("cpus"))
+            env = service_env(dict(os.environ), self.settings, self.nats_url, spec.name, agent.get("cpus"))
             env.update(agent.get("env", {}))  # SYNDICATE_CPUS, OMP_NUM_THREADS, OMP_WAIT_POLICY
+            if self.auth:
+                env.update(SYNDICATE_NATS_USER=spec.name, SYNDICATE_NATS_PASSWORD=self.creds[spec.name])
+            else:
+                env.pop("SYNDICATE_NATS_USER", None)
+                env.pop("SYNDICATE_NATS_PASSWORD", None)
+            if self.nats_cluster >= 3:
+                env["SYNDICATE_STREAM_REPLICAS"] = "3"
             env["SYNDICATE_GATEWAY_PORT"] = gateway_port
             self.children.append(Child(spec=spec, env=env, cpus=agent.get("cpus", [])))
         for child in self.children:
             self._spawn(child)
         self.write_record("running")
+
+    def _make_nodes(self) -> None:
+        self.port = self.port or _free_port(4222)
+        if self.nats_cluster == 1:
+            self.nodes = [NatsNode("syndicate-nats", self.port, None, self.settings.state_dir / "nats")]
+            return
+        taken = {self.port}
+        ports = [self.port]
+        for _ in range(self.nats_cluster - 1):
+            ports.append(_free_port(ports[-1] + 1, taken))
+            taken.add(ports[-1])
+        for i, port in enumerate(ports):
+            cluster_port = _free_port(port + 2000, taken)
+            taken.add(cluster_port)
+            self.nodes.append(NatsNode(f"syndicate-n{i + 1}", port, cluster_port, self.settings.state_dir / "nats" / f"n{i + 1}"))
+
+    def _start_node(self, node: NatsNode, *, wait: bool = True) -> None:
+        node.store.mkdir(parents=True, exist_ok=True)
+        conf = self.settings.state_dir / "nats" / f"{node.name}.conf"
+        conf.write_text(nats_config(node, self.nodes, self.auth))
+        log = (self.logs / f"{node.name}.log").open("ab")
+        node.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)], env=nats_env(self.creds), stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        if wait:
+            wait_port(node.port, node.proc)
 
     def plan(self) -> dict[str, Any]:
         """Cores per agent role from the placement planner (never oversubscribed)."""
@@ -207,9 +362,11 @@ class Supervisor:
         """One supervision round: restart what died, with backoff."""
         now = time.monotonic()
         changed = False
-        if self.nats is not None and self.nats.poll() is not None and self.port:
-            self.nats = start_nats(self.settings, self.port, self.logs / "nats-server.log")
-            changed = True
+        for node in self.nodes:  # a node restarts on its own store; clients reconnect
+            if node.proc is not None and node.proc.poll() is not None:
+                node.restarts += 1
+                self._start_node(node)
+                changed = True
         for child in self.children:
             if child.proc is None or child.proc.poll() is None:
                 continue
@@ -240,15 +397,21 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 p.terminate()
         _wait_all(procs, 10.0)
-        if self.nats is not None:
-            self.nats.terminate()
-            _wait_all([self.nats], 5.0)
+        nodes = [n.proc for n in self.nodes if n.proc is not None]
+        for p in nodes:
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+        _wait_all(nodes, 10.0)
         stack_file(self.settings).unlink(missing_ok=True)
+        credentials_file(self.settings).unlink(missing_ok=True)
 
     def write_record(self, state: str) -> None:
         record = {
-            "supervisor_pid": os.getpid(), "state": state, "nats_url": f"nats://127.0.0.1:{self.port}",
+            "supervisor_pid": os.getpid(), "state": state, "nats_url": self.nats_url,
             "nats_pid": self.nats.pid if self.nats else None, "state_dir": str(self.settings.state_dir),
+            "auth": self.auth, "credentials": str(credentials_file(self.settings)) if self.auth else None,
+            "nats_nodes": [{"name": n.name, "url": n.url, "cluster_port": n.cluster_port,
+                            "pid": n.proc.pid if n.proc else None, "restarts": n.restarts} for n in self.nodes],
             "placement": self.placement,
             "services": {
                 c.spec.name: {"pid": c.proc.pid if c.proc else None, "restarts": c.restarts, "cpus": c.cpus,
@@ -272,12 +435,17 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
             p.wait()
 
 
-def spawn_detached(settings: Settings, port: int | None = None) -> int:
+def spawn_detached(settings: Settings, port: int | None = None, *, nats_cluster: int = 1, auth: bool = True,
+                   only: list[str] | None = None) -> int:
     """Start the supervisor in its own session; returns its pid."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "shared.stack"]
+    cmd = [sys.executable, "-m", "shared.stack", "--nats-cluster", str(nats_cluster)]
     if port:
         cmd += ["--port", str(port)]
+    if not auth:
+        cmd.append("--no-auth")
+    if only:
+        cmd += ["--only", ",".join(only)]
     env = {**os.environ, "SYNDICATE_STATE_DIR": str(settings.state_dir)}
     proc = subprocess.Popen(
         cmd, env=env, stdin=subprocess.DEVNULL, stdout=(settings.logs_dir / "supervisor.log").open("ab"),
@@ -307,16 +475,34 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="Agent Syndicate local stack supervisor")
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--nats-cluster", type=int, default=1, help="NATS nodes (3: a loopback cluster, R3 streams)")
+    parser.add_argument("--no-auth", action="store_true", help="NATS without users and permissions")
+    parser.add_argument("--only", default="", help="comma-separated services to run (default: all)")
     args = parser.parse_args()
     settings = Settings()
     if read_stack(settings) is not None:
         print("a stack is already running for", settings.state_dir, file=sys.stderr)
         sys.exit(1)
-    Supervisor(settings, port=args.port).run_forever()
+    services = select_services(args.only.split(",") if args.only else None)
+    Supervisor(settings, services, port=args.port, nats_cluster=args.nats_cluster, auth=not args.no_auth).run_forever()
+
+
+def select_services(names: list[str] | None) -> tuple[ServiceSpec, ...]:
+    """The SERVICES named (all when None); ValueError for an unknown name."""
+    if not names:
+        return SERVICES
+    known = {s.name: s for s in SERVICES}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown services {unknown}; known: {sorted(known)}")
+    return tuple(known[n] for n in names)
 
 
 if __name__ == "__main__":
     main()
 
 
-__all__ = ["SERVICES", "ServiceSpec", "Supervisor", "read_stack", "resolve_nats_url", "spawn_detached", "stop_stack"]
+__all__ = [
+    "SERVICES", "NatsNode", "ServiceSpec", "Supervisor", "read_credentials", "read_stack", "resolve_connection",
+    "resolve_nats_url", "select_services", "spawn_detached", "stop_stack",
+]

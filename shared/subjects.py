@@ -37,6 +37,17 @@ RETRIEVER_INGEST_DURABLE = "retriever-ingest"
 EVALUATOR_DURABLE = "evaluator"
 EVOLVE_DURABLE_PREFIX = "evolve-"  # + run id: the router's consumer of one run's candidates
 
+# --- JetStream advisories (published by nats-server itself) ------------------------
+# A message reached its consumer's max_deliver without an ack: f"{...}.<stream>.<consumer>".
+# The router turns it into a dead letter and, for task work, a `failed` task.
+ADVISORY_MAX_DELIVERIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+def max_deliveries_advisory(stream: str = "*", consumer: str = "*") -> str:
+    """Advisory subject for messages of ``stream``/``consumer`` that exhausted redelivery."""
+    return f"{ADVISORY_MAX_DELIVERIES}.{stream}.{consumer}"
+
+
 # --- Key-value buckets -------------------------------------------------------------
 TASK_STATE_BUCKET = "syndicate_tasks"  # task_id -> TaskState JSON
 # Evolution runs: "<run>.run" -> EvolveRun, "<run>.gen.<NNNN>" -> EvolveGeneration,

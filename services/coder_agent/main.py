@@ -31,7 +31,8 @@ async def startup() -> None:
 
 
 async def run_in_sandbox(req: ExecRequest) -> ExecResult:
-    return await request(broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=req.limits.wall_s + 20)
+    # Running a program twice is harmless: a sandbox killed mid-run gets one more try.
+    return await request(broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=req.limits.wall_s + 20, attempts=2)
 
 
 async def evolve_run_ended(run_id: str) -> bool:
@@ -66,8 +67,9 @@ async def on_job(job: AgentJob, msg: NatsMessage) -> None:
     )
     async with in_progress(msg):
         result = await solver.solve(job)
-    log.info("step finished", task_id=job.task_id, status=result.status, attempts=len(result.attempts))
-    await agent.publish_result(result)
+        # Still ours while the result is published (retried through a bus outage).
+        log.info("step finished", task_id=job.task_id, status=result.status, attempts=len(result.attempts))
+        await agent.publish_result(result)
 
 
 @broker.subscriber(subjects.TASK_CANCEL)

@@ -32,6 +32,7 @@ from shared.contracts import (
     TaskSubmit,
 )
 from shared.errors import BusError, DeadlineExceeded, error_from_code
+from shared.settings import nats_servers
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -48,18 +49,21 @@ def parse_reply(data: bytes, reply_type: type[T]) -> T:
 class BusClient:
     """Blocking facade over one NATS connection (call ``close()`` when done)."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str | list[str], *, connect_timeout_s: float = 5.0) -> None:
+        """``url``: one URL or ``Settings.nats_servers`` (a cluster's nodes, with credentials)."""
+        servers = nats_servers(url) if isinstance(url, str) else url
+        where = ", ".join(s.rsplit("@", 1)[-1] for s in servers)  # never print a password
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="eval-bus", daemon=True)
         self._thread.start()
         try:
             self.nc: nats.NATS = self._run(nats.connect(
-                url, name="evaluator-client", connect_timeout=max(1, int(connect_timeout_s)),
+                servers, name="evaluator-client", connect_timeout=max(1, int(connect_timeout_s)),
                 max_reconnect_attempts=3, allow_reconnect=True,
             ), timeout=connect_timeout_s + 5)
         except Exception as exc:
             self._stop()
-            raise BusError(f"cannot reach NATS at {url}: {exc} (is the stack up? `syndicate up`)") from exc
+            raise BusError(f"cannot reach NATS at {where}: {exc} (is the stack up? `syndicate up`)") from exc
         self.js = self.nc.jetstream()
 
     def _run(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:

@@ -45,8 +45,9 @@ async def on_job(job: AgentJob, msg: NatsMessage) -> None:
                         progress=lambda text: agent.progress(job, text))
     async with in_progress(msg):
         result = await answerer.answer(job)
-    log.info("step finished", task_id=job.task_id, status=result.status)
-    await agent.publish_result(result)
+        # Still ours while the result is published (retried through a bus outage).
+        log.info("step finished", task_id=job.task_id, status=result.status)
+        await agent.publish_result(result)
 
 
 @broker.subscriber(subjects.TASK_CANCEL)

@@ -1,13 +1,24 @@
 """router: takes submitted tasks, routes them, dispatches steps, tracks state, enforces
-deadlines and cancellation, publishes progress and the final result."""
+deadlines and cancellation, publishes progress and the final result.
+
+Crash safety: every handler records its effect in the KV (create / compare-and-set)
+before its message is acked, and every follow-up (dispatch, next step) is derived from
+the KV on redelivery, so a router killed at any point neither loses nor repeats a step.
+Admission control: beyond ``max_active_tasks`` a new task ends ``rejected`` at once
+(error ``overloaded``). A message that exhausts its consumer's ``max_deliver`` (an agent
+that dies on it every time) becomes a dead letter and, for task work, a ``failed`` task.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+import nats
 from faststream import Context
 from faststream.nats import PullSub
+from pydantic import ValidationError
 
 from services.router.classifier import classify
 from services.router.evolution.service import EvolutionService
@@ -16,12 +27,22 @@ from services.router.settings import RouterSettings
 from services.router.state import TaskStore, set_status
 from shared import subjects
 from shared.agent import AgentRuntime
-from shared.bus import consumer, ensure_jetstream, jetstream, js_stream, make_broker
+from shared.bus import (
+    MAX_PAYLOAD_ECHO,
+    consumer,
+    ensure_jetstream,
+    jetstream,
+    js_stream,
+    make_broker,
+    publish_durable,
+)
 from shared.contracts import (
     FINAL_STATUSES,
     AgentJob,
     CancelRequest,
+    DeadLetter,
     ErrorInfo,
+    MaxDeliveriesAdvisory,
     StepRecord,
     StepResult,
     TaskEvent,
@@ -29,6 +50,7 @@ from shared.contracts import (
     TaskState,
     TaskSubmit,
 )
+from shared.errors import Overloaded, Undeliverable
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime, create_app, publish_event
 from shared.telemetry import current_trace_id
@@ -82,6 +104,9 @@ async def on_task(task: TaskSubmit, store: TaskStore = Context()) -> None:
     existing = await store.get(task.task_id)
     if existing is not None and existing.status != "routed":
         return  # redelivered submit of a task already running or finished
+    if existing is None and len(deadlines) >= settings.max_active_tasks:
+        await reject(store, task)
+        return
     if existing is None:
         route = await choose_route(task)
         state = TaskState(
@@ -97,6 +122,25 @@ async def on_task(task: TaskSubmit, store: TaskStore = Context()) -> None:
     await dispatch(store, state, state.steps[0], context="")
 
 
+async def reject(store: TaskStore, task: TaskSubmit) -> None:
+    """Back-pressure: the task ends `rejected` at once, with the reason for its submitter."""
+    err = Overloaded(
+        f"the syndicate is at its limit of {settings.max_active_tasks} active tasks; "
+        "retry later (SYNDICATE_MAX_ACTIVE_TASKS sets the limit)"
+    )
+    result = TaskResult(
+        task_id=task.task_id, trace_id=current_trace_id(), status="rejected",
+        kind="code" if task.kind == "code" else "reason",
+        error=ErrorInfo(code=err.code, message=err.message, detail={"active": len(deadlines)}),
+        submitted_at=task.submitted_at,
+    )
+    state = TaskState(task=task, status="rejected", trace_id=result.trace_id, result=result,
+                      history=[("rejected", time.time())])
+    if await store.create(state):
+        log.warning("task rejected", task_id=task.task_id, active=len(deadlines))
+        await finish(result)
+
+
 async def dispatch(store: TaskStore, state: TaskState, step: StepRecord, context: str) -> None:
     task = state.task
     deadline = task.submitted_at + task.timeout_s
@@ -104,10 +148,8 @@ async def dispatch(store: TaskStore, state: TaskState, step: StepRecord, context
         task_id=task.task_id, step_id=step.step_id, agent=step.agent, text=task.text,  # type: ignore[arg-type]
         files=task.files, collection=task.collection, context=context, deadline=deadline, max_tokens=task.max_tokens,
     )
-    await broker.publish(
-        job, subjects.job_subject(step.agent), stream=subjects.JOBS_STREAM, headers={"Nats-Msg-Id": step.step_id},
-    )
     deadlines[task.task_id] = deadline
+    await publish_durable(broker, job, subjects.job_subject(step.agent), stream=subjects.JOBS_STREAM, msg_id=step.step_id)
 
     def running(s: TaskState) -> bool:
         changed = False
@@ -133,7 +175,14 @@ async def on_step_result(res: StepResult, store: TaskStore = Context()) -> None:
     def record(state: TaskState) -> bool:
         step = next((s for s in state.steps if s.step_id == res.step_id), None)
         if step is None or step.status in FINAL_STATUSES or state.status in FINAL_STATUSES:
-            return False  # duplicate result, or the task already ended (cancel, timeout)
+            # A duplicate result, or the task already ended (cancel, timeout). When this
+            # result's follow-up step is recorded but still queued, the router died before
+            # dispatching it: dispatch it now (the job is deduplicated by its step id).
+            if state.status not in FINAL_STATUSES and step is not None and step.status == "done":
+                idx = state.steps.index(step)
+                if idx + 1 < len(state.steps) and state.steps[idx + 1].status == "queued":
+                    outcome["next"] = state.steps[idx + 1]
+            return False
         step.status, step.finished_at, step.error = res.status, time.time(), res.error
         if res.status == "done" and len(state.steps) < len(state.route):
             nxt = StepRecord(step_id=f"{state.task.task_id}.{len(state.steps) + 1}", agent=state.route[len(state.steps)])
@@ -163,8 +212,9 @@ def result_from_step(state: TaskState, res: StepResult) -> TaskResult:
     )
 
 
-async def end_task(store: TaskStore, task_id: str, status: str, reason: str) -> None:
-    """Move a task to a final status (cancelled/timeout) unless it already ended."""
+async def end_task(store: TaskStore, task_id: str, status: str, reason: str, code: str | None = None) -> bool:
+    """Move a task to a final status (cancelled/timeout/failed) unless it already ended;
+    True when this call ended it."""
     ended: list[TaskResult] = []
 
     def end(state: TaskState) -> bool:
@@ -176,7 +226,7 @@ async def end_task(store: TaskStore, task_id: str, status: str, reason: str) -> 
         state.result = TaskResult(
             task_id=task_id, trace_id=state.trace_id, status=status,  # type: ignore[arg-type]
             kind="code" if state.route and state.route[-1] == "coder" else "reason",
-            error=ErrorInfo(code=status, message=reason), submitted_at=state.task.submitted_at,
+            error=ErrorInfo(code=code or status, message=reason), submitted_at=state.task.submitted_at,
         )
         set_status(state, status)
         ended.append(state.result)
@@ -185,6 +235,7 @@ async def end_task(store: TaskStore, task_id: str, status: str, reason: str) -> 
     await store.mutate(task_id, end)
     if ended:
         await finish(ended[0])
+    return bool(ended)
 
 
 async def finish(result: TaskResult) -> None:
@@ -215,3 +266,47 @@ async def sweep_deadlines(store: TaskStore) -> None:
                 await end_task(store, task_id, "timeout", "task passed its deadline")
                 # Tell the agents to stop generating for it.
                 await broker.publish(CancelRequest(task_id=task_id, reason="deadline"), subjects.TASK_CANCEL)
+
+
+@broker.subscriber(subjects.max_deliveries_advisory(), queue="router-advisories")
+async def on_max_deliveries(advisory: MaxDeliveriesAdvisory, store: TaskStore = Context()) -> None:
+    """A message was delivered ``max_deliver`` times without an ack: keep it as a dead
+    letter and end its task ``failed`` with the reason (nobody would ever finish it)."""
+    js = jetstream(broker)
+    try:
+        raw = await js.get_msg(advisory.stream, advisory.stream_seq)
+    except nats.js.errors.NotFoundError:
+        return  # already handled by another router, or aged out
+    data = raw.data or b""
+    subject = raw.subject or "unknown"
+    reason = (f"{subject} was delivered {advisory.deliveries} times to {advisory.consumer} without being "
+              "finished (the worker crashed or timed out each time)")
+    letter = DeadLetter(source=subject, reason=f"{Undeliverable.code}: {reason}",
+                        payload=data[:MAX_PAYLOAD_ECHO].decode("utf-8", "replace"))
+    await publish_durable(broker, letter, subjects.dead_letter(subject.replace(".", "_")),
+                          stream=subjects.DEAD_LETTER_STREAM, msg_id=f"maxdeliver.{advisory.stream}.{advisory.stream_seq}")
+    log.error("message undeliverable", subject=subject, consumer=advisory.consumer, deliveries=advisory.deliveries)
+    await fail_task_of(store, subject, data, reason)
+    if advisory.stream in (subjects.TASKS_STREAM, subjects.INGEST_STREAM, subjects.EVAL_STREAM):
+        with contextlib.suppress(nats.js.errors.NotFoundError):  # work queue: free its slot
+            await js.delete_msg(advisory.stream, advisory.stream_seq)
+
+
+async def fail_task_of(store: TaskStore, subject: str, data: bytes, reason: str) -> None:
+    """End the task an undeliverable message belongs to ``failed`` (code ``undeliverable``)."""
+    model = {subjects.TASK_SUBMIT: TaskSubmit, subjects.JOB_CODER: AgentJob, subjects.JOB_REASONER: AgentJob,
+             subjects.STEP_RESULT: StepResult}.get(subject)
+    if model is None:
+        return  # ingest / eval work: the dead letter is the record
+    try:
+        msg = model.model_validate_json(data)
+    except ValidationError:
+        return  # an invalid payload was dead-lettered by the consumer itself
+    if isinstance(msg, TaskSubmit) and await store.get(msg.task_id) is None:
+        result = TaskResult(task_id=msg.task_id, status="failed", kind="code" if msg.kind == "code" else "reason",
+                            error=ErrorInfo(code=Undeliverable.code, message=reason), submitted_at=msg.submitted_at)
+        state = TaskState(task=msg, status="failed", result=result, history=[("failed", time.time())])
+        if await store.create(state):
+            await finish(result)
+            return
+    await end_task(store, msg.task_id, "failed", reason, code=Undeliverable.code)

@@ -66,10 +66,10 @@ class RichProgress:
 def _settings() -> Any:
     """Evaluator settings with the running local stack's NATS URL (like every CLI command)."""
     from services.evaluator.settings import EvaluatorSettings
-    from shared.stack import resolve_nats_url
+    from shared.stack import resolve_connection
 
     settings = EvaluatorSettings()
-    return settings.model_copy(update={"nats_url": resolve_nats_url(settings)})
+    return resolve_connection(settings)
 
 
 def _csv_ints(value: str | None) -> list[int]:
@@ -173,7 +173,7 @@ def _submit_remote(settings: Any, suite: str, models: list[str], options: Any, a
     req = EvalRunRequest(suite=suite, models=models, limit=options.limit,
                          options=options.model_dump(exclude_defaults=True))
     try:
-        with BusClient(settings.nats_url, connect_timeout_s=settings.connect_timeout_s) as bus:
+        with BusClient(settings.nats_servers, connect_timeout_s=settings.connect_timeout_s) as bus:
             bus.publish_eval(req)
     except SyndicateError as exc:
         err.print(f"[red]{exc.code}:[/] {exc.message}")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared import stack
-from shared.cli.connect import health_replies
+from shared.cli.connect import cli_settings, health_replies
 from shared.settings import Settings
 
 console = Console()
@@ -27,33 +27,41 @@ def up(
     detach: bool = typer.Option(False, "--detach", "-d", help="Start in the background and return once ready."),
     port: int = typer.Option(0, help="NATS port (default 4222, or a free one when taken)."),
     wait: float = typer.Option(300.0, help="Seconds to wait for every service to answer health."),
+    nats_cluster: int = typer.Option(1, "--nats-cluster", min=1, max=5,
+                                     help="NATS nodes: 3 runs a loopback cluster with streams replicated x3."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="NATS without per-service users and permissions."),
+    only: str = typer.Option("", help="Comma-separated services to run (default: all)."),
 ) -> None:
     """Start nats-server and every service as supervised processes."""
     settings = Settings()
+    names = [n for n in only.split(",") if n] or None
+    try:
+        services = stack.select_services(names)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     running = stack.read_stack(settings)
     if running is not None:
         console.print(f"[green]stack already running[/] (supervisor pid {running['supervisor_pid']}, {running['nats_url']})")
     elif detach:
-        pid = stack.spawn_detached(settings, port or None)
+        pid = stack.spawn_detached(settings, port or None, nats_cluster=nats_cluster, auth=not no_auth, only=names)
         console.print(f"supervisor started (pid {pid}); logs in {settings.logs_dir}")
     else:
         console.print("running the stack in the foreground; Ctrl-C stops it")
-        stack.Supervisor(settings, port=port or None).run_forever()
+        stack.Supervisor(settings, services, port=port or None, nats_cluster=nats_cluster, auth=not no_auth).run_forever()
         return
-    if not _wait_ready(settings, wait):
+    if not _wait_ready(settings, wait, {s.name for s in services}):
         console.print(f"[red]not every service became ready within {wait:.0f}s[/]; see {settings.logs_dir}")
         raise typer.Exit(1)
     status(json_out=False)
 
 
-def _wait_ready(settings: Settings, wait_s: float) -> bool:
-    names = {s.name for s in stack.SERVICES}
+def _wait_ready(settings: Settings, wait_s: float, names: set[str]) -> bool:
     end = time.monotonic() + wait_s
     with console.status("waiting for services to become ready..."):
         while time.monotonic() < end:
             record = stack.read_stack(settings)
             if record is not None:
-                replies = asyncio.run(health_replies(stack.resolve_nats_url(settings), wait_s=0.5))
+                replies = asyncio.run(health_replies(cli_settings().nats_servers, wait_s=0.5))
                 ready = {r.service for r in replies if r.state in ("ready", "degraded")}
                 if names <= ready:
                     return True
@@ -74,12 +82,13 @@ def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.
     """One row per service: name, pid, state, pinned cores, model, queue depth."""
     settings = Settings()
     record = stack.read_stack(settings)
-    nats_url = stack.resolve_nats_url(settings)
-    replies = asyncio.run(health_replies(nats_url, wait_s=0.6))
+    conn = cli_settings()
+    nats_url = conn.nats_url  # without credentials: safe to print
+    replies = asyncio.run(health_replies(conn.nats_servers, wait_s=0.6))
     by_service: dict[str, list] = {}
     for r in replies:
         by_service.setdefault(r.service, []).append(r)
-    expected = [s.name for s in stack.SERVICES] if record else []
+    expected = list((record or {}).get("services", {}))
     names = expected + sorted(set(by_service) - set(expected))
     rows = []
     for name in names:
@@ -93,7 +102,8 @@ def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.
                 "restarts": sup.get("restarts", 0), "details": r.details if r else {},
             })
     if json_out:
-        print(json.dumps({"nats_url": nats_url, "stack": bool(record), "services": rows}))
+        print(json.dumps({"nats_url": nats_url, "stack": bool(record), "auth": (record or {}).get("auth"),
+                          "nats_nodes": (record or {}).get("nats_nodes", []), "services": rows}))
         return
     table = Table(title=f"syndicate @ {nats_url}" + ("" if record else " (no local stack)"), box=None, padding=(0, 1), header_style="bold",
                   pad_edge=False)

@@ -12,11 +12,13 @@ from typing import Any
 
 import typer
 from opentelemetry import trace
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
 from shared import subjects
+from shared.bus import publish_task, to_error_info
 from shared.cli.connect import cli_settings, connected_broker
 from shared.contracts import (
     FINAL_STATUSES,
@@ -27,7 +29,7 @@ from shared.contracts import (
     TaskState,
     TaskSubmit,
 )
-from shared.errors import SyndicateError
+from shared.errors import Overloaded, SyndicateError
 from shared.telemetry import current_trace_id, read_trace
 
 console = Console()
@@ -56,11 +58,17 @@ def submit(
         raise typer.BadParameter("kind must be auto, code or reason")
     try:
         files = [FileIn(path=str(p), content=p.read_text()) for p in file]
+        task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout)  # type: ignore[arg-type]
     except OSError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout)  # type: ignore[arg-type]
+    except ValidationError as exc:  # a file or the whole task over its limit
+        err_console.print(f"[red]error:[/] {to_error_info(exc).message}")
+        raise typer.Exit(2) from exc
     try:
         out = asyncio.run(_submit(task, wait=not no_wait, stream=not json_out))
+    except Overloaded as exc:  # back-pressure: the queue is full, try again later
+        err_console.print(f"[red]rejected:[/] {exc.message}")
+        raise typer.Exit(EXIT_RETRY_LATER) from exc
     except SyndicateError as exc:
         err_console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
@@ -68,8 +76,13 @@ def submit(
         print(task.task_id)
         return
     _print_result(out, json_out)
+    if out.get("status") == "rejected":
+        raise typer.Exit(EXIT_RETRY_LATER)
     if out.get("status") != "done":
         raise typer.Exit(1)
+
+
+EXIT_RETRY_LATER = 75  # sysexits EX_TEMPFAIL: the syndicate refused the task for now (back-pressure)
 
 
 async def _submit(task: TaskSubmit, *, wait: bool, stream: bool) -> dict[str, Any]:
@@ -80,12 +93,16 @@ async def _submit(task: TaskSubmit, *, wait: bool, stream: bool) -> dict[str, An
         with tracer.start_as_current_span("syndicate submit", attributes={"task.id": task.task_id, "task.kind": task.kind}):
             trace_id = current_trace_id()
             events = await nc.subscribe(subjects.task_events(task.task_id))
-            await broker.publish(task, subjects.TASK_SUBMIT, stream=subjects.TASKS_STREAM, headers={"Nats-Msg-Id": task.task_id})
-            if not wait:
-                return {"task_id": task.task_id, "trace_id": trace_id}
-            if stream:
-                err_console.print(f"[dim]task {task.task_id} submitted · trace {trace_id}[/]")
-            res = await _follow(nc, events, task, stream)
+            try:
+                await publish_task(broker, task)
+                if not wait:
+                    return {"task_id": task.task_id, "trace_id": trace_id}
+                if stream:
+                    err_console.print(f"[dim]task {task.task_id} submitted · trace {trace_id}[/]")
+                res = await _follow(nc, events, task, stream)
+            finally:
+                # Unread events would keep the broker's drain waiting (30 s) on the way out.
+                await events.unsubscribe()
     return res.model_dump(mode="json") if isinstance(res, TaskResult) else res
 
 

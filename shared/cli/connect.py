@@ -14,20 +14,21 @@ from shared import subjects
 from shared.bus import make_broker, scatter
 from shared.contracts import HealthPing, HealthReply
 from shared.errors import BusError
-from shared.settings import Settings
-from shared.stack import resolve_nats_url
+from shared.settings import Settings, nats_servers
+from shared.stack import resolve_connection
 
 
 def cli_settings() -> Settings:
-    settings = Settings()
-    return settings.model_copy(update={"nats_url": resolve_nats_url(settings)})
+    """Settings of a CLI process: the running stack's NATS and its `cli` user, unless
+    SYNDICATE_NATS_URL / SYNDICATE_NATS_USER say otherwise."""
+    return resolve_connection(Settings())
 
 
-async def reachable(nats_url: str, timeout_s: float = 1.0) -> bool:
-    """Whether any server of ``nats_url`` (comma-separated) accepts a TCP connection.
-    nats-py keeps retrying a refused first connect, so the CLI looks before it leaps."""
-    for server in nats_url.split(","):
-        parsed = urlparse(server.strip() if "://" in server else f"nats://{server.strip()}")
+async def reachable(servers: str | list[str], timeout_s: float = 1.0) -> bool:
+    """Whether any server of ``servers`` (a URL, a comma-separated list or a list) accepts a
+    TCP connection. nats-py keeps retrying a refused first connect, so the CLI looks before it leaps."""
+    for server in nats_servers(servers) if isinstance(servers, str) else servers:
+        parsed = urlparse(server)
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(parsed.hostname, parsed.port or 4222), timeout_s)
         except (OSError, TimeoutError):
@@ -37,13 +38,16 @@ async def reachable(nats_url: str, timeout_s: float = 1.0) -> bool:
     return False
 
 
-async def health_replies(nats_url: str, wait_s: float = 0.5) -> list[HealthReply]:
-    """Every instance's answer to one health broadcast ([] when NATS is unreachable)."""
-    if not await reachable(nats_url):
+async def health_replies(servers: str | list[str], wait_s: float = 0.5) -> list[HealthReply]:
+    """Every instance's answer to one health broadcast ([] when NATS is unreachable).
+
+    ``servers``: a URL, a comma-separated cluster list, or ``Settings.nats_servers``."""
+    urls = nats_servers(servers) if isinstance(servers, str) else servers
+    if not await reachable(urls):
         return []
     try:
         nc = await asyncio.wait_for(
-            nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False), 5.0)
+            nats.connect(urls, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False), 5.0)
     except Exception:
         return []
     try:

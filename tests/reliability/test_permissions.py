@@ -1,0 +1,130 @@
+"""The local stack runs NATS with one user per service and the subject permissions of
+shared/deploy.py: credentials are generated per stack (0600, removed at stop), every
+service works as its own user, the CLI user may submit, cancel, read results and ping
+health, and out-of-permission publishes and subscribes are refused by the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+
+import nats
+import pytest
+
+from shared import deploy, subjects
+from shared.contracts import CancelRequest, TaskSubmit
+
+from .conftest import CODE, Client
+
+pytestmark = pytest.mark.integration
+
+
+async def violations(settings, action) -> list[str]:  # type: ignore[no-untyped-def]
+    """Run ``action(nc)`` as the settings' user; the permission errors the server sent."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(settings.nats_servers, error_cb=on_error, allow_reconnect=False)
+    try:
+        await action(nc)
+        await nc.flush()
+        await asyncio.sleep(0.3)  # the server's -ERR arrives asynchronously
+    finally:
+        await nc.close()
+    return [e.lower() for e in errors if "ermissions" in e]
+
+
+def test_stack_users_and_permissions(make_stack, tmp_path) -> None:
+    script = tmp_path / "reply.json"
+    script.write_text(json.dumps([CODE]))
+    stack = make_stack(["router", "coder-agent", "code-sandbox"], {"SYNDICATE_ENGINE_SCRIPT": str(script)})
+
+    # Credentials: one password per user of the deploy table, this user only, in the state dir.
+    creds_path = stack.state / "credentials.json"
+    assert stat.S_IMODE(creds_path.stat().st_mode) == 0o600
+    creds = json.loads(creds_path.read_text())
+    assert set(creds) == {user for user, _ in deploy.nats_users()}
+    # The server's config names passwords by variable: no secret in the file.
+    conf = next((stack.state / "nats").glob("*.conf")).read_text()
+    assert "authorization" in conf and all(pw not in conf for pw in creds.values())
+
+    # The CLI (stack credentials found through SYNDICATE_STATE_DIR) submits and reads results.
+    out = stack.cli("submit", "--kind", "code", "Write square(x).", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr + stack.log("router")[-1500:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "done"
+    again = stack.cli("result", result["task_id"], "--json")
+    assert json.loads(again.stdout)["status"] == "done"
+    status = json.loads(stack.cli("status", "--json").stdout)
+    assert status["auth"] is True
+    assert {"router", "coder-agent", "code-sandbox"} <= {r["service"] for r in status["services"] if r["state"] == "ready"}
+    for name in ("router", "coder-agent", "code-sandbox"):
+        assert "ermissions violation" not in stack.log(name), stack.log(name)[-1500:]
+
+    async def scenario() -> None:
+        cli, sandbox, coder = stack.settings("cli"), stack.settings("code-sandbox"), stack.settings("coder-agent")
+
+        # Anonymous and wrong-password clients are refused outright.
+        anonymous = stack.settings("nobody")
+        with pytest.raises(Exception, match="(?i)authorization"):
+            await nats.connect(anonymous.nats_servers, allow_reconnect=False, max_reconnect_attempts=0)
+        wrong = cli.model_copy(update={"nats_password": "x" + creds["cli"][1:]})
+        with pytest.raises(Exception, match="(?i)authorization"):
+            await nats.connect(wrong.nats_servers, allow_reconnect=False, max_reconnect_attempts=0)
+
+        # cli: submit, cancel, health are allowed (no violation) ...
+        task = TaskSubmit(kind="reason", text="hi")
+
+        async def allowed(nc: nats.NATS) -> None:
+            await nc.jetstream().publish(subjects.TASK_SUBMIT, task.model_dump_json().encode(),
+                                         headers={"Nats-Msg-Id": task.task_id})
+            await nc.publish(subjects.TASK_CANCEL, CancelRequest(task_id=task.task_id).model_dump_json().encode())
+            await nc.publish(subjects.HEALTH_PING, b"{}")
+            kv = await nc.jetstream().key_value(subjects.TASK_STATE_BUCKET)
+            assert b'"done"' in (await kv.get(result["task_id"])).value  # reads task state
+
+        assert await violations(cli, allowed) == []
+
+        # ... but it may not impersonate the router or an agent.
+        async def cli_forbidden(nc: nats.NATS) -> None:
+            await nc.publish(subjects.JOB_CODER, b"{}")
+            await nc.publish(subjects.STEP_RESULT, b"{}")
+            await nc.subscribe(subjects.JOB_CODER)
+
+        refused = await violations(cli, cli_forbidden)
+        assert any("publish to" in e and subjects.JOB_CODER in e for e in refused), refused
+        assert any("publish to" in e and subjects.STEP_RESULT in e for e in refused), refused
+        assert any("subscription to" in e and subjects.JOB_CODER in e for e in refused), refused
+
+        # code-sandbox only answers requests: it may not submit tasks or read jobs.
+        async def sandbox_forbidden(nc: nats.NATS) -> None:
+            await nc.publish(subjects.TASK_SUBMIT, b"{}")
+            await nc.subscribe(subjects.JOB_REASONER)
+            await nc.subscribe(subjects.task_events("*"))
+
+        refused = await violations(sandbox, sandbox_forbidden)
+        assert any("publish to" in e and subjects.TASK_SUBMIT in e for e in refused), refused
+        assert any("subscription to" in e and subjects.JOB_REASONER in e for e in refused), refused
+        assert any("subscription to" in e and "task.events" in e for e in refused), refused
+
+        # coder-agent may publish step results but not dispatch jobs to the reasoner.
+        async def coder_forbidden(nc: nats.NATS) -> None:
+            await nc.publish(subjects.JOB_REASONER, b"{}")
+
+        refused = await violations(coder, coder_forbidden)
+        assert any("publish to" in e and subjects.JOB_REASONER in e for e in refused), refused
+
+        client = await Client().connect(cli.nats_servers)
+        try:
+            states = await client.wait_final([task.task_id], timeout_s=60)
+            assert states[task.task_id].status in ("done", "cancelled")
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+    stack.stop()
+    assert not creds_path.exists(), "credentials outlived their stack"
