@@ -363,6 +363,7 @@ class LlamaEngine:
         self._last: dict[str, Any] = {}
         self._emitted: deque[tuple[float, int]] = deque()  # (time, output tokens) per step
         self._tokens_out = 0
+        self._steps = {"decode_steps": 0, "seq_steps": 0, "max_seqs_per_step": 0}
         self._rate_lock = threading.Lock()
         self._worker = threading.Thread(target=self._work, name=f"llm-{self.name}", daemon=True)
         self._worker.start()
@@ -462,7 +463,7 @@ class LlamaEngine:
             "tokens_out_total": self._tokens_out, "n_ctx": self._n_ctx, "n_ctx_total": self._n_ctx * self.slots,
             "prefill_chunk": self.config.prefill_chunk, "exact_batching": self.exact_batching,
             "speculative": self.config.speculative, "load_seconds": round(self.load_seconds, 3),
-            **self._counts, **{f"last_{k}": v for k, v in self._last.items()},
+            **self._steps, **self._counts, **{f"last_{k}": v for k, v in self._last.items()},
         }
 
     async def aclose(self) -> None:
@@ -681,6 +682,10 @@ class LlamaEngine:
                 self._end(seq, EngineError(f"llama.cpp generation failed: {e}"))
             return
         dt = time.perf_counter() - t_step
+        k = len(decoding) + len(chunks)
+        self._steps["decode_steps"] += 1
+        self._steps["seq_steps"] += k
+        self._steps["max_seqs_per_step"] = max(self._steps["max_seqs_per_step"], k)
         for seq in decoding:
             seq.slot.kv.extend([seq.nxt, *seq.draft])
         for seq, k in chunks:
