@@ -691,12 +691,9 @@ class LlamaEngine:
         for seq, k in chunks:
             seq.slot.kv.extend(seq.pending[:k])
             seq.pending = seq.pending[k:]
-        emitted = 0
         resync: list[_Seq] = []
         for seq in decoding:
-            before = len(seq.out)
             self._after_decode(seq, alone, dt, resync)
-            emitted += len(seq.out) - before
         for seq, _ in chunks:
             if seq.pending:
                 continue
@@ -704,22 +701,12 @@ class LlamaEngine:
             seq.nxt = self._choose(seq, seq.row)[0]
             if self._emit(seq, seq.nxt):
                 self._end(seq)
-            emitted += len(seq.out)
         # Recomputations use the batch: only after every sequence has read its logits.
         for seq in resync:
-            before = len(seq.out)
             seq.nxt = self._resync(seq)
             seq.resyncs += 1
             if self._emit(seq, seq.nxt):
                 self._end(seq)
-            emitted += len(seq.out) - before
-        if emitted:
-            now = time.monotonic()
-            with self._rate_lock:
-                self._tokens_out += emitted
-                self._emitted.append((now, emitted))
-                while self._emitted and self._emitted[0][0] < now - self.RATE_WINDOW_S:
-                    self._emitted.popleft()
 
     def _after_decode(self, seq: _Seq, alone: bool, dt: float, resync: list[_Seq]) -> None:
         """Choose the next token from this step's logits, verifying a draft if there was one.
@@ -802,7 +789,16 @@ class LlamaEngine:
             seq.finish = "stop"
             return True
         seq.out.append(tok)
-        seq.times.append(time.monotonic())
+        now = time.monotonic()
+        seq.times.append(now)
+        with self._rate_lock:  # before the result can reach the caller
+            self._tokens_out += 1
+            if self._emitted and self._emitted[-1][0] >= now - 0.1:  # 0.1 s buckets
+                self._emitted[-1] = (self._emitted[-1][0], self._emitted[-1][1] + 1)
+            else:
+                self._emitted.append((now, 1))
+                while self._emitted[0][0] < now - self.RATE_WINDOW_S:
+                    self._emitted.popleft()
         if seq.hist is not None:
             seq.hist[len(seq.prompt) + len(seq.out) - 1] = tok
         if seq.stream.feed(self._piece(tok)):
