@@ -19,20 +19,28 @@ What it guarantees (see tests/engine/):
   ``slots`` separate KV streams of ``n_ctx`` cells each (``n_seq_max=slots``,
   ``kv_unified=false``), so KV memory grows linearly with slots (Qwen2.5-0.5B: 12 KiB per
   token, 48 MiB per 4096-token slot) and one long request never starves another of cache.
-- **Identical greedy output batched or not.** Two things make this build's logits depend
-  on who else is in the batch: a unified KV buffer (attention sums over cells in other
-  places) and CPU weight repacking (``use_extra_bufts``: 4-row gemm kernels round
-  differently from the 1-row gemv; measured |diff| up to 0.5 on Qwen 0.5B Q4_K_M, enough
-  to flip greedy choices within ~20 tokens). With separate KV streams and no repacking
-  (``exact_batching``, the default when ``slots > 1``) every row of a batch is computed
-  exactly as it would be alone: measured max |diff| 0.0, so temperature-0 outputs are
-  identical to serving the same requests one at a time (tests/engine/test_batching.py,
-  bench/batching.py). ``slots=1`` keeps repacking.
+- **Identical greedy output batched or not** (``exact_batching``, the default when
+  ``slots > 1``). This build's logits for a token depend on who shares its
+  ``llama_decode`` call in three ways, each enough to flip greedy choices within a few
+  dozen tokens on Qwen 0.5B Q4_K_M (|logit diff| 0.2-0.5; the F16 tiny test model shows
+  none): a unified KV buffer (attention sums over other sequences' cells), CPU weight
+  repacking (``use_extra_bufts``: 4-row gemm kernels), and the matmul kernel chosen by the
+  number of rows in the call (up to 7 rows the path a lone decode step takes, from 8 the
+  path a whole prompt takes). So: one KV stream per slot (``kv_unified=false``), no
+  repacking, generating sequences decoded in calls of at most 7 one-token rows, and every
+  prompt chunk at least 8 tokens long in a call of its own (a cached prefix is reused only
+  up to 8 tokens before the prompt's end, so reuse never changes an output either). Every
+  row is then computed bit-for-bit as it would be alone: temperature-0 outputs equal the
+  same engine serving one request at a time (tests/engine/test_batching.py on the tiny
+  model; bench/batching.py on the real one). ``exact_batching=False`` puts a whole step
+  in one call with repacked weights, as llama-server does (faster from 8 rows on, outputs
+  may differ from one at a time). ``slots=1`` keeps repacking.
 - **Chunked prompt processing.** While other sequences are generating, a step carries at
-  most ``prefill_chunk`` prompt tokens (oldest joining request first) next to one token
-  of every running sequence, so a long prompt delays running generations by a bounded
-  amount per token instead of stalling them for the whole prompt; when nothing else is
-  generating, a prompt is evaluated ``n_batch`` tokens per step as before.
+  most ``prefill_chunk`` prompt tokens (oldest joining request first; up to 7 more rather
+  than leave a shorter tail) next to one token of every running sequence, so a long
+  prompt delays running generations by a bounded amount per token instead of stalling
+  them for the whole prompt; when nothing else is generating, a prompt is evaluated
+  ``n_batch`` tokens per step as before.
 - **Bounded queue.** ``slots`` requests run and ``queue_limit`` more may wait; the next
   gets ``QueueFull`` at once. A waiting request whose deadline passes gets
   ``DeadlineExceeded``; a running one is stopped at the next decode step and gets
@@ -125,7 +133,9 @@ class EngineConfig:
     queue_limit: int = 4  # requests waiting besides the running ones
     slots: int = 1  # requests decoded together (continuous batching when > 1)
     prefill_chunk: int = 64  # prompt tokens per step while other sequences generate
-    exact_batching: bool = True  # slots > 1: no weight repacking, so batched rows equal lone ones
+    exact_batching: bool = True  # slots > 1: batched rows computed exactly as lone ones
+    exact_max_rows: int = 7  # rows per call that still take the lone-decode kernels (this build)
+    exact_min_chunk: int = 8  # prompt rows per call that take the whole-prompt kernels
     speculative: Literal["off", "prompt-lookup"] = "off"
     spec_num_pred_tokens: int = 10
     spec_max_ngram: int = 3
@@ -202,7 +212,6 @@ class _Seq:
     dirty: int | None = None  # first cache position computed in a speculative verify batch
     # this step's part of the batch
     row: int = -1  # batch index of the first row with this sequence's logits
-    n_rows: int = 0  # rows with logits (1 + draft when decoding, 1 at the end of a prompt)
     draft: list[int] = field(default_factory=list)
     base: int = 0  # cache length before this step
 
@@ -614,7 +623,9 @@ class LlamaEngine:
             if not free:  # the loop side hands over at most `slots` requests
                 raise EngineError(f"no free slot in {self.name} (internal error)")
             slot = max(free, key=lambda s: (_common_prefix(s.kv, prompt), -s.last_used))
-            common = min(_common_prefix(slot.kv, prompt), len(prompt) - 1)  # >= 1 token for logits
+            # Re-evaluate at least exact_min_chunk tokens (>= 1 for logits): the same
+            # kernels as a fresh evaluation, so a cached prefix never changes the output.
+            common = max(0, min(_common_prefix(slot.kv, prompt), len(prompt) - self.config.exact_min_chunk))
             if common < len(slot.kv):
                 self._truncate(slot, common)
             spec = req.speculative if req.speculative is not None else self.config.speculative == "prompt-lookup"
@@ -641,8 +652,13 @@ class LlamaEngine:
         self._active.append(seq)
 
     def _step(self) -> None:
-        """One llama_decode: a token (plus a draft when alone) of every generating
-        sequence and a bounded chunk of joining prompts, then sampling per sequence."""
+        """One scheduling step: a token (plus a draft when alone) of every generating
+        sequence and a bounded chunk of joining prompts, then sampling per sequence.
+
+        Exact batching runs the step as several llama_decode calls whose row counts keep
+        every row on the kernels it would get alone (see ``_exact_calls``); otherwise
+        the whole step is one call, as llama-server does.
+        """
         for seq in list(self._active):
             try:
                 self._check(seq.ticket, len(seq.out), seq.stream.text)
@@ -652,26 +668,67 @@ class LlamaEngine:
             return
         decoding = [s for s in self._active if not s.pending]
         alone = len(self._active) == 1 and not self._inbox
+        for seq in decoding:
+            seq.draft = self._draft(seq) if alone and seq.spec else []
+        rows = sum(1 + len(s.draft) for s in decoding)
+        budget = self.config.n_batch - (0 if self.exact_batching else rows)
+        if decoding:  # others are generating: bounded prompt work per step
+            budget = min(budget, max(self.config.prefill_chunk, self.config.exact_min_chunk))
+        chunks: list[tuple[_Seq, int]] = []
+        for seq in self._active:  # admission order: the oldest joiner first
+            if seq.pending and budget > 0 and (k := self._chunk_len(len(seq.pending), budget)):
+                chunks.append((seq, k))
+                budget -= k
+        if self.exact_batching:
+            for call in self._exact_calls(decoding, chunks):
+                self._call(*call, alone=alone)
+        else:
+            self._call(decoding, chunks, alone=alone)
+
+    def _chunk_len(self, pending: int, budget: int) -> int:
+        """Prompt tokens to evaluate now: at most ``budget``, but never leaving a tail
+        shorter than ``exact_min_chunk`` (it would run on the small-batch kernels while
+        the same tokens of a prompt evaluated whole run on the large-batch ones)."""
+        take = min(pending, budget)
+        if not self.exact_batching:
+            return take
+        least = self.config.exact_min_chunk
+        if take < pending and take < least:
+            return 0  # too little budget left this step: wait for the next
+        if 0 < pending - take < least:
+            take = pending if pending <= self.config.n_batch else pending - least
+        return take
+
+    def _exact_calls(self, decoding: list[_Seq], chunks: list[tuple[_Seq, int]]) -> list[tuple[list[_Seq], list[tuple[_Seq, int]]]]:
+        """Split a step into llama_decode calls that compute every row as it is computed
+        alone. This build picks its matmul kernels by the number of rows in a call: up to
+        ``exact_max_rows`` (7) rows take the small-batch path a lone decode step takes,
+        from ``exact_min_chunk`` (8) rows the large-batch path a whole prompt takes, and
+        the two round differently (|logit diff| ~0.36 on Qwen 0.5B). So generating
+        sequences are decoded in groups of at most ``exact_max_rows`` one-token rows, and
+        each prompt chunk (never shorter than ``exact_min_chunk``) in a call of its own."""
+        calls: list[tuple[list[_Seq], list[tuple[_Seq, int]]]] = []
+        plain = [s for s in decoding if not s.draft]
+        calls += [([s], []) for s in decoding if s.draft]  # a speculative verify batch
+        if plain:
+            n_groups = -(-len(plain) // self.config.exact_max_rows)
+            size = -(-len(plain) // n_groups)  # even groups: 8 -> 4 + 4
+            calls += [(plain[i : i + size], []) for i in range(0, len(plain), size)]
+        calls += [([], [c]) for c in chunks]
+        return calls
+
+    def _call(self, decoding: list[_Seq], chunks: list[tuple[_Seq, int]], *, alone: bool) -> None:
+        """One llama_decode of these sequences' rows, then their sampling."""
         b = self._batch.batch
         n = 0
         for seq in decoding:
-            seq.draft = self._draft(seq) if alone and seq.spec else []
             seq.base = len(seq.slot.kv)
-            seq.row, seq.n_rows = n, 1 + len(seq.draft)
+            seq.row = n
             n = self._put(b, n, seq.slot, [seq.nxt, *seq.draft], logits_all=bool(seq.draft))
-        budget = self.config.n_batch - n
-        if decoding:  # others are generating: bounded prompt work per step
-            budget = min(budget, self.config.prefill_chunk)
-        chunks: list[tuple[_Seq, int]] = []
-        for seq in self._active:  # admission order: the oldest joiner first
-            if not seq.pending or budget <= 0:
-                continue
-            take = seq.pending[:budget]
-            done = len(take) == len(seq.pending)
-            seq.row, seq.n_rows = (n + len(take) - 1, 1) if done else (-1, 0)
-            n = self._put(b, n, seq.slot, take, logits_all=False, logits_last=done)
-            chunks.append((seq, len(take)))
-            budget -= len(take)
+        for seq, k in chunks:
+            done = k == len(seq.pending)
+            seq.row = n + k - 1 if done else -1
+            n = self._put(b, n, seq.slot, seq.pending[:k], logits_all=False, logits_last=done)
         b.n_tokens = n
         t_step = time.perf_counter()
         try:
@@ -682,10 +739,10 @@ class LlamaEngine:
                 self._end(seq, EngineError(f"llama.cpp generation failed: {e}"))
             return
         dt = time.perf_counter() - t_step
-        k = len(decoding) + len(chunks)
+        k_seqs = len(decoding) + len(chunks)
         self._steps["decode_steps"] += 1
-        self._steps["seq_steps"] += k
-        self._steps["max_seqs_per_step"] = max(self._steps["max_seqs_per_step"], k)
+        self._steps["seq_steps"] += k_seqs
+        self._steps["max_seqs_per_step"] = max(self._steps["max_seqs_per_step"], k_seqs)
         for seq in decoding:
             seq.slot.kv.extend([seq.nxt, *seq.draft])
         for seq, k in chunks:
@@ -701,7 +758,7 @@ class LlamaEngine:
             seq.nxt = self._choose(seq, seq.row)[0]
             if self._emit(seq, seq.nxt):
                 self._end(seq)
-        # Recomputations use the batch: only after every sequence has read its logits.
+        # Recomputations reuse the batch: only after these sequences have read their logits.
         for seq in resync:
             seq.nxt = self._resync(seq)
             seq.resyncs += 1
