@@ -5,13 +5,16 @@ each, no sampling, no engine around it) on the same context, model and threads.
 Goals: ``ratio_at_4`` ≥ 2.0, ``fraction_of_ceiling`` (= ratio_at_4 / ceiling_at_4) ≥ 0.9,
 ``identical`` (temperature-0 texts equal one at a time vs batched).
 
+A staggered run (requests arriving 1 s apart, the last with a long prompt) checks that
+requests joining mid-generation, prefilled in chunks, also give identical text.
+
 Each concurrency level is measured right after its one-at-a-time baseline over the same
 requests (both from empty caches), so machine-load drift hits both; the ceiling runs
 interleave 1 and N sequences. ``identical_vs_slots1`` compares the one-at-a-time texts
 with an engine of one slot (weights repacked, the fastest single-request setup) and
 ``slots1_tok_s`` its speed: the price of exact batching, if any.
 
-    python bench/batching.py [--quick] [--model PATH] [--max-tokens N] [--rounds N]
+    python bench/batching.py [--quick] [--model PATH] [--max-tokens N] [--rounds N] [--levels 1,4,8] [--fast]
 """
 
 from __future__ import annotations
@@ -63,6 +66,20 @@ async def together(eng: Any, reqs: list[GenerationRequest]) -> tuple[list[Genera
     return list(out), time.perf_counter() - t0
 
 
+async def staggered(eng: Any, reqs: list[GenerationRequest], gap_s: float) -> tuple[list[GenerationResult], float]:
+    """Requests arriving ``gap_s`` apart: each joins while the earlier ones generate, its
+    prompt prefilled in chunks between their decode steps."""
+    eng._reset_cache()
+    t0 = time.perf_counter()
+
+    async def late(i: int, r: GenerationRequest) -> GenerationResult:
+        await asyncio.sleep(i * gap_s)
+        return await eng.generate(r)
+
+    out = await asyncio.gather(*(late(i, r) for i, r in enumerate(reqs)))
+    return list(out), time.perf_counter() - t0
+
+
 def bare_decode_rate(eng: Any, n_seq: int, steps: int, context: int = 48) -> float:
     """Tokens/s of plain llama_decode steps of ``n_seq`` sequences (one token and its
     logits each), after a ``context``-token prompt per sequence. The engine must be idle."""
@@ -106,16 +123,17 @@ def latency(results: list[GenerationResult]) -> dict[str, float]:
 
 
 async def run(model: Path, *, levels: list[int], max_tokens: int, rounds: int, ceiling_steps: int,
-              compare_slots1: bool) -> dict[str, Any]:
+              compare_slots1: bool, exact: bool = True) -> dict[str, Any]:
     from shared.llm.llama import EngineConfig, LlamaEngine
 
     cpus = sorted(os.sched_getaffinity(0))
     slots = max(levels)
     eng = LlamaEngine(EngineConfig(model_path=model, name="coder", cpus=cpus, n_ctx=1024, slots=slots,
-                                   queue_limit=0))
+                                   queue_limit=0, exact_batching=exact))
     rows: dict[int, list[dict[str, Any]]] = {c: [] for c in levels}
     identical = True
     mismatches: list[str] = []
+    join: dict[str, Any] = {}
     ceiling: dict[int, list[float]] = {n: [] for n in sorted({1, *levels})}
     texts_single: dict[str, str] = {}
     try:
@@ -142,6 +160,20 @@ async def run(model: Path, *, levels: list[int], max_tokens: int, rounds: int, c
                 }
                 rows[c].append(row)
                 print(row, file=sys.stderr)
+                if c == max(levels) and rnd == 0:  # joins mid-generation, chunked prefill
+                    long_prompt = reqs[0].model_copy(update={"messages": [{"role": "user", "content": (
+                        PROMPTS[0] + " Follow this style guide:\n" + "- use clear names and type hints\n" * 40)}]})
+                    st_reqs = [*reqs[1:], long_prompt]
+                    base, _ = await one_at_a_time(eng, st_reqs)
+                    st_res, st_s = await staggered(eng, st_reqs, gap_s=1.0)
+                    st_same = [a.text == b.text for a, b in zip(base, st_res, strict=True)]
+                    if not all(st_same):
+                        identical = False
+                        mismatches += [f"staggered-{i}" for i, ok in enumerate(st_same) if not ok]
+                    join = {"staggered_identical": all(st_same), "staggered_tok_s": round(sum(r.output_tokens for r in st_res) / st_s, 2),
+                            "staggered_latency": latency(st_res), "long_prompt_tokens": st_res[-1].input_tokens,
+                            "long_prompt_ttft_s": round(st_res[-1].ttft_s or 0, 2)}
+                    print(join, file=sys.stderr)
             for n in ceiling:  # 1, 2, 4, 8 then again: interleaved
                 ceiling[n].append(bare_decode_rate(eng, n, ceiling_steps))
             for n in reversed(list(ceiling)):
@@ -175,7 +207,7 @@ async def run(model: Path, *, levels: list[int], max_tokens: int, rounds: int, c
         "latency": {str(c): rs[-1]["batched_latency"] for c, rs in rows.items()},
         "bare_decode_tok_s": {str(n): round(v, 2) for n, v in bare.items()},
         "ceiling": {str(n): round(v, 3) for n, v in ceil.items()},
-        **slots1,
+        **slots1, **join,
         "mismatches": sorted(set(mismatches)),
         "ratio_at_4": round(med[at], 3), "ceiling_at_4": round(ceil[at], 3),
         "fraction_of_ceiling": round(med[at] / ceil[at], 3), "identical": identical,
@@ -189,15 +221,19 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--no-slots1", action="store_true", help="skip the one-slot (repacked) engine comparison")
+    p.add_argument("--levels", default=None, help="concurrency levels, e.g. 1,4,8")
+    p.add_argument("--fast", action="store_true",
+                   help="exact_batching=False: one llama_decode per step, repacked weights (outputs may differ)")
     a = p.parse_args()
     from shared.llm.fetch import ensure_model
     from shared.llm.roster import load_roster
 
     model = a.model or ensure_model(load_roster().role("coder"))
     emit(asyncio.run(run(
-        model, levels=[1, 4] if a.quick else [1, 2, 4, 8], max_tokens=a.max_tokens or (48 if a.quick else 128),
+        model, levels=[int(x) for x in a.levels.split(",")] if a.levels else ([1, 4] if a.quick else [1, 2, 4, 8]),
+        max_tokens=a.max_tokens or (48 if a.quick else 128),
         rounds=a.rounds or (1 if a.quick else 2), ceiling_steps=12 if a.quick else 24,
-        compare_slots1=not a.no_slots1,
+        compare_slots1=not a.no_slots1, exact=not a.fast,
     )))
 
 
