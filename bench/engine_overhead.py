@@ -100,7 +100,11 @@ def bus_call(engine: Any, url: str) -> tuple[PathCall, Callable[[], Awaitable[No
         nc = client["nc"]
         rid = f"bench-{time.perf_counter_ns()}"
         got: list[bytes] = []
-        sub = await nc.subscribe(task_events(rid), cb=lambda m: got.append(m.data) or asyncio.sleep(0))
+
+        async def on_event(msg: Any) -> None:
+            got.append(msg.data)
+
+        sub = await nc.subscribe(task_events(rid), cb=on_event)
         reply = await nc.request("bench.generate", req.model_copy(update={"request_id": rid}).model_dump_json().encode(), timeout=600)
         await nc.flush()
         await sub.unsubscribe()

@@ -73,12 +73,16 @@ async def main_async(args: argparse.Namespace) -> dict:
             rows = []
             for i, item in enumerate(items, 1):
                 t0 = time.monotonic()
+                # Both arms start from an empty KV cache: a reused prompt prefix changes the
+                # batch shapes of prompt evaluation and, with quantized weights, the greedy path.
+                engine._reset_cache()  # type: ignore[attr-defined]
                 out = await engine.generate(GenerationRequest(
                     # Exactly the agent's first prompt: the arms differ only by what comes after it.
                     messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": task_prompt(item.prompt, [], "")}],
                     max_tokens=settings.max_tokens, temperature=0.0, request_id=f"single-{item.id}"))
                 ok_single = await judge(item, strip_scaffolding(extract_code(out.text)))
                 t1 = time.monotonic()
+                engine._reset_cache()  # type: ignore[attr-defined]
                 job = AgentJob(task_id=f"b{i}", step_id=f"b{i}.1", agent="coder", text=item.prompt, deadline=time.time() + 900)
                 result = await CodeSolver(engine, run, settings).solve(job)
                 ok_repair = bool(result.code) and await judge(item, result.code or "")

@@ -108,9 +108,10 @@ class AgentRuntime:
     def is_cancelled(self, task_id: str) -> bool:
         return task_id in self.cancelled
 
-    async def publish_result(self, result: StepResult) -> None:
+    async def publish_result(self, result: StepResult, subject: str = subjects.STEP_RESULT) -> None:
+        """Put a step's result on the JOBS stream (deduplicated by step id)."""
         self.cancelled.discard(result.task_id)
         await self.broker.publish(
-            result, subjects.STEP_RESULT, stream=subjects.JOBS_STREAM,
+            result, subject, stream=subjects.JOBS_STREAM,
             headers={"Nats-Msg-Id": f"{result.step_id}.result"},
         )

@@ -70,6 +70,7 @@ class TaskSubmit(Message):
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     max_tokens: Annotated[int, Field(gt=0, le=32_768)] | None = None
     submitted_at: float = Field(default_factory=now)
+    evolve: EvolveSpec | None = None  # kind="evolve": the run to start (or resume: task_id = run id)
 
 
 class SandboxRunSummary(BaseModel):
@@ -190,6 +191,10 @@ class AgentJob(Message):
     context: str = ""  # output of earlier steps, e.g. retrieved passages or a sub-answer
     deadline: float  # epoch seconds
     max_tokens: int | None = None
+    # "mutate": write one candidate program for an evolution run (no tests, no repair
+    # loop); its StepResult goes to subjects.evolve_results(task_id), not STEP_RESULT.
+    mode: Literal["solve", "mutate"] = "solve"
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None  # None: the agent's default (greedy)
 
 
 class StepResult(Message):
@@ -333,6 +338,93 @@ class EvalRunRequest(Message):
     models: list[str] = Field(default_factory=list)
     limit: int | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- evolution (router-owned runs; records live in the EVOLVE_BUCKET KV) ----------------
+EvolveStatus = Literal["running", "done", "failed", "cancelled"]
+
+
+class EvolveLimits(BaseModel):
+    """Bounds of one evolution run."""
+
+    model_config = ConfigDict(extra="forbid")
+    score_wall_s: Annotated[float, Field(gt=0, le=600)] = 10.0  # one scoring run in code-sandbox
+    score_memory_mb: Annotated[int, Field(gt=0, le=8192)] = 256
+    score_concurrency: Annotated[int, Field(gt=0, le=64)] = 2  # scoring runs in flight at once
+    job_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0  # a generation's candidates
+    max_tokens: Annotated[int, Field(gt=0, le=32_768)] = 768  # per candidate
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.8
+
+
+class EvolveSpec(BaseModel):
+    """What to evolve: the task, a seed program and the program that scores a candidate."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=128)] = "evolve"
+    task: Annotated[str, Field(min_length=1, max_length=20_000)]
+    seed: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]  # the seed program's code
+    scorer: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]  # prints one number, higher is better
+    module: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "candidate"  # scorer imports it so
+    generations: Annotated[int, Field(ge=1, le=1000)] = 3
+    population: Annotated[int, Field(ge=1, le=64)] = 4  # survivors kept per generation
+    children: Annotated[int, Field(ge=1, le=256)] | None = None  # candidates per generation (None: population)
+    hints: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=32)
+    rng_seed: int = 0
+    limits: EvolveLimits = Field(default_factory=EvolveLimits)
+
+
+class EvolveProgram(Message):
+    """One program of a run (the seed or a candidate) with its score and sandbox verdict."""
+
+    run_id: str
+    program_id: str  # "seed", "g3-c1" (generation 3, child 1)
+    generation: int
+    parents: list[str] = Field(default_factory=list)  # program ids shown to the model
+    code: str = ""
+    code_hash: str = ""  # of the normalised code (selection drops duplicates by it)
+    score: float | None = None  # None: the program earned no score
+    verdict: str = ""  # "ok", a sandbox status, "no_number", "no_code", "lost"
+    detail: str = ""  # tail of the run's output (what the next prompts show)
+    wall_s: float = 0.0
+    created_at: float = Field(default_factory=now)
+
+
+class EvolveGeneration(Message):
+    """One generation: its candidate jobs, and the population that survived it."""
+
+    run_id: str
+    n: int
+    status: Literal["generating", "done"] = "generating"
+    jobs: list[str] = Field(default_factory=list)  # step ids of the candidate jobs
+    parents: dict[str, list[str]] = Field(default_factory=dict)  # step id -> program ids shown
+    published: bool = False  # all jobs are on the JOBS stream
+    deadline: float = 0.0  # after it, missing candidates count as lost
+    trace_ids: list[str] = Field(default_factory=list)  # one per process that worked on it
+    population: list[str] = Field(default_factory=list)  # survivors (program ids), best first
+    best_id: str = ""
+    best_score: float | None = None
+    scored: int = 0
+    failed: int = 0
+    started_at: float = Field(default_factory=now)
+    finished_at: float | None = None
+
+
+class EvolveRun(Message):
+    """A run's head record: spec, progress and which router instance owns it (a lease)."""
+
+    run_id: str
+    spec: EvolveSpec
+    status: EvolveStatus = "running"
+    generation: int = 0  # last finished generation (0: only the seed is scored)
+    population: list[str] = Field(default_factory=list)
+    seed_score: float | None = None
+    best_id: str = ""
+    best_score: float | None = None
+    owner: str = ""  # instance id of the router running it ("" when nobody does)
+    heartbeat_at: float = 0.0
+    error: ErrorInfo | None = None
+    created_at: float = Field(default_factory=now)
+    updated_at: float = Field(default_factory=now)
 
 
 # --- health -----------------------------------------------------------------------------

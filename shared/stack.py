@@ -175,11 +175,14 @@ class Supervisor:
         self.port = self.port or _free_port(4222)
         self.nats = start_nats(self.settings, self.port, self.logs / "nats-server.log")
         nats_url = f"nats://127.0.0.1:{self.port}"
+        # A second stack on the machine (another clone, CI) must not crash-loop its gateway.
+        gateway_port = os.environ.get("SYNDICATE_GATEWAY_PORT") or str(_free_port(8080))
         plan = self.plan()
         for spec in self.services:
             agent = plan.get(spec.role or "", {})
             env = service_env(dict(os.environ), self.settings, nats_url, spec.name, agent.get("cpus"))
             env.update(agent.get("env", {}))  # SYNDICATE_CPUS, OMP_NUM_THREADS, OMP_WAIT_POLICY
+            env["SYNDICATE_GATEWAY_PORT"] = gateway_port
             self.children.append(Child(spec=spec, env=env, cpus=agent.get("cpus", [])))
         for child in self.children:
             self._spawn(child)

@@ -17,6 +17,7 @@ JOB_PREFIX = f"{PREFIX}.job"
 JOB_CODER = f"{JOB_PREFIX}.coder"  # AgentJob for coder-agent
 JOB_REASONER = f"{JOB_PREFIX}.reasoner"  # AgentJob for reasoner-agent
 STEP_RESULT = f"{JOB_PREFIX}.result"  # StepResult from any agent; consumed by the router
+EVOLVE_RESULT_PREFIX = f"{JOB_PREFIX}.evolve"  # StepResult of "mutate" jobs: f"{..}.{run_id}" (evolve_results)
 
 INGEST_STREAM = "SYNDICATE_INGEST"
 INGEST_JOB = f"{PREFIX}.ingest.job"  # IngestRequest; consumed by the retriever
@@ -34,9 +35,13 @@ CODER_DURABLE = "coder-agent"
 REASONER_DURABLE = "reasoner-agent"
 RETRIEVER_INGEST_DURABLE = "retriever-ingest"
 EVALUATOR_DURABLE = "evaluator"
+EVOLVE_DURABLE_PREFIX = "evolve-"  # + run id: the router's consumer of one run's candidates
 
 # --- Key-value buckets -------------------------------------------------------------
 TASK_STATE_BUCKET = "syndicate_tasks"  # task_id -> TaskState JSON
+# Evolution runs: "<run>.run" -> EvolveRun, "<run>.gen.<NNNN>" -> EvolveGeneration,
+# "<run>.prog.<program_id>" -> EvolveProgram (see services/router/evolution/store.py).
+EVOLVE_BUCKET = "syndicate_evolve"
 
 # --- Core NATS: request/reply (queue groups) and broadcast -------------------------
 SANDBOX_EXEC = f"{PREFIX}.sandbox.exec"  # ExecRequest -> ExecResult
@@ -63,6 +68,16 @@ def ingest_events(job_id: str) -> str:
 def dead_letter(source: str) -> str:
     """Dead-letter subject for messages that failed validation or exhausted redelivery."""
     return f"{DEAD_LETTER}.{source}"
+
+
+def evolve_results(run_id: str) -> str:
+    """JetStream subject (JOBS stream) where coder-agents put the candidates of a run."""
+    return f"{EVOLVE_RESULT_PREFIX}.{run_id}"
+
+
+def evolve_durable(run_id: str) -> str:
+    """Durable consumer of a run's candidates (survives a router restart: the run resumes)."""
+    return f"{EVOLVE_DURABLE_PREFIX}{run_id}"
 
 
 def job_subject(agent: str) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from faststream.nats import NatsMessage, PullSub
 
+from services.coder_agent.mutation import mutate
 from services.coder_agent.settings import CoderSettings
 from services.coder_agent.solver import CodeSolver
 from shared import subjects
 from shared.agent import AgentRuntime
-from shared.bus import consumer, ensure_jetstream, js_stream, make_broker, request
-from shared.contracts import AgentJob, CancelRequest, ExecRequest, ExecResult
+from shared.bus import consumer, ensure_jetstream, jetstream, js_stream, make_broker, request
+from shared.contracts import AgentJob, CancelRequest, EvolveRun, ExecRequest, ExecResult
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime, create_app, in_progress
 
@@ -33,14 +34,32 @@ async def run_in_sandbox(req: ExecRequest) -> ExecResult:
     return await request(broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=req.limits.wall_s + 20)
 
 
+async def evolve_run_ended(run_id: str) -> bool:
+    """True when the evolution run's record says it is over (its candidates would go unread)."""
+    try:
+        kv = await jetstream(broker).key_value(subjects.EVOLVE_BUCKET)
+        entry = await kv.get(f"{run_id}.run")
+    except Exception:
+        return False
+    return bool(entry.value) and EvolveRun.model_validate_json(entry.value).status != "running"
+
+
 @broker.subscriber(
     subjects.JOB_CODER, stream=js_stream(subjects.JOBS_STREAM), durable=subjects.CODER_DURABLE,
     pull_sub=PullSub(timeout=1.0), config=consumer(subjects.CODER_DURABLE, ack_wait_s=60, max_deliver=3),
 )
 async def on_job(job: AgentJob, msg: NatsMessage) -> None:
+    assert agent.engine is not None
+    if job.mode == "mutate":  # a candidate for an evolution run: the run scores it itself
+        if await evolve_run_ended(job.task_id):
+            return  # the run finished or was cancelled while this job waited in the queue
+        async with in_progress(msg):
+            result = await mutate(agent.engine, job, settings.max_tokens)
+        log.info("candidate written", run_id=job.task_id, step_id=job.step_id, status=result.status)
+        await agent.publish_result(result, subjects.evolve_results(job.task_id))
+        return
     if await agent.step_already_ended(job):
         return
-    assert agent.engine is not None
     solver = CodeSolver(
         agent.engine, run_in_sandbox, settings, on_token=agent.token_sink(job),
         progress=lambda text: agent.progress(job, text), search=agent.search,

@@ -157,7 +157,8 @@ class CodeSolver:
             else:
                 passed = not failing and result.status in ("ok", "runtime_error")
             summary = summarize("code+tests", result)
-            summary.stderr = strip_report(summary.stderr)
+            # The harness's machine-readable line becomes a readable list of failing checks.
+            summary.stderr = "\n".join(t for t in (strip_report(summary.stderr).strip(), describe_failures(checks, failing)) if t)
             attempts.append(Attempt(
                 n=n, code=code, tests="\n".join(checks), verdicts=[summary], passed=passed,
                 disputed=[checks[i] for i in sorted(disputed)],

@@ -133,6 +133,13 @@ def _tok_s(m: ModelResult, speed: dict[str, dict[str, float]]) -> float | None:
     return float(v) if v else None
 
 
+def point_label(m: ModelResult) -> str:
+    """'label (QUANT)', without repeating a quant the label already names."""
+    if m.quant in ("?", "") or m.quant.lower() in m.label.lower():
+        return m.label
+    return f"{m.label} ({m.quant})"
+
+
 def plot_tradeoff(suites: list[SuiteResult], path: Path) -> Path | None:
     """Quality vs generation tok/s per quality suite (one panel each); None without data."""
     speed = _speed_lookup(suites)
@@ -149,19 +156,22 @@ def plot_tradeoff(suites: list[SuiteResult], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    markers = "osD^vP*Xh<>"
     for ax, (s, pts) in zip(axes[0], panels, strict=True):
-        for m, x, y in pts:
-            ax.scatter([x], [y], s=60, zorder=3)
-            ax.annotate(f"{m.label}\n{m.quant}" if m.quant not in m.label else m.label, (x, y),
-                        textcoords="offset points", xytext=(6, 4), fontsize=8)
+        for i, (m, x, y) in enumerate(pts):
+            name = point_label(m)
+            ax.scatter([x], [y], s=70, marker=markers[i % len(markers)], zorder=3, label=f"{i + 1}  {name}")
+            # numbered tags stay legible when points crowd; the legend holds the full names
+            ax.annotate(str(i + 1), (x, y), textcoords="offset points", xytext=(7, 5 if i % 2 else -11),
+                        fontsize=9, fontweight="bold")
         better = "lower is better" if s.primary in LOWER_IS_BETTER else "higher is better"
-        ax.set_title(f"{s.suite}: {s.primary} vs speed", fontsize=11)
+        ax.set_title(f"{s.suite}: {s.primary} vs generation speed", fontsize=11)
         ax.set_xlabel("generation tok/s (higher is faster)")
         ax.set_ylabel(f"{s.primary} ({better})")
         ax.grid(True, alpha=0.3)
-        ax.margins(0.25)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        ax.margins(0.2)
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -141,7 +141,8 @@ def aggregate_text(recs: list[dict[str, Any]]) -> tuple[dict[str, float], dict[s
         m.update(metrics.kld_summary(kls, same))
     toks = sum(r["tokens"] for r in recs)
     secs = sum(r["seconds"] for r in recs)
-    return m, {"prompt_tok_s": metrics.rate(toks, secs)}
+    # Not llama.cpp's prompt speed: includes copying every position's logits (logits_all).
+    return m, {"score_tok_s": metrics.rate(toks, secs)}
 
 
 def aggregate_speed(recs: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float], list[dict[str, float]]]:

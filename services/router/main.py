@@ -10,6 +10,7 @@ from faststream import Context
 from faststream.nats import PullSub
 
 from services.router.classifier import classify
+from services.router.evolution.service import EvolutionService
 from services.router.routing import fallback_route, rule_route
 from services.router.settings import RouterSettings
 from services.router.state import TaskStore, set_status
@@ -39,6 +40,7 @@ runtime = ServiceRuntime("router", settings)
 app = create_app(runtime, broker)
 deadlines: dict[str, float] = {}
 classifier = AgentRuntime("router", broker, runtime)  # the small routing model, when enabled
+evolution = EvolutionService(broker, log)  # kind="evolve" tasks: runs owned (and resumed) by routers
 
 
 @app.on_startup
@@ -49,6 +51,7 @@ async def startup() -> None:
     for state in await store.active():  # resume deadline tracking after a restart
         deadlines[state.task.task_id] = state.task.submitted_at + state.task.timeout_s
     app.context.set_global("sweeper", asyncio.create_task(sweep_deadlines(store)))
+    await evolution.start()
     if settings.router_classifier:
         try:
             await classifier.load(settings)
@@ -73,6 +76,9 @@ async def choose_route(task: TaskSubmit) -> list[str]:
     pull_sub=PullSub(timeout=1.0), config=consumer(subjects.ROUTER_TASKS_DURABLE, ack_wait_s=30),
 )
 async def on_task(task: TaskSubmit, store: TaskStore = Context()) -> None:
+    if task.kind == "evolve":
+        await evolution.accept(task)
+        return
     existing = await store.get(task.task_id)
     if existing is not None and existing.status != "routed":
         return  # redelivered submit of a task already running or finished
@@ -186,6 +192,11 @@ async def finish(result: TaskResult) -> None:
     runtime.metrics.observe_task(result.kind, result.status, max(0.0, result.finished_at - result.submitted_at))
     log.info("task finished", task_id=result.task_id, status=result.status)
     await publish_event(broker, TaskEvent(task_id=result.task_id, type="result", status=result.status, result=result))
+
+
+@app.on_shutdown
+async def shutdown() -> None:
+    await evolution.stop()
 
 
 @broker.subscriber(subjects.TASK_CANCEL)

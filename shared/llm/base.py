@@ -23,6 +23,7 @@ class GenerationRequest(BaseModel):
     messages: list[dict[str, str]]  # OpenAI-style chat messages
     max_tokens: int = 512
     temperature: float = 0.0
+    seed: int | None = None  # sampling seed at temperature > 0 (None: the engine's own)
     stop: list[str] = Field(default_factory=list)
     json_schema: dict[str, Any] | None = None  # constrain output to this JSON schema
     deadline: float | None = None  # epoch seconds

@@ -951,7 +951,7 @@ class LlamaEngine:
             s.add_top_p(0.95, 1)
             s.add_min_p(0.05, 1)
             s.add_temp(req.temperature)
-            s.add_dist(self.config.seed)
+            s.add_dist(self.config.seed if req.seed is None else req.seed & 0xFFFFFFFF)
         return s
 
     def _decode_alone(self, slot: _Slot, tokens: list[int]) -> None:

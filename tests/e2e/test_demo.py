@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import REPO, free_port
 
-pytestmark = pytest.mark.e2e
+# Real models on a 2-core machine: loading the stack and the first answers take minutes.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 DEMO = "Write a Python function is_prime(n) that returns True when the integer n is a prime number and False otherwise."
 

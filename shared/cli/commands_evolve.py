@@ -1,0 +1,219 @@
+"""``syndicate evolve``: improve a program over generations (runs are owned by the router).
+
+The command publishes a ``kind="evolve"`` task (the run id is its task id), then follows
+the run's records in the EVOLVE_BUCKET KV — so it survives a router restart and can be
+re-attached with ``--resume RUN_ID`` from any shell. Ctrl-C detaches; the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from opentelemetry import trace
+from rich.console import Console, Group
+from rich.live import Live
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from shared import subjects
+from shared.cli.connect import cli_settings, connected_broker
+from shared.contracts import EvolveGeneration, EvolveRun, EvolveSpec, TaskSubmit, new_id
+from shared.errors import ConfigError, SyndicateError
+from shared.evolve.report import write_report
+from shared.evolve.spec import load_spec
+from shared.evolve.store import RunStore, open_bucket
+
+console = Console()
+err_console = Console(stderr=True)
+POLL_S = 1.0
+CLAIM_WAIT_S = 60.0  # how long to wait for a router to create the run's record
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evolve")(evolve)
+
+
+def evolve(
+    spec: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, help="SPEC file (TOML, see docs/evolve.md).")] = None,
+    generations: Annotated[int | None, typer.Option("--generations", "-g", min=1, help="Generations to run (overrides the spec).")] = None,
+    population: Annotated[int | None, typer.Option("--population", "-p", min=1, help="Survivors per generation (overrides the spec).")] = None,
+    children: Annotated[int | None, typer.Option("--children", min=1, help="Candidates per generation (default: population).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Re-attach to run RUN_ID; continue it if it stopped (or extend it with --generations).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="End with one JSON object (seed_score, best_score, generations, best_program, ...).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: <state dir>/evolve/<run id>).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Print the run id and return at once.")] = False,
+    list_runs: Annotated[bool, typer.Option("--list", help="List the runs kept in the bucket.")] = False,
+) -> None:
+    """Evolve a program: coder-agents write mutations, code-sandbox scores them, the best survive."""
+    if list_runs:
+        _run(_list())
+        return
+    if (spec is None) == (resume is None):
+        raise typer.BadParameter("give a SPEC file, or --resume RUN_ID")
+    overrides = {k: v for k, v in {"generations": generations, "population": population, "children": children}.items() if v}
+    spec_model: EvolveSpec | None = None
+    if spec is not None:
+        try:
+            spec_model = load_spec(spec).model_copy(update=overrides)
+            spec_model = EvolveSpec.model_validate(spec_model.model_dump())
+        except (ConfigError, ValueError) as exc:
+            err_console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from exc
+    out_data = _run(_evolve(spec_model, resume, overrides, json_out=json_out, out=out, detach=detach))
+    if detach:
+        print(out_data["run_id"])
+        return
+    if json_out:
+        print(json.dumps(out_data))
+    else:
+        _print_report(out_data)
+    if out_data.get("status") != "done":
+        raise typer.Exit(1)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except SyndicateError as exc:
+        err_console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+
+
+async def _evolve(spec: EvolveSpec | None, resume: str | None, overrides: dict[str, int], *, json_out: bool,
+                  out: Path | None, detach: bool) -> dict[str, Any]:
+    settings = cli_settings()
+    tracer = trace.get_tracer("syndicate.cli")
+    async with connected_broker(settings) as broker:
+        store = RunStore(await open_bucket(broker.connection.jetstream()))
+        if resume is not None:
+            run = await store.get_run(resume)
+            if run is None:
+                raise ConfigError(f"no evolution run {resume} (unknown, or past the retention period)")
+            spec = run.spec.model_copy(update={k: v for k, v in overrides.items() if k == "generations"})
+            run_id, msg_id = resume, f"{resume}.resume.{time.time_ns()}"
+        else:
+            assert spec is not None
+            run_id = new_id("evo-")
+            msg_id = run_id
+        task = TaskSubmit(task_id=run_id, kind="evolve", text=spec.task, evolve=spec, timeout_s=86_400)
+        with tracer.start_as_current_span("syndicate evolve", attributes={"evolve.run_id": run_id}):
+            await broker.publish(task, subjects.TASK_SUBMIT, stream=subjects.TASKS_STREAM, headers={"Nats-Msg-Id": msg_id})
+        if detach:
+            return {"run_id": run_id}
+        if not json_out:
+            err_console.print(f"[dim]evolution run {run_id} · follow again with: syndicate evolve --resume {run_id}[/]")
+        try:
+            run = await _follow(store, run_id, live=not json_out)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            err_console.print(f"\n[yellow]detached[/]: the run goes on in the router · syndicate evolve --resume {run_id}")
+            raise typer.Exit(130) from None
+        gens = await store.generations(run_id, run.generation + 1)
+        programs = await store.programs(run_id)
+    report_dir = out or settings.state_dir / "evolve" / run_id
+    return write_report(run, gens, programs, report_dir)
+
+
+async def _follow(store: RunStore, run_id: str, *, live: bool) -> EvolveRun:
+    """Poll the run's records until it ends, rendering progress when ``live``."""
+    started = time.monotonic()
+    run: EvolveRun | None = None
+    history: list[EvolveGeneration] = []
+    with Live(console=err_console, refresh_per_second=4, transient=False) if live else _Quiet() as display:
+        while True:
+            run = await store.get_run(run_id)
+            if run is None:
+                if time.monotonic() - started > CLAIM_WAIT_S:
+                    raise ConfigError(f"no router took run {run_id} within {CLAIM_WAIT_S:.0f}s (is the stack up?)")
+                display.update(Text(f"waiting for a router to take run {run_id} ..."))
+                await asyncio.sleep(POLL_S)
+                continue
+            history = [g for g in history if g.n <= run.generation]
+            for n in range(len(history) + 1, run.generation + 1):
+                g = await store.get_gen(run_id, n)
+                if g is not None:
+                    history.append(g)
+            current = await store.get_gen(run_id, run.generation + 1) if run.status == "running" else None
+            display.update(_progress(run, history, current, time.monotonic() - started))
+            if run.status != "running":
+                return run
+            await asyncio.sleep(POLL_S)
+
+
+class _Quiet:
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, _: object) -> None:
+        return None
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
+def _progress(run: EvolveRun, history: list[EvolveGeneration], current: EvolveGeneration | None, elapsed: float) -> Group:
+    seed, best = run.seed_score, run.best_score
+    gain = ""
+    if seed is not None and best is not None:
+        gain = f"{best - seed:+.6g}" + (f" ({(best - seed) / abs(seed):+.1%})" if seed else "")
+    head = Text.assemble(
+        ("evolve ", "bold"), (run.spec.name, "cyan"), f" · {run.run_id} · ", (run.status, "green" if run.status in ("running", "done") else "red"),
+        f" · generation {run.generation}/{run.spec.generations} · seed {_fmt(seed)} · best {_fmt(best)} ",
+        (gain, "bold green" if seed is not None and best is not None and best > seed else ""), f" · {elapsed:.0f}s",
+    )
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("gen", "best", "best id", "scored", "no score", "trace"):
+        table.add_column(col)
+    for g in history[-12:]:
+        table.add_row(str(g.n), _fmt(g.best_score), g.best_id, str(g.scored), str(g.failed), (g.trace_ids or [""])[-1][:16])
+    if current is not None:
+        pending = len(current.jobs) - current.scored - current.failed
+        table.add_row(str(current.n), "…", "", str(current.scored), str(current.failed),
+                      f"{pending} of {len(current.jobs)} candidates pending", style="dim")
+    parts: list[Any] = [head, table]
+    if run.error:
+        parts.append(Text(f"{run.error.code}: {run.error.message}", style="red"))
+    return Group(*parts)
+
+
+def _print_report(data: dict[str, Any]) -> None:
+    colour = "green" if data["status"] == "done" else "red"
+    console.rule(f"[{colour}]{data['status']}[/] · evolution run {data['run_id']} ({data['name']})")
+    if data.get("error"):
+        console.print(f"[red]{data['error']['code']}[/]: {data['error']['message']}")
+    console.print(f"seed score {_fmt(data['seed_score'])} → best score {_fmt(data['best_score'])}"
+                  f" (improvement {_fmt(data['improvement'])}) after {data['generations']} generations, "
+                  f"{data['candidates']} candidates; verdicts {data['verdicts']}")
+    if data.get("best_program"):
+        console.print(f"best program ({data['best_id']}):")
+        console.print(Syntax(data["best_program"], "python", line_numbers=False))
+    chain = " ← ".join(f"{p['program_id']} ({_fmt(p['score'])})" for p in data["lineage"])
+    console.print(f"lineage of the winner: {chain}")
+    curve = ", ".join(f"g{p['generation']}: {_fmt(p['best_score'])}" for p in data["curve"])
+    console.print(f"score curve: {curve}")
+    for path_key, label in (("curve_png", "curve"), ("best_path", "best program"), ("report_path", "report")):
+        if data.get(path_key):
+            console.print(f"[dim]{label}: {data[path_key]}[/]")
+    traces = "; ".join(f"g{n}: {', '.join(ids)}" for n, ids in data["traces"].items() if ids)
+    if traces:
+        console.print(f"[dim]traces (syndicate trace <id>): {traces}[/]")
+
+
+async def _list() -> None:
+    async with connected_broker(cli_settings()) as broker:
+        kv = await open_bucket(broker.connection.jetstream(), create=False)
+        runs = await RunStore(kv).runs() if kv is not None else []
+    table = Table("run", "name", "status", "generation", "seed", "best", "owner")
+    for r in runs:
+        table.add_row(r.run_id, r.spec.name, r.status, f"{r.generation}/{r.spec.generations}", _fmt(r.seed_score),
+                      _fmt(r.best_score), r.owner or "-")
+    console.print(table)

@@ -1,0 +1,132 @@
+"""``syndicate evolve`` with real processes: nats-server, router, code-sandbox (full
+isolation) and two coder-agent copies with scripted models (SYNDICATE_ENGINE_SCRIPT);
+the router is killed mid-run and the run resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+from shared import subjects
+from shared.contracts import EvolveRun
+from shared.evolve.store import RunStore
+from tests.conftest import Services, write_script
+
+pytestmark = pytest.mark.integration
+
+ROUTER_ENV = {
+    "SYNDICATE_ROUTER_CLASSIFIER": "0", "SYNDICATE_EVOLVE_LEASE_S": "3", "SYNDICATE_EVOLVE_HEARTBEAT_S": "1",
+    "SYNDICATE_EVOLVE_SCAN_S": "1", "SYNDICATE_EVOLVE_GRACE_S": "2",
+}
+
+
+def code(body: str) -> str:
+    return f"Sure:\n```python\ndef f():\n    {body}\n```"
+
+
+def write_spec(tmp: Path) -> Path:
+    (tmp / "seed.py").write_text("def f():\n    return 1\n")
+    (tmp / "score.py").write_text("from candidate import f\nvalue = f()\nprint('f() =', repr(value))\nprint(value)\n")
+    spec = tmp / "spec.toml"
+    spec.write_text(
+        'name = "toy"\ntask = "Make f() return a larger number."\ngenerations = 2\npopulation = 2\nchildren = 4\n'
+        '[seed]\nfile = "seed.py"\n[scorer]\nfile = "score.py"\n[limits]\nscore_wall_s = 5\njob_timeout_s = 120\n'
+    )
+    return spec
+
+
+def start(services: Services, tmp: Path, delay: str) -> None:
+    services.start("router", "services.router", **ROUTER_ENV)
+    services.start("code-sandbox", "services.code_sandbox")
+    scripts = {
+        "coder-a": [code("raise ValueError('boom')"), code("return 3"), code("return 6"), code("return 7")],
+        "coder-b": [code("return 'many'"), code("return 4"), code("return 5"), code("return 9")],
+    }
+    for name, replies in scripts.items():
+        services.start(name, "services.coder_agent", SYNDICATE_ENGINE_SCRIPT=write_script(tmp / f"{name}.json", replies),
+                       SYNDICATE_ENGINE_SCRIPT_DELAY=delay)
+    services.wait_ready(["router", "code-sandbox", "coder-agent"])
+    time.sleep(1.0)  # both coder copies pulling
+
+
+def read_run(url: str, run_id: str) -> EvolveRun | None:
+    async def go() -> EvolveRun | None:
+        nc = await nats.connect(url)
+        try:
+            return await RunStore(await nc.jetstream().key_value(subjects.EVOLVE_BUCKET)).get_run(run_id)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_evolve_improves_with_two_coder_copies_and_traces_each_generation(services: Services, tmp_path: Path) -> None:
+    start(services, tmp_path, delay="0.05")
+    out = services.cli("evolve", str(write_spec(tmp_path)), "--json", "--out", str(tmp_path / "report"), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:] + services.log("router")[-3000:]
+    data = last_json(out.stdout)
+    assert data["status"] == "done" and data["generations"] == 2
+    assert data["seed_score"] == 1.0
+    assert data["best_score"] > data["seed_score"]
+    assert f"return {int(data['best_score'])}" in data["best_program"]
+    assert data["candidates"] == 8
+    assert {"runtime_error", "no_number"} <= set(data["verdicts"])  # each copy's first reply fails
+    assert data["lineage"][0]["score"] == data["best_score"] and data["lineage"][-1]["program_id"] == "seed"
+    assert Path(data["curve_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Scale-out: both coder-agent copies wrote candidates from the shared durable consumer.
+    for name in ("coder-a", "coder-b"):
+        assert "candidate written" in services.log(name), name
+    # The finished run can be inspected again: --resume re-attaches and prints the report.
+    again = services.cli("evolve", "--resume", data["run_id"], "--out", str(tmp_path / "again"), timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "lineage of the winner" in again.stdout and data["best_id"] in again.stdout
+    listed = services.cli("evolve", "--list")
+    assert data["run_id"] in listed.stdout and "done" in listed.stdout
+    # One trace per generation: a router root span, coder-agent and code-sandbox children.
+    for n in ("1", "2"):
+        (trace_id,) = data["traces"][n]
+        spans = json.loads(services.cli("trace", trace_id, "--json").stdout)
+        roots = [s for s in spans if s["parent_id"] is None]
+        assert [(r["service"], r["name"]) for r in roots] == [("router", f"evolve generation {n}")]
+        assert {"router", "coder-agent", "code-sandbox"} <= {s["service"] for s in spans}
+
+
+def test_a_run_resumes_after_the_router_is_killed(services: Services, tmp_path: Path) -> None:
+    start(services, tmp_path, delay="0.2")  # slow model: the kill lands mid-run
+    spec = write_spec(tmp_path)
+    run_id = services.cli("evolve", str(spec), "--generations", "3", "--detach").stdout.strip()
+    assert run_id.startswith("evo-")
+    deadline = time.time() + 120
+    run = None
+    while time.time() < deadline:
+        run = read_run(services.server.url, run_id)
+        if run is not None and run.generation >= 1:
+            break
+        time.sleep(0.3)
+    assert run is not None and run.generation >= 1 and run.status == "running"
+    services.procs["router"].send_signal(signal.SIGKILL)
+    services.procs["router"].wait(10)
+    killed_at = read_run(services.server.url, run_id)
+    assert killed_at is not None and killed_at.status == "running" and killed_at.generation < 3
+
+    services.start("router", "services.router", **ROUTER_ENV)
+    out = services.cli("evolve", "--resume", run_id, "--json", "--out", str(tmp_path / "report"), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:] + services.log("router")[-3000:]
+    data = last_json(out.stdout)
+    assert data["status"] == "done" and data["generations"] == 3
+    assert data["best_score"] > data["seed_score"]
+    assert data["candidates"] == 12  # 3 generations x 4, none asked twice
+    # The restarted router took the run over where the killed one left it.
+    claims = [json.loads(line) for line in services.log("router").splitlines() if "evolution run claimed" in line]
+    assert [c["generation"] for c in claims][0] == 0 and claims[-1]["generation"] >= 1 and len(claims) == 2
+    assert len(data["traces"]["1"]) == 1  # generation 1 was finished before the kill: not redone
