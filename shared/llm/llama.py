@@ -127,6 +127,9 @@ class EngineConfig:
     model_path: Path
     name: str
     cpus: list[int] | None = None  # None: the cpus this process may use now
+    # None: one per cpu. With SMT the placement plan owns both siblings of a core but runs
+    # one thread per physical core (passed as OMP_NUM_THREADS by the stack / compose / k8s).
+    threads: int | None = None
     pin: bool = True
     n_ctx: int = 4096  # per request (each slot gets its own KV stream this long)
     n_batch: int = 512
@@ -312,7 +315,7 @@ class LlamaEngine:
         self.cpus = sorted(config.cpus or os.sched_getaffinity(0))
         if config.pin:
             pin_process(self.cpus)  # before llama.cpp creates a single thread
-        self.threads = len(self.cpus)
+        self.threads = max(1, min(config.threads or len(self.cpus), len(self.cpus)))
         path = Path(config.model_path)
         if not path.is_file():
             raise ModelUnavailable(f"model file {path} does not exist")
