@@ -61,6 +61,8 @@ broker = make_broker("router", settings)
 runtime = ServiceRuntime("router", settings)
 app = create_app(runtime, broker)
 deadlines: dict[str, float] = {}
+early_cancels: dict[str, tuple[float, str]] = {}  # task id -> (when, reason) of cancels that came first
+EARLY_CANCEL_TTL_S = 600.0
 classifier = AgentRuntime("router", broker, runtime)  # the small routing model, when enabled
 evolution = EvolutionService(broker, log)  # kind="evolve" tasks: runs owned (and resumed) by routers
 
@@ -119,6 +121,9 @@ async def on_task(task: TaskSubmit, store: TaskStore = Context()) -> None:
         await publish_event(broker, TaskEvent(task_id=task.task_id, type="status", status="routed", text=" → ".join(route)))
     else:
         state = existing  # crashed between routing and dispatch: dispatch again (deduplicated)
+    if early := early_cancels.pop(task.task_id, None):
+        await end_task(store, task.task_id, "cancelled", early[1])
+        return
     await dispatch(store, state, state.steps[0], context="")
 
 
@@ -252,8 +257,15 @@ async def shutdown() -> None:
 
 @broker.subscriber(subjects.TASK_CANCEL)
 async def on_cancel(req: CancelRequest, store: TaskStore = Context()) -> None:
-    if req.reason != "deadline":
-        await end_task(store, req.task_id, "cancelled", req.reason)
+    if req.reason == "deadline":
+        return
+    if await store.get(req.task_id) is None:
+        # The cancel (core NATS) overtook its task (JetStream): remember it for intake.
+        early_cancels[req.task_id] = (time.time(), req.reason)
+        for task_id, (at, _) in list(early_cancels.items()):
+            if at < time.time() - EARLY_CANCEL_TTL_S:
+                early_cancels.pop(task_id, None)
+    await end_task(store, req.task_id, "cancelled", req.reason)
 
 
 async def sweep_deadlines(store: TaskStore) -> None:

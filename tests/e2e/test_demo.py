@@ -52,7 +52,7 @@ def test_demo_code_task_is_solved_and_traced(stack) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == "done", json.dumps(result)[:3000] + _logs(Path(stack["state"]))
     assert "def is_prime" in result["code"]
-    assert result["tests"] and result["tests"][0]["status"] == "ok"
+    assert result["tests"] and result["attempts"][-1]["passed"]  # its checks passed (disputed ones excepted)
     # The solution really is correct: check it ourselves, independent of the model's tests.
     ns: dict = {}
     exec(result["code"], ns)  # noqa: S102 - output of our own test run, checked below

@@ -139,3 +139,37 @@ def test_cancel_and_timeout_end_tasks_in_their_states(services: Services, tmp_pa
             break
         time.sleep(0.3)
     assert state["status"] == "cancelled"
+
+
+def test_a_cancel_that_overtakes_its_task_still_cancels_it(services: Services, tmp_path) -> None:
+    """Cancel travels on core NATS, the task on JetStream: the cancel can arrive first."""
+    import asyncio
+
+    import nats
+
+    from shared import subjects
+    from shared.contracts import CancelRequest, TaskSubmit
+
+    services.start("router", "services.router", SYNDICATE_ROUTER_CLASSIFIER="0")
+    services.wait_ready(["router"])
+    task = TaskSubmit(kind="reason", text="never answered: no reasoner runs in this test")
+
+    async def go() -> None:
+        nc = await nats.connect(services.server.url)
+        try:
+            await nc.publish(subjects.TASK_CANCEL, CancelRequest(task_id=task.task_id).model_dump_json().encode())
+            await nc.flush()
+            await asyncio.sleep(0.5)
+            await nc.jetstream().publish(subjects.TASK_SUBMIT, task.model_dump_json().encode())
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+    deadline = time.time() + 30
+    state: dict = {}
+    while time.time() < deadline:
+        state = json.loads(services.cli("result", task.task_id, "--json").stdout or "{}")
+        if state.get("status") == "cancelled":
+            break
+        time.sleep(0.3)
+    assert state.get("status") == "cancelled", state
