@@ -156,6 +156,14 @@ class CodeSolver:
                 passed = result.status == "ok" and result.exit_code == 0 and not checks
             else:
                 passed = not failing and result.status in ("ok", "runtime_error")
+            if passed and result.status != "ok" and disputed:
+                # Show the verdict of the checks that stand: run once more without the disputed ones.
+                kept = [c for i, c in enumerate(checks) if i not in disputed]
+                result = await self.run_code(ExecRequest(
+                    code=code, test_code=harness(kept) if kept else None, task_id=job.task_id,
+                    limits=ExecLimits(wall_s=self.settings.sandbox_timeout_s, memory_mb=self.settings.sandbox_memory_mb),
+                ))
+                passed = result.status == "ok" and result.exit_code == 0
             summary = summarize("code+tests", result)
             # The harness's machine-readable line becomes a readable list of failing checks.
             summary.stderr = "\n".join(t for t in (strip_report(summary.stderr).strip(), describe_failures(checks, failing)) if t)
