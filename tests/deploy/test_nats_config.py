@@ -4,7 +4,6 @@ configs parse with the real nats-server, and a real server enforces the permissi
 from __future__ import annotations
 
 import asyncio
-
 import os
 import shutil
 import subprocess
