@@ -40,7 +40,7 @@ def test_permissions_only_name_known_subjects() -> None:
                 continue
             root = subject.removesuffix(".>").removesuffix(".*")
             event_roots = {s.task_events("").rstrip("."), s.ingest_events("").rstrip(".")}
-            known = root in KNOWN_NAMES or root in event_roots or subject == deploy.TASK_STATE_KV
+            known = root in KNOWN_NAMES or root in event_roots or subject in (deploy.TASK_STATE_KV, deploy.EVOLVE_KV)
             assert known, f"{user}: {subject} is not a name from shared/subjects.py"
 
 

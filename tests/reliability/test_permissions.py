@@ -76,7 +76,7 @@ def test_stack_users_and_permissions(make_stack, tmp_path) -> None:
             await nats.connect(wrong.nats_servers, allow_reconnect=False, max_reconnect_attempts=0)
 
         # cli: submit, cancel, health are allowed (no violation) ...
-        task = TaskSubmit(kind="reason", text="hi")
+        task = TaskSubmit(kind="code", text="Write square(x).")  # done, or cancelled first
 
         async def allowed(nc: nats.NATS) -> None:
             await nc.jetstream().publish(subjects.TASK_SUBMIT, task.model_dump_json().encode(),
