@@ -26,6 +26,7 @@ async def measure(url: str, n: int, warmup: int, telemetry: bool = True) -> dict
         await msg.respond(msg.data)
 
     await responder.subscribe("bench.raw", queue="q", cb=raw_handler)
+    await responder.flush()  # the subscription reaches the server before the first request
     raw: list[float] = []
     for i in range(n + warmup):
         t = time.perf_counter()

@@ -71,6 +71,7 @@ class AgentRuntime:
         self.runtime.model = engine.name
         self.runtime.threads = stats.get("threads")
         self.runtime.stats = engine.stats
+        self.runtime.metrics.watch_engine(engine.stats)
         return engine
 
     async def step_already_ended(self, job: AgentJob) -> bool:

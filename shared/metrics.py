@@ -14,6 +14,9 @@ serves everything in one page. Where each series comes from:
     syndicate_engine_generation_seconds_total      agents             ServiceMetrics.observe_generation
     syndicate_engine_time_to_first_token_seconds   agents             ServiceMetrics.observe_generation
     syndicate_engine_tokens_per_second             agents             ServiceMetrics.observe_generation
+    syndicate_engine_waiting_requests, syndicate_engine_running_requests,
+    syndicate_engine_slots, syndicate_engine_throughput_tokens_per_second
+                                                   agents             ServiceMetrics.watch_engine (read at scrape)
     syndicate_sandbox_runs_total{verdict}          code-sandbox       ServiceMetrics.observe_sandbox
     syndicate_retrieval_seconds{op}                retriever          ServiceMetrics.observe_retrieval
     syndicate_task_outcomes_total{kind,status}     router             ServiceMetrics.observe_task
@@ -26,10 +29,11 @@ cover the tasks that went through it (and nothing else).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from faststream.nats import NatsBroker
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from shared import subjects
 from shared.bus import instance_id
@@ -79,6 +83,21 @@ class ServiceMetrics:
             self.histogram(
                 "syndicate_engine_tokens_per_second", "Output tokens per second of one generation", buckets=RATE_BUCKETS,
             ).observe(output_tokens / seconds)
+
+    def gauge(self, name: str, doc: str) -> Gauge:
+        return self._get(name, lambda: Gauge(name, doc, registry=self.registry))
+
+    def watch_engine(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Gauges of an engine's live state, read from ``stats()`` at every scrape: requests
+        waiting and running, batching slots, output tokens/s of all its sequences."""
+        for name, key, doc in (
+            ("syndicate_engine_waiting_requests", "queue_depth", "Requests waiting for a slot of this engine"),
+            ("syndicate_engine_running_requests", "running", "Requests this engine is generating (batched)"),
+            ("syndicate_engine_slots", "slots", "Requests this engine can generate at once"),
+            ("syndicate_engine_throughput_tokens_per_second", "tokens_per_s",
+             "Output tokens/s of all sequences over the engine's recent window"),
+        ):
+            self.gauge(name, doc).set_function(lambda key=key: float(stats().get(key, 0) or 0))
 
     def observe_sandbox(self, verdict: str) -> None:
         """One code-sandbox run by its ExecResult.status."""

@@ -21,6 +21,9 @@ from shared.contracts import HealthReply, TaskEvent
 from shared.metrics import ServiceMetrics, add_metrics_responder
 from shared.settings import Settings, parse_cpus
 
+# Engine stats a health reply carries in ``details`` (queue_depth/running have own fields).
+STATS_IN_DETAILS = ("slots", "tokens_per_s")
+
 
 @dataclass
 class ServiceRuntime:
@@ -46,7 +49,8 @@ class ServiceRuntime:
             service=self.service, instance=self.settings.instance or instance_id(self.service),
             pid=os.getpid(), state=self.state, cpus=cpus, threads=self.threads, model=self.model,  # type: ignore[arg-type]
             queue_depth=int(stats.get("queue_depth", 0)), running=int(stats.get("running", 0)),
-            details={**self.details, "uptime_s": round(time.time() - self.started_at, 1)},
+            details={**self.details, **{k: stats[k] for k in STATS_IN_DETAILS if k in stats},
+                     "uptime_s": round(time.time() - self.started_at, 1)},
         )
 
 

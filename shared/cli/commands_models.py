@@ -126,6 +126,7 @@ def model_rows(*, rehash: bool = False, health: bool = True) -> list[dict[str, A
             "sha256": r.spec.sha256, "verified": verify_file(r.path, r.spec, rehash=rehash),
             "architecture": info.get("architecture"), "quant": info.get("quant"), "name": info.get("name"),
             "n_ctx": r.config.n_ctx, "speculative": r.config.speculative, "queue_limit": r.config.queue_limit,
+            "slots": r.config.slots,
             "source": [p.package for p in r.spec.parts] or None,
             "loaded_by": sorted(loaded.get(r.model_id, [])),
         })

@@ -79,7 +79,7 @@ def down() -> None:
 
 
 def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
-    """One row per service: name, pid, state, pinned cores, model, queue depth."""
+    """One row per service: name, pid, state, pinned cores, model, queue depth, running/slots."""
     settings = Settings()
     record = stack.read_stack(settings)
     conn = cli_settings()
@@ -115,7 +115,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.
         colour = {"ready": "green", "degraded": "yellow", "down": "red"}.get(row["state"], "white")
         table.add_row(
             row["service"], str(row["pid"] or "-"), f"[{colour}]{row['state']}[/]", _cpus(row["cpus"]),
-            str(row["threads"] or "-"), row["model"] or "-", str(row["queue_depth"]), str(row["running"]),
+            str(row["threads"] or "-"), row["model"] or "-", str(row["queue_depth"]), _run_cell(row),
             str(row["restarts"]),
         )
         details = ", ".join(f"{k}: {v}" for k, v in row["details"].items() if k in _NOTE_KEYS)
@@ -130,7 +130,13 @@ def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.
         console.print(f"[dim]placement: {note}[/]")
 
 
-_NOTE_KEYS = ("isolation", "url", "classifier", "embedder", "collections")
+_NOTE_KEYS = ("isolation", "url", "classifier", "embedder", "collections", "tokens_per_s")
+
+
+def _run_cell(row: dict) -> str:
+    """Running requests, and the engine's batching slots when it has them ("2/4")."""
+    slots = row["details"].get("slots")
+    return f"{row['running']}/{slots}" if slots else str(row["running"])
 
 
 def _cpus(cpus: list[int]) -> str:

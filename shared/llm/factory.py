@@ -44,7 +44,10 @@ def load_engine(role: str, settings: Settings | None = None) -> TextEngine:
                 f"SYNDICATE_CPUS={settings.cpus} names cpus this process may not use "
                 f"(allowed: {sorted(allowed)})"
             )
-    return LlamaEngine(EngineConfig.from_role(resolved, cpus))
+    config = EngineConfig.from_role(resolved, cpus)
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    config.threads = int(omp) if omp.isdigit() and int(omp) > 0 else None  # the plan's physical cores
+    return LlamaEngine(config)
 
 
 def _scripted(path: Path, role: str) -> ScriptedEngine:

@@ -76,7 +76,12 @@ class RoleConfig(BaseModel):
     spec_min_prompt_tokens: int = Field(0, ge=0)  # speculate only on prompts this long
     spec_num_pred_tokens: int = Field(10, ge=1, le=64)
     spec_max_pred_tokens: int = Field(32, ge=1, le=128)
-    queue_limit: int = Field(4, ge=0)  # requests waiting besides the running one
+    queue_limit: int = Field(4, ge=0)  # requests waiting besides the running ones
+    # Continuous batching: requests decoded together (each gets its own n_ctx of KV cache,
+    # so KV memory grows with slots), and prompt tokens a joining request may put into one
+    # step while others are generating (shared/llm/llama.py explains both policies).
+    slots: int = Field(4, ge=1, le=64)
+    prefill_chunk: int = Field(64, ge=8)
 
 
 class Roster(BaseModel):

@@ -57,3 +57,16 @@ def test_unset_cpus_means_every_allowed_cpu(tiny_model: Path) -> None:
 def test_explicit_omp_policy_is_respected(tiny_model: Path) -> None:
     res = run_child({"SYNDICATE_MODEL_PATH": str(tiny_model), "OMP_WAIT_POLICY": "ACTIVE"})
     assert res["omp"] == "ACTIVE"
+
+
+def test_the_plans_thread_count_wins_over_the_cpu_count(tiny_model: Path) -> None:
+    """SMT: the plan owns both siblings of a core but runs one thread per physical core."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        import pytest
+
+        pytest.skip("needs two cpus")
+    res = run_child({"SYNDICATE_MODEL_PATH": str(tiny_model), "SYNDICATE_CPUS": f"{allowed[0]},{allowed[1]}",
+                     "OMP_NUM_THREADS": "1"})
+    assert res["cpus"] == allowed[:2]
+    assert res["threads"] == 1

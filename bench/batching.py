@@ -1,0 +1,241 @@
+"""Continuous batching: aggregate generation tok/s with 1, 2, 4, 8 concurrent requests on one
+engine vs the same requests one at a time on the same engine, per-request latency, and the
+ceiling — bare ``llama_decode`` of 1 vs N sequences per step (one token each, logits for
+each, no sampling, no engine around it) on the same context, model and threads.
+Goals: ``ratio_at_4`` ≥ 2.0, ``fraction_of_ceiling`` (= ratio_at_4 / ceiling_at_4) ≥ 0.9,
+``identical`` (temperature-0 texts equal one at a time vs batched).
+
+A staggered run (requests arriving 1 s apart, the last with a long prompt) checks that
+requests joining mid-generation, prefilled in chunks, also give identical text.
+
+Each concurrency level is measured right after its one-at-a-time baseline over the same
+requests (both from empty caches), so machine-load drift hits both; the ceiling runs
+interleave 1 and N sequences. ``identical_vs_slots1`` compares the one-at-a-time texts
+with an engine of one slot (weights repacked, the fastest single-request setup) and
+``slots1_tok_s`` its speed: the price of exact batching, if any.
+
+    python bench/batching.py [--quick] [--model PATH] [--max-tokens N] [--rounds N] [--levels 1,4,8] [--fast]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import emit
+
+from shared.llm.base import GenerationRequest, GenerationResult
+
+PROMPTS = [
+    "Write a Python function that returns the n-th Fibonacci number iteratively, with a docstring.",
+    "Write a Python class Stack with push, pop and peek methods.",
+    "Write a Python function that checks whether a string is a palindrome, ignoring case and spaces.",
+    "Write a Python function that merges two sorted lists into one sorted list.",
+    "Write a Python function that counts the words in a text file and returns the ten most common.",
+    "Write a Python function that flattens a nested list of arbitrary depth.",
+    "Write a Python function that parses an ISO date string and returns the weekday name.",
+    "Write a Python function that computes the greatest common divisor of a list of integers.",
+]
+
+
+def requests(n: int, max_tokens: int) -> list[GenerationRequest]:
+    return [GenerationRequest(messages=[{"role": "user", "content": p}], max_tokens=max_tokens, temperature=0.0,
+                              request_id=f"r{i}") for i, p in enumerate(PROMPTS[:n])]
+
+
+async def one_at_a_time(eng: Any, reqs: list[GenerationRequest]) -> tuple[list[GenerationResult], float]:
+    out, seconds = [], 0.0
+    for r in reqs:
+        eng._reset_cache()
+        t0 = time.perf_counter()
+        out.append(await eng.generate(r))
+        seconds += time.perf_counter() - t0
+    return out, seconds
+
+
+async def together(eng: Any, reqs: list[GenerationRequest]) -> tuple[list[GenerationResult], float]:
+    eng._reset_cache()
+    t0 = time.perf_counter()
+    out = await asyncio.gather(*(eng.generate(r) for r in reqs))
+    return list(out), time.perf_counter() - t0
+
+
+async def staggered(eng: Any, reqs: list[GenerationRequest], gap_s: float) -> tuple[list[GenerationResult], float]:
+    """Requests arriving ``gap_s`` apart: each joins while the earlier ones generate, its
+    prompt prefilled in chunks between their decode steps."""
+    eng._reset_cache()
+    t0 = time.perf_counter()
+
+    async def late(i: int, r: GenerationRequest) -> GenerationResult:
+        await asyncio.sleep(i * gap_s)
+        return await eng.generate(r)
+
+    out = await asyncio.gather(*(late(i, r) for i, r in enumerate(reqs)))
+    return list(out), time.perf_counter() - t0
+
+
+def bare_decode_rate(eng: Any, n_seq: int, steps: int, context: int = 48) -> float:
+    """Tokens/s of plain llama_decode steps of ``n_seq`` sequences (one token and its
+    logits each), after a ``context``-token prompt per sequence. The engine must be idle."""
+    b = eng._batch.batch
+    toks = eng._model.tokenize(b"def add(a, b):\n    return a + b\n" * 8, add_bos=False, special=False)[:context]
+
+    def put(n: int, seq: int, pos: int, tok: int, logits: bool) -> int:
+        b.token[n], b.pos[n], b.n_seq_id[n], b.logits[n] = tok, pos, 1, logits
+        b.seq_id[n][0] = seq
+        return n + 1
+
+    eng._reset_cache()
+    n = 0
+    for s in range(n_seq):
+        for i, t in enumerate(toks):
+            n = put(n, s, i, t, i == len(toks) - 1)
+    b.n_tokens = n
+    eng._ctx.decode(eng._batch)
+
+    def step(j: int) -> None:
+        m = 0
+        for s in range(n_seq):
+            m = put(m, s, len(toks) + j, toks[j % len(toks)], True)
+        b.n_tokens = m
+        eng._ctx.decode(eng._batch)
+
+    step(0)  # warm-up: a new batch shape may allocate
+    t0 = time.perf_counter()
+    for j in range(1, steps + 1):
+        step(j)
+    dt = time.perf_counter() - t0
+    eng._reset_cache()
+    return n_seq * steps / dt
+
+
+def latency(results: list[GenerationResult]) -> dict[str, float]:
+    secs = [r.seconds for r in results]
+    ttft = [r.ttft_s or 0.0 for r in results]
+    return {"mean_s": round(statistics.mean(secs), 2), "max_s": round(max(secs), 2),
+            "mean_ttft_s": round(statistics.mean(ttft), 2), "max_ttft_s": round(max(ttft), 2)}
+
+
+async def run(model: Path, *, levels: list[int], max_tokens: int, rounds: int, ceiling_steps: int,
+              compare_slots1: bool, exact: bool = True) -> dict[str, Any]:
+    from shared.llm.llama import EngineConfig, LlamaEngine
+
+    cpus = sorted(os.sched_getaffinity(0))
+    slots = max(levels)
+    eng = LlamaEngine(EngineConfig(model_path=model, name="coder", cpus=cpus, n_ctx=1024, slots=slots,
+                                   queue_limit=0, exact_batching=exact))
+    rows: dict[int, list[dict[str, Any]]] = {c: [] for c in levels}
+    identical = True
+    mismatches: list[str] = []
+    join: dict[str, Any] = {}
+    ceiling: dict[int, list[float]] = {n: [] for n in sorted({1, *levels})}
+    texts_single: dict[str, str] = {}
+    try:
+        await eng.generate(GenerationRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=4))
+        for rnd in range(rounds):
+            for c in levels:
+                reqs = requests(c, max_tokens)
+                seq_res, seq_s = await one_at_a_time(eng, reqs)
+                bat_res, bat_s = await together(eng, reqs)
+                seq_tok = sum(r.output_tokens for r in seq_res)
+                bat_tok = sum(r.output_tokens for r in bat_res)
+                same = [a.text == b.text for a, b in zip(seq_res, bat_res, strict=True)]
+                if not all(same):
+                    identical = False
+                    mismatches += [reqs[i].request_id for i, ok in enumerate(same) if not ok]
+                for r, res in zip(reqs, seq_res, strict=True):
+                    texts_single[r.request_id] = res.text
+                row = {
+                    "round": rnd, "concurrency": c, "tokens": bat_tok,
+                    "one_at_a_time_tok_s": round(seq_tok / seq_s, 2), "batched_tok_s": round(bat_tok / bat_s, 2),
+                    "ratio": round((bat_tok / bat_s) / (seq_tok / seq_s), 3),
+                    "one_at_a_time_latency": latency(seq_res), "batched_latency": latency(bat_res),
+                    "identical": all(same),
+                }
+                rows[c].append(row)
+                print(row, file=sys.stderr)
+                if c == max(levels) and rnd == 0:  # joins mid-generation, chunked prefill
+                    long_prompt = reqs[0].model_copy(update={"messages": [{"role": "user", "content": (
+                        PROMPTS[0] + " Follow this style guide:\n" + "- use clear names and type hints\n" * 40)}]})
+                    st_reqs = [*reqs[1:], long_prompt]
+                    base, _ = await one_at_a_time(eng, st_reqs)
+                    st_res, st_s = await staggered(eng, st_reqs, gap_s=1.0)
+                    st_same = [a.text == b.text for a, b in zip(base, st_res, strict=True)]
+                    if not all(st_same):
+                        identical = False
+                        mismatches += [f"staggered-{i}" for i, ok in enumerate(st_same) if not ok]
+                    join = {"staggered_identical": all(st_same), "staggered_tok_s": round(sum(r.output_tokens for r in st_res) / st_s, 2),
+                            "staggered_latency": latency(st_res), "long_prompt_tokens": st_res[-1].input_tokens,
+                            "long_prompt_ttft_s": round(st_res[-1].ttft_s or 0, 2)}
+                    print(join, file=sys.stderr)
+            for n in ceiling:  # 1, 2, 4, 8 then again: interleaved
+                ceiling[n].append(bare_decode_rate(eng, n, ceiling_steps))
+            for n in reversed(list(ceiling)):
+                ceiling[n].append(bare_decode_rate(eng, n, ceiling_steps))
+            print({f"bare_{n}": round(statistics.median(v), 2) for n, v in ceiling.items()}, file=sys.stderr)
+        exact = eng.exact_batching
+    finally:
+        await eng.aclose()
+    slots1: dict[str, Any] = {}
+    if compare_slots1:
+        one = LlamaEngine(EngineConfig(model_path=model, name="coder-1slot", cpus=cpus, n_ctx=1024, slots=1))
+        try:
+            reqs = requests(max(levels), max_tokens)
+            res, secs = await one_at_a_time(one, reqs)
+            slots1 = {
+                "slots1_tok_s": round(sum(r.output_tokens for r in res) / secs, 2),
+                "identical_vs_slots1": sum(r.text == texts_single[q.request_id] for q, r in zip(reqs, res, strict=True)) / len(reqs),
+            }
+        finally:
+            await one.aclose()
+    med = {c: statistics.median(r["ratio"] for r in rs) for c, rs in rows.items()}
+    bare = {n: statistics.median(v) for n, v in ceiling.items()}
+    ceil = {n: bare[n] / bare[1] for n in bare}
+    at = 4 if 4 in med else max(med)
+    return {
+        "bench": "batching", "model": model.name, "threads": eng.threads, "slots": slots, "rounds": rounds,
+        "max_tokens": max_tokens, "exact_batching": exact,
+        "ratio": {str(c): round(v, 3) for c, v in med.items()},
+        "batched_tok_s": {str(c): statistics.median(r["batched_tok_s"] for r in rs) for c, rs in rows.items()},
+        "one_at_a_time_tok_s": {str(c): statistics.median(r["one_at_a_time_tok_s"] for r in rs) for c, rs in rows.items()},
+        "latency": {str(c): rs[-1]["batched_latency"] for c, rs in rows.items()},
+        "bare_decode_tok_s": {str(n): round(v, 2) for n, v in bare.items()},
+        "ceiling": {str(n): round(v, 3) for n, v in ceil.items()},
+        **slots1, **join,
+        "mismatches": sorted(set(mismatches)),
+        "ratio_at_4": round(med[at], 3), "ceiling_at_4": round(ceil[at], 3),
+        "fraction_of_ceiling": round(med[at] / ceil[at], 3), "identical": identical,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="1 and 4 concurrent, 48 tokens, one round")
+    p.add_argument("--model", type=Path, default=None, help="GGUF file (default: the roster's coder model)")
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--no-slots1", action="store_true", help="skip the one-slot (repacked) engine comparison")
+    p.add_argument("--levels", default=None, help="concurrency levels, e.g. 1,4,8")
+    p.add_argument("--fast", action="store_true",
+                   help="exact_batching=False: one llama_decode per step, repacked weights (outputs may differ)")
+    a = p.parse_args()
+    from shared.llm.fetch import ensure_model
+    from shared.llm.roster import load_roster
+
+    model = a.model or ensure_model(load_roster().role("coder"))
+    emit(asyncio.run(run(
+        model, levels=[int(x) for x in a.levels.split(",")] if a.levels else ([1, 4] if a.quick else [1, 2, 4, 8]),
+        max_tokens=a.max_tokens or (48 if a.quick else 128),
+        rounds=a.rounds or (1 if a.quick else 2), ceiling_steps=12 if a.quick else 24,
+        compare_slots1=not a.no_slots1, exact=not a.fast,
+    )))
+
+
+if __name__ == "__main__":
+    main()
