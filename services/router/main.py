@@ -306,8 +306,11 @@ async def on_max_deliveries(advisory: MaxDeliveriesAdvisory, store: TaskStore = 
 
 async def fail_task_of(store: TaskStore, subject: str, data: bytes, reason: str) -> None:
     """End the task an undeliverable message belongs to ``failed`` (code ``undeliverable``)."""
-    model = {subjects.TASK_SUBMIT: TaskSubmit, subjects.JOB_CODER: AgentJob, subjects.JOB_REASONER: AgentJob,
-             subjects.STEP_RESULT: StepResult}.get(subject)
+    models: dict[str, type[TaskSubmit | AgentJob | StepResult]] = {
+        subjects.TASK_SUBMIT: TaskSubmit, subjects.JOB_CODER: AgentJob, subjects.JOB_REASONER: AgentJob,
+        subjects.STEP_RESULT: StepResult,
+    }
+    model = models.get(subject)
     if model is None:
         return  # ingest / eval work: the dead letter is the record
     try:

@@ -42,7 +42,7 @@ def test_permissions_only_name_known_subjects() -> None:
             if root.startswith("$KV."):  # a key-value bucket: its name must be a known one
                 root = root.removeprefix("$KV.")
             event_roots = {s.task_events("").rstrip("."), s.ingest_events("").rstrip(".")}
-            known = root in KNOWN_NAMES or root in event_roots or subject == deploy.TASK_STATE_KV
+            known = root in KNOWN_NAMES or root in event_roots or subject in (deploy.TASK_STATE_KV, deploy.EVOLVE_KV)
             assert known, f"{user}: {subject} is not a name from shared/subjects.py"
 
 
