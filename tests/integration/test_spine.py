@@ -16,6 +16,18 @@ CODE = "```python\ndef square(x):\n    return x * x\n```"
 TESTS = "```python\nassert square(3) == 9\nassert square(-2) == 4\n```"
 
 
+def wait_status(services: Services, task_id: str, status: str, timeout_s: float) -> dict:
+    """Poll `syndicate result` until the task reaches ``status`` (or time runs out)."""
+    deadline = time.time() + timeout_s
+    state: dict = {}
+    while time.time() < deadline:
+        state = json.loads(services.cli("result", task_id, "--json").stdout or "{}")
+        if state.get("status") == status:
+            break
+        time.sleep(0.3)
+    return state
+
+
 def start_spine(services: Services, tmp_path, coder_replies: list[str], reasoner_replies: list[str] | None = None,
                 delay: str = "0") -> None:
     services.start("router", "services.router", SYNDICATE_ROUTER_CLASSIFIER="0")
@@ -106,14 +118,7 @@ def test_no_wait_prints_the_id_and_status_lists_services(services: Services, tmp
     out = services.cli("submit", "--kind", "code", "Write square(x).", "--no-wait")
     task_id = out.stdout.strip()
     assert task_id.startswith("t-")
-    deadline = time.time() + 60
-    state: dict = {}
-    while time.time() < deadline:
-        state = json.loads(services.cli("result", task_id, "--json").stdout)
-        if state["status"] == "done":
-            break
-        time.sleep(0.5)
-    assert state["status"] == "done"
+    assert wait_status(services, task_id, "done", 60)["status"] == "done"
     status = json.loads(services.cli("status", "--json").stdout)
     names = {row["service"] for row in status["services"]}
     assert {"router", "coder-agent", "reasoner-agent", "code-sandbox"} <= names
@@ -132,13 +137,7 @@ def test_cancel_and_timeout_end_tasks_in_their_states(services: Services, tmp_pa
     task_id = services.cli("submit", "--kind", "code", "Write lots.", "--no-wait").stdout.strip()
     time.sleep(1.0)
     assert services.cli("cancel", task_id).returncode == 0
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        state = json.loads(services.cli("result", task_id, "--json").stdout)
-        if state["status"] == "cancelled":
-            break
-        time.sleep(0.3)
-    assert state["status"] == "cancelled"
+    assert wait_status(services, task_id, "cancelled", 30)["status"] == "cancelled"
 
 
 def test_a_cancel_that_overtakes_its_task_still_cancels_it(services: Services, tmp_path) -> None:
@@ -165,11 +164,5 @@ def test_a_cancel_that_overtakes_its_task_still_cancels_it(services: Services, t
             await nc.close()
 
     asyncio.run(go())
-    deadline = time.time() + 30
-    state: dict = {}
-    while time.time() < deadline:
-        state = json.loads(services.cli("result", task.task_id, "--json").stdout or "{}")
-        if state.get("status") == "cancelled":
-            break
-        time.sleep(0.3)
+    state = wait_status(services, task.task_id, "cancelled", 30)
     assert state.get("status") == "cancelled", state
