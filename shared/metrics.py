@@ -28,6 +28,7 @@ cover the tasks that went through it (and nothing else).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,10 @@ RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 TASK_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
+
+def _stat(stats: Callable[[], dict[str, Any]], key: str) -> float:
+    """One numeric field of an engine's ``stats()``, 0 when missing or None."""
+    return float(stats().get(key, 0) or 0)
 
 class ServiceMetrics:
     """One process's own Prometheus series (standard names, so dashboards line up).
@@ -97,7 +102,7 @@ class ServiceMetrics:
             ("syndicate_engine_throughput_tokens_per_second", "tokens_per_s",
              "Output tokens/s of all sequences over the engine's recent window"),
         ):
-            self.gauge(name, doc).set_function(lambda key=key: float(stats().get(key, 0) or 0))
+            self.gauge(name, doc).set_function(functools.partial(_stat, stats, key))
 
     def observe_sandbox(self, verdict: str) -> None:
         """One code-sandbox run by its ExecResult.status."""

@@ -115,7 +115,7 @@ def main():
     sys.path.insert(0, root)
     module = type(sys)("__main__")
     module.__file__ = main_path
-    module.__builtins__ = __builtins__
+    module.__dict__["__builtins__"] = __builtins__  # same as the attribute; ModuleType's stub omits it
     sys.modules["__main__"] = module
     _status("start")
     try:

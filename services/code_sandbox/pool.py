@@ -151,8 +151,11 @@ class BoxPool:
     async def _refill_now(self) -> None:
         # Yield first so the run that triggered this starts before the new boxes do.
         await asyncio.sleep(0)
+        cfg = self.cfg
+        if cfg is None:  # only start() schedules a refill, after setting cfg
+            return
         while not self._closed and len(self._warm) < self.settings.sandbox_warm_pool:
-            box = Box(self.cfg)
+            box = Box(cfg)
             try:
                 await box.start()
             except SandboxError as exc:

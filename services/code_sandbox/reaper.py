@@ -72,9 +72,9 @@ class ChildReaper:
         """Future of ``pid``'s (raw wait status, rusage or None); register right after spawning."""
         assert self._loop is not None, "install() first"
         if pid in self._unclaimed:
-            fut = self._loop.create_future()
-            fut.set_result(self._unclaimed.pop(pid))
-            return fut
+            ready: asyncio.Future[tuple[int, Any]] = self._loop.create_future()
+            ready.set_result(self._unclaimed.pop(pid))
+            return ready
         fut = self._waiters.get(pid)
         if fut is None:
             fut = self._waiters[pid] = self._loop.create_future()

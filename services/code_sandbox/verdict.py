@@ -25,7 +25,7 @@ from __future__ import annotations
 import signal as _signal
 from dataclasses import dataclass, field
 
-from shared.contracts import ExecLimits
+from shared.contracts import ExecLimits, SandboxStatus
 
 
 @dataclass
@@ -48,7 +48,7 @@ class RunFacts:
 
 @dataclass
 class Verdict:
-    status: str
+    status: SandboxStatus
     exit_code: int | None
     signal: int | None
     message: str
@@ -65,13 +65,15 @@ def decide(f: RunFacts) -> Verdict:
     """Map facts to (status, exit_code, signal, message); see the module table."""
     exit_code, sig = f.exit_code, f.signal
     if f.via_init and sig is None and exit_code is not None and 128 < exit_code < 128 + 65 and f.reported_exit is None:
-        exit_code, sig = None, exit_code - 128
+        # Two statements: mypy narrows the left-hand exit_code to None before reading the right.
+        sig = exit_code - 128
+        exit_code = None
     lim = f.limits
     notes = list(f.notes)
     if f.pids_max_hits:
         notes.append(f"process limit {lim.processes} reached {f.pids_max_hits} time(s)")
 
-    def out(status: str, msg: str, *, code: int | None = exit_code, s: int | None = sig) -> Verdict:
+    def out(status: SandboxStatus, msg: str, *, code: int | None = exit_code, s: int | None = sig) -> Verdict:
         return Verdict(status, code, s, "; ".join([m for m in [msg, *notes] if m]))
 
     if f.kill_reason == "output":
@@ -89,7 +91,7 @@ def decide(f: RunFacts) -> Verdict:
     if sig == _signal.SIGXCPU or (sig == _signal.SIGKILL and f.cpu_s >= lim.cpu_s - 0.05):
         return out("timeout", f"CPU time limit of {lim.cpu_s:g} s exceeded", code=None)
     if sig is not None:
-        status = "killed" if sig == _signal.SIGKILL else "runtime_error"
+        status: SandboxStatus = "killed" if sig == _signal.SIGKILL else "runtime_error"
         return out(status, f"terminated by {_signame(sig)}", code=None)
     if exit_code == 0:
         return out("ok", "")

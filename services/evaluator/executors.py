@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from shared.contracts import ExecRequest, ExecResult
+from shared.contracts import ExecRequest, ExecResult, SandboxStatus
 
 RunProgram = Callable[[ExecRequest], ExecResult]
 
@@ -36,7 +36,7 @@ class LocalUnsafeExecutor:
                                    text=True, timeout=req.limits.wall_s)
             except subprocess.TimeoutExpired:
                 return ExecResult(status="timeout", wall_s=req.limits.wall_s, isolation=UNSAFE_LABEL)
-            status = "ok" if p.returncode == 0 else "runtime_error"
+            status: SandboxStatus = "ok" if p.returncode == 0 else "runtime_error"
             return ExecResult(status=status, exit_code=p.returncode, stdout=p.stdout[-4000:], stderr=p.stderr[-4000:],
                               wall_s=time.monotonic() - start, isolation=UNSAFE_LABEL)
 

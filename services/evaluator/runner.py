@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -37,6 +37,9 @@ from services.evaluator.suites import (
 )
 from shared.contracts import ExecLimits, ExecRequest, TaskResult, TaskState, TaskSubmit
 from shared.errors import ConfigError, SyndicateError
+
+if TYPE_CHECKING:  # scoring is imported lazily at run time (default_scorer)
+    from services.evaluator.scoring import Generation
 
 AGENTS_LABEL = "syndicate (through agents)"
 
@@ -79,7 +82,9 @@ class NullProgress:
 class Scorer(Protocol):  # what LlamaScorer offers (tests pass fakes)
     chat: bool
 
-    def generate(self, **kwargs: Any) -> Any: ...
+    def generate(self, *, messages: list[dict[str, str]] | None = None, prompt: str | None = None,
+                 max_tokens: int = 512, stop: Sequence[str] = (), temperature: float = 0.0,
+                 seed: int = 0, ban_eos: bool = False) -> Generation: ...
     def loglik(self, context: str, continuations: list[str]) -> list[float]: ...
     def tokenize(self, text: str, bos: bool = True) -> list[int]: ...
     def chunk_logits(self, tokens: list[int]) -> np.ndarray: ...

@@ -213,7 +213,7 @@ def _mmlu(cache: Path) -> list[dict[str, Any]]:
             for i, r in enumerate(rows)
         ])
     # Interleave subjects so that --limit N still spans all 57 of them.
-    out = []
+    out: list[dict[str, Any]] = []
     for i in range(max(len(s) for s in by_subject)):
         out.extend(s[i] for s in by_subject if i < len(s))
     return out

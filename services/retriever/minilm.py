@@ -160,8 +160,8 @@ def convert(source: Path, out: Path) -> None:
         tensors = load_safetensors(zf.read("model.safetensors"))
         pooling = json.loads(zf.read("1_Pooling/config.json"))
         with tempfile.TemporaryDirectory() as tmp:
-            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                (Path(tmp) / name).write_bytes(zf.read(name))
+            for fname in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                (Path(tmp) / fname).write_bytes(zf.read(fname))
             special = gguf.SpecialVocab(tmp, n_vocab=config["vocab_size"])
     if not pooling.get("pooling_mode_mean_tokens"):
         raise ModelUnavailable("expected a mean-pooled sentence-transformers model")

@@ -12,7 +12,7 @@ import json
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import qdrant_edge as qe
 
@@ -205,7 +205,9 @@ class EdgeStore:
                     qe.Prefetch(limit=n, query=dense_q, filter=flt, params=params),
                     qe.Prefetch(limit=n, query=qe.Query.Nearest(qe.SparseVector(*sparse), using=SPARSE), filter=flt),
                 ],
-                query=qe.Fusion.Rrf(k=RRF_K),
+                # The stub declares Fusion.Rrf as a plain nested class; at run time it is a
+                # Fusion variant (pyo3 complex enum), which is what QueryRequest takes.
+                query=cast(qe.Fusion, qe.Fusion.Rrf(k=RRF_K)),
                 with_payload=True,
                 with_vector=[DENSE],
             )

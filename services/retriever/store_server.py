@@ -7,7 +7,7 @@ which the tests use to exercise this code path when no server is reachable.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
@@ -183,7 +183,9 @@ class ServerStore:
         return [
             StoredHit(
                 str(p.id), float(p.score), dict(p.payload or {}),
-                list(p.vector[DENSE]) if isinstance(p.vector, dict) and DENSE in p.vector else None,
+                # The DENSE slot is a plain dense vector (the stub types every named slot as
+                # dense | sparse | multi-vector).
+                list(cast("list[float]", p.vector[DENSE])) if isinstance(p.vector, dict) and DENSE in p.vector else None,
             )
             for p in res.points
         ]

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -160,7 +160,7 @@ def ingest(
         err_console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
     seconds = time.perf_counter() - t0
-    summary = {
+    summary: dict[str, Any] = {
         "job_id": job_id, "collection": collection, "files": sum(r.files for r in replies),
         "chunks": sum(r.chunks for r in replies), "removed": sum(r.removed for r in replies),
         "skipped": len(plan.skipped) + sum(len(r.skipped) for r in replies), "seconds": round(seconds, 2),

@@ -70,8 +70,8 @@ def plot_curve(programs: list[EvolveProgram], points: list[dict[str, Any]], path
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    scored = [p for p in programs if p.score is not None]
-    ax.scatter([p.generation for p in scored], [p.score for p in scored], s=14, alpha=0.5, label="candidates")
+    scored = [(p.generation, p.score) for p in programs if p.score is not None]
+    ax.scatter([g for g, _ in scored], [s for _, s in scored], s=14, alpha=0.5, label="candidates")
     line = [(pt["generation"], pt["best_score"]) for pt in points if pt["best_score"] is not None]
     if line:
         ax.plot([x for x, _ in line], [y for _, y in line], marker="o", color="C1", label="best so far",

