@@ -32,6 +32,7 @@ import nats
 from faststream import BaseMiddleware
 from faststream.nats import JStream, NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.security import SASLPlaintext
 from nats.js.api import (
     ConsumerConfig,
     DiscardPolicy,
@@ -45,7 +46,7 @@ from pydantic import BaseModel, ValidationError
 from shared import subjects
 from shared.contracts import DeadLetter, ErrorInfo, ErrorReply, HealthPing, HealthReply, TaskSubmit
 from shared.errors import BusError, InvalidPayload, Overloaded, SyndicateError, error_from_code
-from shared.settings import Settings
+from shared.settings import Settings, url_credentials, without_credentials
 from shared.telemetry import setup_tracing
 
 T = TypeVar("T", bound=BaseModel)
@@ -195,8 +196,11 @@ def make_broker(service: str, settings: Settings | None = None, *, telemetry: bo
     if telemetry:
         provider = setup_tracing(service, settings)
         middlewares.insert(0, NatsTelemetryMiddleware(tracer_provider=provider))
+    servers = settings.nats_servers
+    creds = url_credentials(servers)
     return NatsBroker(
-        settings.nats_servers,
+        without_credentials(servers),  # FastStream takes credentials once, for every node
+        security=SASLPlaintext(username=creds["user"], password=creds["password"]) if creds else None,
         name=service,
         middlewares=middlewares,
         max_reconnect_attempts=-1,

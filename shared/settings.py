@@ -7,6 +7,7 @@ knobs (``CoderSettings`` etc. live with the service).
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +83,24 @@ def nats_servers(url: str, user: str | None = None, password: str | None = None)
             part = f"{scheme}://{cred}@{rest}"
         out.append(part)
     return out
+
+
+def url_credentials(urls: list[str]) -> dict[str, str]:
+    """``{"user": ..., "password": ...}`` from the first URL that carries them, else {}.
+
+    Pass them to nats-py as connect options too: a cluster's nodes announce each other's
+    URLs without credentials, and a client reconnecting to such a discovered URL would
+    otherwise be refused ('Authorization Violation')."""
+    for url in urls:
+        parsed = urlparse(url)
+        if parsed.username:
+            return {"user": parsed.username, "password": parsed.password or ""}
+    return {}
+
+
+def without_credentials(urls: list[str]) -> list[str]:
+    """The URLs with any ``user:password@`` removed (safe to print; options carry the auth)."""
+    return [u.split("://", 1)[0] + "://" + u.split("://", 1)[1].rsplit("@", 1)[-1] if "@" in u else u for u in urls]
 
 
 def parse_cpus(spec: str | None) -> list[int]:

@@ -32,7 +32,7 @@ from shared.contracts import (
     TaskSubmit,
 )
 from shared.errors import BusError, DeadlineExceeded, error_from_code
-from shared.settings import nats_servers
+from shared.settings import nats_servers, url_credentials
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -58,7 +58,7 @@ class BusClient:
         self._thread.start()
         try:
             self.nc: nats.NATS = self._run(nats.connect(
-                servers, name="evaluator-client", connect_timeout=max(1, int(connect_timeout_s)),
+                servers, **url_credentials(servers), name="evaluator-client", connect_timeout=max(1, int(connect_timeout_s)),
                 max_reconnect_attempts=3, allow_reconnect=True,
             ), timeout=connect_timeout_s + 5)
         except Exception as exc:

@@ -23,7 +23,7 @@ import pytest
 from shared import subjects
 from shared.cli.connect import health_replies
 from shared.contracts import FINAL_STATUSES, TaskState, TaskSubmit
-from shared.settings import Settings
+from shared.settings import Settings, url_credentials
 from shared.stack import NatsNode, nats_config, nats_server_binary, wait_port
 from tests.conftest import REPO, free_port
 
@@ -260,7 +260,7 @@ class Client:
         async def on_error(exc: Exception) -> None:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
-        self.nc = await nats.connect(servers, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+        self.nc = await nats.connect(servers, **url_credentials(servers), max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                      error_cb=on_error, connect_timeout=5)
 
         async def on_event(msg: Any) -> None:
