@@ -246,20 +246,31 @@ def _without_create_spans(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def print_waterfall(spans: list[dict[str, Any]], width: int = 40) -> None:
+def print_waterfall(spans: list[dict[str, Any]], width: int = 20) -> None:
     t0 = min(s["start"] for s in spans)
     total = max(s["end"] for s in spans) - t0 or 1e-9
     depth = _depths(spans)
-    table = Table(title=f"trace {spans[0]['trace_id']} · {total * 1000:.0f} ms · {len(spans)} spans")
-    for col in ("service", "span", "start ms", "dur ms", "timeline"):
-        table.add_column(col, no_wrap=True)
+    table = Table(title=f"trace {spans[0]['trace_id']} · {total * 1000:.0f} ms · {len(spans)} spans",
+                  box=None, padding=(0, 1), header_style="bold")
+    table.add_column("service", no_wrap=True, max_width=14, overflow="ellipsis")
+    table.add_column("span", no_wrap=True, max_width=34, overflow="ellipsis")
+    table.add_column("start s", justify="right", no_wrap=True)
+    table.add_column("dur s", justify="right", no_wrap=True)
+    table.add_column("timeline", no_wrap=True, min_width=width)
     for s in spans:
-        a = int((s["start"] - t0) / total * width)
+        a = min(width - 1, int((s["start"] - t0) / total * width))
         b = max(a + 1, int((s["end"] - t0) / total * width))
         bar = " " * a + "█" * (b - a)
-        table.add_row(s["service"], "  " * depth[s["span_id"]] + s["name"], f"{(s['start'] - t0) * 1000:.1f}",
-                      f"{(s['end'] - s['start']) * 1000:.1f}", f"[cyan]{bar}[/]")
+        table.add_row(s["service"], "  " * min(depth[s["span_id"]], 4) + _span_label(s["name"]),
+                      f"{s['start'] - t0:.3f}", f"{s['end'] - s['start']:.3f}", f"[cyan]{bar}[/]")
     console.print(table)
+
+
+def _span_label(name: str) -> str:
+    """Shorter names for the terminal: reply inboxes and per-task event subjects."""
+    if name.startswith("_INBOX."):
+        return "reply " + name.rsplit(" ", 1)[-1]
+    return re.sub(r"^(syndicate\.task\.events)\.\S+", r"\1", name).removeprefix("syndicate.")
 
 
 def _depths(spans: list[dict[str, Any]]) -> dict[str, int]:
