@@ -35,7 +35,7 @@ class ServiceSpec:
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("router", "services.router"),
+    ServiceSpec("router", "services.router", "router"),  # its small classifier model
     ServiceSpec("coder-agent", "services.coder_agent", "coder"),
     ServiceSpec("reasoner-agent", "services.reasoner_agent", "reasoner"),
     ServiceSpec("retriever", "services.retriever"),
@@ -176,9 +176,10 @@ class Supervisor:
         nats_url = f"nats://127.0.0.1:{self.port}"
         plan = self.plan()
         for spec in self.services:
-            cpus = plan.get(spec.role or "", {}).get("cpus") if spec.role else None
-            env = service_env(dict(os.environ), self.settings, nats_url, spec.name, cpus)
-            self.children.append(Child(spec=spec, env=env, cpus=cpus or []))
+            agent = plan.get(spec.role or "", {})
+            env = service_env(dict(os.environ), self.settings, nats_url, spec.name, agent.get("cpus"))
+            env.update(agent.get("env", {}))  # SYNDICATE_CPUS, OMP_NUM_THREADS, OMP_WAIT_POLICY
+            self.children.append(Child(spec=spec, env=env, cpus=agent.get("cpus", [])))
         for child in self.children:
             self._spawn(child)
         self.write_record("running")

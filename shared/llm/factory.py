@@ -1,0 +1,58 @@
+"""``load_engine(role, settings)``: the one call an agent's lifespan makes for its model.
+
+- ``SYNDICATE_ENGINE_SCRIPT=/path/replies.json`` (a JSON list of reply strings): a
+  ``ScriptedEngine`` answering them in order. Integration tests of real service
+  processes use it to run the whole bus without llama.cpp
+  (``SYNDICATE_ENGINE_SCRIPT_DELAY``: seconds between streamed pieces, for slow-model tests).
+- otherwise the role's model from the roster (``SYNDICATE_ROSTER``; file overrides
+  ``SYNDICATE_MODEL_PATH`` / ``SYNDICATE_MODEL_<ROLE>_PATH``), verified, loaded in a
+  ``LlamaEngine`` pinned to ``settings.cpus`` (all cpus this process may use when unset).
+
+Loading blocks for up to a second or two (mmap + warm-up): call it from a thread
+(``await asyncio.to_thread(load_engine, role, settings)``) inside an event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from shared.errors import ConfigError
+from shared.llm.base import ScriptedEngine, TextEngine
+from shared.settings import Settings, parse_cpus
+
+
+def load_engine(role: str, settings: Settings | None = None) -> TextEngine:
+    """The engine for ``role``; raises ModelUnavailable / ConfigError with a clear fix."""
+    settings = settings or Settings()
+    script = os.environ.get("SYNDICATE_ENGINE_SCRIPT")
+    if script:
+        return _scripted(Path(script), role)
+    from shared.llm.fetch import ensure_model
+    from shared.llm.llama import EngineConfig, LlamaEngine
+    from shared.llm.roster import load_roster
+
+    roster = load_roster(os.environ.get("SYNDICATE_ROSTER") or settings.roster)
+    resolved = roster.role(role)
+    ensure_model(resolved)
+    cpus = parse_cpus(settings.cpus) or None
+    if cpus is not None:
+        allowed = os.sched_getaffinity(0)
+        if not set(cpus) <= allowed:
+            raise ConfigError(
+                f"SYNDICATE_CPUS={settings.cpus} names cpus this process may not use "
+                f"(allowed: {sorted(allowed)})"
+            )
+    return LlamaEngine(EngineConfig.from_role(resolved, cpus))
+
+
+def _scripted(path: Path, role: str) -> ScriptedEngine:
+    try:
+        replies = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"SYNDICATE_ENGINE_SCRIPT={path}: {e}") from e
+    if not isinstance(replies, list) or not replies or not all(isinstance(r, str) for r in replies):
+        raise ConfigError(f"SYNDICATE_ENGINE_SCRIPT={path} must hold a non-empty JSON list of strings")
+    delay = float(os.environ.get("SYNDICATE_ENGINE_SCRIPT_DELAY", "0") or 0)  # seconds per piece
+    return ScriptedEngine(replies, name=f"scripted-{role}", token_delay_s=delay)
