@@ -8,6 +8,7 @@ in tests)::
     sys/devices/system/cpu/cpuN/topology/{thread_siblings_list,physical_package_id}
     sys/devices/system/cpu/cpuN/cache/indexK/{level,type,shared_cpu_list,size}
     sys/devices/system/node/nodeM/cpulist
+    sys/fs/cgroup/cpu.max          (a CPU quota: use only as many cores as it pays for)
 
 Missing pieces degrade instead of failing: no L3 entry (some VMs hide it) groups cpus by
 package, no node directory means one NUMA node, no topology directory means every cpu is
@@ -16,6 +17,7 @@ its own core. Each fallback is written to ``Topology.notes``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from shared.settings import parse_cpus
 
 CPU_DIR = Path("sys/devices/system/cpu")
 NODE_DIR = Path("sys/devices/system/node")
+CGROUP_CPU_MAX = Path("sys/fs/cgroup/cpu.max")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,17 @@ def _groups(sets: dict[int, frozenset[int]], cpus: tuple[int, ...]) -> tuple[tup
     return tuple(sorted(seen))
 
 
+def _cpu_quota(root: Path) -> float | None:
+    """CPUs' worth of time the cgroup may use (cgroup v2 ``cpu.max``), None if unlimited."""
+    text = _read(root / CGROUP_CPU_MAX)
+    if not text:
+        return None
+    quota, _, period = text.partition(" ")
+    if quota == "max" or not quota.isdigit() or not period.strip().isdigit():
+        return None
+    return int(quota) / int(period)
+
+
 def _l3_of(cpu_dir: Path) -> tuple[frozenset[int], int | None] | None:
     """(shared cpus, size in KB) of the level-3 cache above this cpu, or None."""
     cache = cpu_dir / "cache"
@@ -167,6 +181,14 @@ def discover(root: str | Path = "/", allowed: set[int] | None = None) -> Topolog
     if len(siblings) < len(cpus):
         notes.append("no SMT sibling lists: every cpu is counted as its own core")
     cores = _groups(siblings, cpus)
+    quota = _cpu_quota(root)
+    if quota is not None and math.ceil(quota) < len(cores):
+        # A CPU quota without a cpuset (docker --cpus, a Burstable pod): more threads than
+        # the quota would be throttled mid-token. Use as many whole cores as it pays for.
+        keep = max(1, math.ceil(quota))
+        cores = cores[:keep]
+        cpus = tuple(sorted(c for core in cores for c in core))
+        notes.append(f"cgroup cpu quota of {quota:g} cpus: using the first {keep} cores only")
 
     by_package: dict[int, set[int]] = {}
     for cpu in cpus:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -60,3 +61,12 @@ def test_bad_roles_exit_2():
     result = CliRunner().invoke(app, ["topology", "--roles", "coder=x"])
     assert result.exit_code == 2
     assert "bad role" in result.output
+
+
+def test_compose_snippet_is_yaml_with_a_cpuset_per_agent():
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load(run("--sysfs", str(SYSFS / "epyc-7502p"), "--compose"))
+    services = doc["services"]
+    assert services["coder-agent"]["cpuset"] == "0-11,32-43"
+    assert services["reasoner-agent"]["environment"]["OMP_NUM_THREADS"] == "12"
+    assert services["code-sandbox"]["cpuset"] == "28-31,60-63"

@@ -87,3 +87,15 @@ def test_live_machine_matches_own_affinity():
     assert set(topo.cpus) == os.sched_getaffinity(0)
     assert sorted(c for core in topo.cores for c in core) == list(topo.cpus)
     assert sorted(c for g in topo.l3_groups for c in g) == list(topo.cpus)
+
+
+def test_cpu_quota_limits_cores(tmp_path):
+    shutil.copytree(SYSFS / "epyc-7502p", tmp_path, dirs_exist_ok=True)
+    (tmp_path / "sys/fs/cgroup").mkdir(parents=True)
+    (tmp_path / "sys/fs/cgroup/cpu.max").write_text("250000 100000\n")
+    topo = discover(tmp_path)
+    assert topo.cores == ((0, 32), (1, 33), (2, 34))
+    assert topo.l3_groups == ((0, 1, 2, 32, 33, 34),)
+    assert any("quota of 2.5" in n for n in topo.notes)
+    (tmp_path / "sys/fs/cgroup/cpu.max").write_text("max 100000\n")
+    assert len(discover(tmp_path).cores) == 32
