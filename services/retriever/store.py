@@ -120,3 +120,29 @@ def open_store(
     from services.retriever.store_edge import EdgeStore
 
     return EdgeStore(state_dir / "qdrant", hnsw_ef=hnsw_ef)
+
+
+class ScrolledStore:
+    """``points_for_path`` and ``paths`` for backends that page through a collection;
+    a backend supplies ``_scroll`` and its own filter type through ``_path_filter``."""
+
+    def _scroll(self, collection: str, flt: Any, payload: Any, vectors: bool) -> list[Any]:
+        raise NotImplementedError
+
+    def _path_filter(self, path: str) -> Any:
+        raise NotImplementedError
+
+    def points_for_path(self, collection: str, path: str, *, with_vectors: bool) -> dict[str, StoredPoint]:
+        out: dict[str, StoredPoint] = {}
+        for r in self._scroll(collection, self._path_filter(path), True, with_vectors):
+            vec = r.vector if isinstance(r.vector, dict) else {}
+            sp = vec.get(SPARSE)
+            sparse = (list(sp.indices), list(sp.values)) if sp is not None else ([], [])
+            out[str(r.id)] = StoredPoint(str(r.id), list(vec.get(DENSE) or []), sparse, dict(r.payload or {}))
+        return out
+
+    def paths(self, collection: str) -> dict[str, str]:
+        return {
+            r.payload["path"]: r.payload.get("file_hash", "")
+            for r in self._scroll(collection, None, ["path", "file_hash"], False)
+        }

@@ -22,6 +22,7 @@ from services.retriever.store import (
     RRF_K,
     SPARSE,
     CollectionMeta,
+    ScrolledStore,
     StoredHit,
     StoredPoint,
 )
@@ -57,7 +58,7 @@ def _dense(vector: Any) -> list[float] | None:
     return list(vector[DENSE]) if isinstance(vector, dict) and DENSE in vector else None
 
 
-class EdgeStore:
+class EdgeStore(ScrolledStore):
     backend = "qdrant-edge"
 
     def __init__(self, root: Path, *, hnsw_ef: int | None = None) -> None:
@@ -168,21 +169,8 @@ class EdgeStore:
             if offset is None:
                 return out
 
-    def points_for_path(self, collection: str, path: str, *, with_vectors: bool) -> dict[str, StoredPoint]:
-        out: dict[str, StoredPoint] = {}
-        for r in self._scroll(collection, _filter(None, path), True, with_vectors):
-            vec = r.vector if isinstance(r.vector, dict) else {}
-            dense = list(vec.get(DENSE) or [])
-            sp = vec.get(SPARSE)
-            sparse = (list(sp.indices), list(sp.values)) if sp is not None else ([], [])
-            out[str(r.id)] = StoredPoint(str(r.id), dense, sparse, dict(r.payload or {}))
-        return out
-
-    def paths(self, collection: str) -> dict[str, str]:
-        return {
-            r.payload["path"]: r.payload.get("file_hash", "")
-            for r in self._scroll(collection, None, ["path", "file_hash"], False)
-        }
+    def _path_filter(self, path: str) -> Any:
+        return _filter(None, path)
 
     def search(
         self,

@@ -18,6 +18,7 @@ from services.retriever.store import (
     RRF_K,
     SPARSE,
     CollectionMeta,
+    ScrolledStore,
     StoredHit,
     StoredPoint,
 )
@@ -42,7 +43,7 @@ def _filter(filters: SearchFilters | None, path: str | None = None) -> m.Filter 
     return m.Filter(must=must) if must else None
 
 
-class ServerStore:
+class ServerStore(ScrolledStore):
     backend = "qdrant-server"
 
     def __init__(self, url: str, *, api_key: str | None = None, timeout: int = 30, hnsw_ef: int | None = None) -> None:
@@ -136,20 +137,8 @@ class ServerStore:
             if offset is None:
                 return out
 
-    def points_for_path(self, collection: str, path: str, *, with_vectors: bool) -> dict[str, StoredPoint]:
-        out: dict[str, StoredPoint] = {}
-        for r in self._scroll(collection, _filter(None, path), True, with_vectors):
-            vec = r.vector if isinstance(r.vector, dict) else {}
-            sp = vec.get(SPARSE)
-            sparse = (list(sp.indices), list(sp.values)) if sp is not None else ([], [])
-            out[str(r.id)] = StoredPoint(str(r.id), list(vec.get(DENSE) or []), sparse, dict(r.payload or {}))
-        return out
-
-    def paths(self, collection: str) -> dict[str, str]:
-        return {
-            r.payload["path"]: r.payload.get("file_hash", "")
-            for r in self._scroll(collection, None, ["path", "file_hash"], False)
-        }
+    def _path_filter(self, path: str) -> Any:
+        return _filter(None, path)
 
     def search(
         self,
