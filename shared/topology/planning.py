@@ -356,17 +356,23 @@ def _split_groups(
     notes: list[str],
 ) -> tuple[dict[str, Cores], Cores]:
     """Core budgets proportional to weight, each packed into one L3 group when it fits
-    (best fit, biggest first); what is left is the shared pool."""
+    (best fit, biggest first); budgets no single group can hold span groups last, so
+    they never take the cores a smaller agent needed to stay inside one group. What is
+    left is the shared pool."""
     budgets = _proportional(len(topology.cores) - reserve, roles, order, mins)
     free = {g: topology.group_cores(g) for g in range(len(topology.l3_groups))}
     agent_cores: dict[str, Cores] = {}
+    spanning: list[str] = []
     for r in sorted(order, key=lambda r: (-budgets[r], order.index(r))):
         b = budgets[r]
         fitting = [g for g in free if len(free[g]) >= b]
         if fitting:
             g = min(fitting, key=lambda g: (len(free[g]), g))
             agent_cores[r], free[g] = free[g][:b], free[g][b:]
-            continue
+        else:
+            spanning.append(r)
+    for r in spanning:
+        b = budgets[r]
         # Span as few groups as possible, inside one NUMA node if one has room.
         by_node: dict[int, list[int]] = {}
         for g in free:

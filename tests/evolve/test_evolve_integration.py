@@ -51,8 +51,29 @@ def start(services: Services, tmp: Path, delay: str) -> None:
     for name, replies in scripts.items():
         services.start(name, "services.coder_agent", SYNDICATE_ENGINE_SCRIPT=write_script(tmp / f"{name}.json", replies),
                        SYNDICATE_ENGINE_SCRIPT_DELAY=delay)
-    services.wait_ready(["router", "code-sandbox", "coder-agent"])
-    time.sleep(1.0)  # both coder copies pulling
+    services.wait_ready(["router", "code-sandbox", "coder-agent"], every_process=True)
+    wait_pullers(services.server.url, subjects.CODER_DURABLE, 2)
+
+
+def wait_pullers(url: str, durable: str, count: int, timeout_s: float = 60.0) -> None:
+    """Wait until ``count`` processes pull from ``durable`` (a pull request of each is
+    waiting at the server), so both coder copies share the work from the first job."""
+
+    async def go() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            end = time.monotonic() + timeout_s
+            while True:
+                info = await js.consumer_info(subjects.JOBS_STREAM, durable)
+                if (info.num_waiting or 0) >= count:
+                    return
+                assert time.monotonic() < end, f"{durable}: {info.num_waiting} of {count} pulling"
+                await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
 
 
 def read_run(url: str, run_id: str) -> EvolveRun | None:

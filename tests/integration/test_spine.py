@@ -135,7 +135,7 @@ def test_cancel_and_timeout_end_tasks_in_their_states(services: Services, tmp_pa
     assert result["status"] == "timeout"
     # Cancel: submit, then cancel while running.
     task_id = services.cli("submit", "--kind", "code", "Write lots.", "--no-wait").stdout.strip()
-    time.sleep(1.0)
+    assert wait_status(services, task_id, "running", 60)["status"] == "running"
     assert services.cli("cancel", task_id).returncode == 0
     assert wait_status(services, task_id, "cancelled", 30)["status"] == "cancelled"
 

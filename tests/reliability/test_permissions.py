@@ -23,21 +23,31 @@ pytestmark = pytest.mark.integration
 ALL = [spec.name for spec in SERVICES]
 
 
-async def violations(settings, action) -> list[str]:  # type: ignore[no-untyped-def]
-    """Run ``action(nc)`` as the settings' user; the permission errors the server sent."""
+async def violations(settings, action, expected: int = 0) -> list[str]:  # type: ignore[no-untyped-def]
+    """Run ``action(nc)`` as the settings' user; the permission errors the server sent.
+
+    The server's -ERR arrives before the flush's PONG, but nats-py hands it to the error
+    callback as a separate task: wait for the ``expected`` errors rather than a fixed time
+    a busy machine may overrun (and a moment more, to see any unexpected one)."""
     errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
+    def refused() -> list[str]:
+        return [e.lower() for e in errors if "ermissions" in e]
+
     nc = await nats.connect(settings.nats_servers, error_cb=on_error, allow_reconnect=False)
     try:
         await action(nc)
         await nc.flush()
-        await asyncio.sleep(0.3)  # the server's -ERR arrives asynchronously
+        end = asyncio.get_running_loop().time() + 30
+        while len(refused()) < expected and asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
     finally:
         await nc.close()
-    return [e.lower() for e in errors if "ermissions" in e]
+    return refused()
 
 
 def test_stack_users_and_permissions(make_stack, tmp_path) -> None:
@@ -95,7 +105,7 @@ def test_stack_users_and_permissions(make_stack, tmp_path) -> None:
             await nc.publish(subjects.STEP_RESULT, b"{}")
             await nc.subscribe(subjects.JOB_CODER)
 
-        refused = await violations(cli, cli_forbidden)
+        refused = await violations(cli, cli_forbidden, expected=3)
         assert any("publish to" in e and subjects.JOB_CODER in e for e in refused), refused
         assert any("publish to" in e and subjects.STEP_RESULT in e for e in refused), refused
         assert any("subscription to" in e and subjects.JOB_CODER in e for e in refused), refused
@@ -106,7 +116,7 @@ def test_stack_users_and_permissions(make_stack, tmp_path) -> None:
             await nc.subscribe(subjects.JOB_REASONER)
             await nc.subscribe(subjects.task_events("*"))
 
-        refused = await violations(sandbox, sandbox_forbidden)
+        refused = await violations(sandbox, sandbox_forbidden, expected=3)
         assert any("publish to" in e and subjects.TASK_SUBMIT in e for e in refused), refused
         assert any("subscription to" in e and subjects.JOB_REASONER in e for e in refused), refused
         assert any("subscription to" in e and "task.events" in e for e in refused), refused
@@ -115,7 +125,7 @@ def test_stack_users_and_permissions(make_stack, tmp_path) -> None:
         async def coder_forbidden(nc: nats.NATS) -> None:
             await nc.publish(subjects.JOB_REASONER, b"{}")
 
-        refused = await violations(coder, coder_forbidden)
+        refused = await violations(coder, coder_forbidden, expected=1)
         assert any("publish to" in e and subjects.JOB_REASONER in e for e in refused), refused
 
         client = await Client().connect(cli.nats_servers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shared.topology import RoleSpec, plan_placement
@@ -39,6 +39,13 @@ def test_plan_invariants_on_random_machines(topo, roles, shared_cores):
 
 @settings(max_examples=100, deadline=None)
 @given(machines, role_sets, st.lists(st.integers(0, 12), min_size=7, max_size=7))
+# Found by hypothesis (issue #18): the 12- and 6-core budgets spanned groups first and
+# took the 2-core groups the small agents needed to stay inside one L3 group.
+@example(
+    make_topology([2, 2, 2, 2, 2, 5, 5, 8], smt=1),
+    {r: RoleSpec(weight=0.25) for r in ["coder", "reasoner", "router", "critic", "planner", "embed", "judge"]},
+    [0, 0, 2, 3, 3, 6, 12],
+)
 def test_min_cores_met_when_possible(topo, roles, mins):
     roles = {
         r: RoleSpec(weight=s.weight, min_cores=m)
