@@ -33,14 +33,25 @@ class MeteredEngine:
 
     def __init__(self, engine: TextEngine, metrics: ServiceMetrics) -> None:
         self.inner, self.metrics, self.name = engine, metrics, engine.name
+        self._live: set[str] = set()  # request ids generating now
 
     async def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> GenerationResult:
-        out = await self.inner.generate(request, on_token)
+        self._live.add(request.request_id)
+        try:
+            out = await self.inner.generate(request, on_token)
+        finally:
+            self._live.discard(request.request_id)
         self.metrics.observe_generation(out.input_tokens, out.output_tokens, out.seconds, out.ttft_s)
         return out
 
     def cancel(self, request_id: str) -> bool:
-        return self.inner.cancel(request_id)
+        """Stop a generation, and every one of the same task running under a sub-id
+        ``<request_id>.<part>`` (reasoner-agent's parallel chains)."""
+        parts = [r for r in self._live if r.startswith(f"{request_id}.")]
+        hit = self.inner.cancel(request_id)
+        for rid in parts:
+            hit = self.inner.cancel(rid) or hit
+        return hit
 
     def stats(self) -> dict[str, Any]:
         return self.inner.stats()

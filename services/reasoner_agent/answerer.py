@@ -1,19 +1,24 @@
-"""reasoner-agent's logic: retrieve, answer from the sources, cite what was used."""
+"""reasoner-agent's logic: vote over reasoning chains when the answer is checkable,
+answer from retrieved sources with checked citations when the task names a collection,
+and say so plainly when nothing retrieved is relevant."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 
+from services.reasoner_agent.chains import run_chains
+from services.reasoner_agent.citations import cited, ground, refuses
 from services.reasoner_agent.prompts import (
+    CHOICE_SYSTEM,
     NOTHING_RELEVANT,
+    NUMBER_SYSTEM,
     RAG_SYSTEM,
     SYSTEM,
-    label,
     plain_prompt,
     rag_prompt,
 )
 from services.reasoner_agent.settings import ReasonerSettings
+from services.reasoner_agent.voting import Kind, options, question_kind
 from shared.contracts import (
     AgentJob,
     Citation,
@@ -28,50 +33,8 @@ from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
 from shared.llm.base import GenerationRequest, TextEngine, TokenCallback
 
 Search = Callable[[SearchRequest], Awaitable[SearchReply]]
-_CITE = re.compile(r"\[([^\[\]\s]+):(\d+)-(\d+)\]")
 
-
-def cited(answer: str, hits: list[SearchHit]) -> list[Citation]:
-    """Citations the answer actually makes that name a retrieved source (invented ones dropped)."""
-    known = {label(h): h for h in hits}
-    out: list[Citation] = []
-    for m in _CITE.finditer(answer):
-        hit = known.get(m.group(0))
-        if hit is not None and all(c.path != hit.path or c.start_line != hit.start_line for c in out):
-            out.append(Citation(path=hit.path, start_line=hit.start_line, end_line=hit.end_line, score=hit.score))
-    return out
-
-
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_STOP = frozenset(["the", "a", "an", "of", "to", "in", "is", "are", "be", "it", "its", "and", "or", "for", "on", "by", "as", "at", "with", "that", "this", "when", "from"])
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
-
-
-def attribute(answer: str, hits: list[SearchHit], min_overlap: float = 0.35) -> tuple[str, list[Citation]]:
-    """Cite for the model: each answer sentence gets the label of the passage that holds
-    most of its content words (if at least ``min_overlap`` of them). Small models answer
-    from the sources but rarely write the labels themselves."""
-    passages = [(h, _words(h.text)) for h in hits]
-    out: list[str] = []
-    used: list[SearchHit] = []
-    for sentence in _SENTENCE.split(answer.strip()):
-        words = _words(sentence)
-        best, score = None, 0.0
-        for hit, pw in passages:
-            overlap = len(words & pw) / len(words) if words else 0.0
-            if overlap > score:
-                best, score = hit, overlap
-        if best is not None and score >= min_overlap and not _CITE.search(sentence):
-            sentence = f"{sentence} {label(best)}"
-            if best not in used:
-                used.append(best)
-        out.append(sentence)
-    cites = [Citation(path=h.path, start_line=h.start_line, end_line=h.end_line, score=h.score) for h in used]
-    return " ".join(out), cites
+__all__ = ["Answerer", "Search", "cited"]
 
 
 class Answerer:
@@ -85,8 +48,16 @@ class Answerer:
             await self.progress(text)
 
     async def answer(self, job: AgentJob) -> StepResult:
+        """The job's StepResult; a cancel, a deadline or an engine error ends it with that status."""
         try:
-            return await self._answer(job)
+            if job.collection:
+                return await self._from_collection(job)
+            kind = question_kind(job.text)
+            if kind is not None and self.settings.vote_chains > 1:
+                return await self._voted(job, kind)
+            await self._say("answering")
+            return await self._once(job, [{"role": "system", "content": SYSTEM},
+                                          {"role": "user", "content": plain_prompt(job.text, job.context)}])
         except Cancelled as exc:
             return self._fail(job, "cancelled", exc)
         except DeadlineExceeded as exc:
@@ -94,36 +65,65 @@ class Answerer:
         except SyndicateError as exc:
             return self._fail(job, "failed", exc)
 
-    async def _answer(self, job: AgentJob) -> StepResult:
-        hits: list[SearchHit] = []
-        if job.collection:
-            await self._say(f"searching collection '{job.collection}'")
-            reply = await self.search(SearchRequest(query=job.text, collection=job.collection, top_k=self.settings.top_k))
-            hits = [h for h in reply.hits if h.score >= self.settings.min_score]
-            if not hits:
-                text = NOTHING_RELEVANT.format(collection=job.collection)
-                if self.on_token:
-                    await self.on_token(text)
-                return StepResult(task_id=job.task_id, step_id=job.step_id, agent="reasoner", status="done", answer=text)
-            await self._say(f"answering from {len(hits)} sources")
-            messages = [{"role": "system", "content": RAG_SYSTEM}, {"role": "user", "content": rag_prompt(job.text, hits, job.context)}]
-        else:
-            await self._say("answering")
-            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": plain_prompt(job.text, job.context)}]
-        out = await self.engine.generate(
-            GenerationRequest(messages=messages, max_tokens=job.max_tokens or self.settings.max_tokens,
-                              deadline=job.deadline, request_id=job.task_id),
-            self.on_token,
-        )
-        answer, citations = out.text.strip(), cited(out.text, hits)
-        if hits and not citations:
-            answer, citations = attribute(answer, hits)
-        return StepResult(
-            task_id=job.task_id, step_id=job.step_id, agent="reasoner", status="done", answer=answer,
-            citations=citations,
-            usage=Usage(model=out.model, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
-                        seconds=out.seconds, ttft_s=out.ttft_s),
-        )
+    def _request(self, job: AgentJob, messages: list[dict[str, str]]) -> GenerationRequest:
+        return GenerationRequest(messages=messages, max_tokens=job.max_tokens or self.settings.max_tokens,
+                                 deadline=job.deadline, request_id=job.task_id)
+
+    async def _once(self, job: AgentJob, messages: list[dict[str, str]]) -> StepResult:
+        out = await self.engine.generate(self._request(job, messages), self.on_token)
+        return self._done(job, out.text.strip(), Usage(model=out.model, input_tokens=out.input_tokens,
+                                                        output_tokens=out.output_tokens, seconds=out.seconds,
+                                                        ttft_s=out.ttft_s))
+
+    async def _voted(self, job: AgentJob, kind: Kind) -> StepResult:
+        """Self-consistency: chains in parallel slots, the majority's answer and its reasoning."""
+        n = self.settings.vote_chains
+        await self._say(f"reasoning along {n} chains in parallel, then voting")
+        system = NUMBER_SYSTEM if kind == "number" else CHOICE_SYSTEM
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": plain_prompt(job.text, job.context)}]
+        out = await run_chains(self.engine, self._request(job, messages), n=n, kind=kind,
+                               letters=options(job.text) or "ABCDEFGHIJ", temperature=self.settings.vote_temperature,
+                               seed=self.settings.vote_seed, early_stop=self.settings.vote_early_stop,
+                               progress=self.progress)
+        await self._say(out.vote.sentence)
+        answer = f"{out.text}\n\n{out.vote.sentence}"
+        if self.on_token is not None:  # chains are not streamed (they run together): send the result once
+            await self.on_token(answer)
+        return self._done(job, answer, Usage(model=out.model, input_tokens=out.input_tokens,
+                                             output_tokens=out.output_tokens, seconds=out.seconds))
+
+    async def _from_collection(self, job: AgentJob) -> StepResult:
+        assert job.collection is not None
+        await self._say(f"searching collection '{job.collection}'")
+        reply = await self.search(SearchRequest(query=job.text, collection=job.collection, top_k=self.settings.top_k))
+        hits = [h for h in reply.hits if h.score >= self.settings.min_score]
+        if not hits:
+            return await self._nothing(job)
+        await self._say(f"answering from {len(hits)} sources")
+        messages = [{"role": "system", "content": RAG_SYSTEM}, {"role": "user", "content": rag_prompt(job.text, hits, job.context)}]
+        out = await self.engine.generate(self._request(job, messages), self.on_token)
+        usage = Usage(model=out.model, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
+                      seconds=out.seconds, ttft_s=out.ttft_s)
+        if refuses(out.text):
+            return await self._nothing(job, usage, streamed=True)
+        answer, citations = self._ground(out.text, hits)
+        if not citations:  # an answer no retrieved passage supports is not an answer from the collection
+            return await self._nothing(job, usage, streamed=True)
+        return self._done(job, answer, usage, citations)
+
+    def _ground(self, text: str, hits: list[SearchHit]) -> tuple[str, list[Citation]]:
+        return ground(text, hits, support=self.settings.cite_support, attribute=self.settings.cite_attribute)
+
+    async def _nothing(self, job: AgentJob, usage: Usage | None = None, streamed: bool = False) -> StepResult:
+        text = NOTHING_RELEVANT.format(collection=job.collection)
+        if self.on_token is not None:
+            await self.on_token(("\n\n" if streamed else "") + text)
+        return self._done(job, text, usage or Usage())
+
+    @staticmethod
+    def _done(job: AgentJob, answer: str, usage: Usage, citations: list[Citation] | None = None) -> StepResult:
+        return StepResult(task_id=job.task_id, step_id=job.step_id, agent="reasoner", status="done",
+                          answer=answer, citations=citations or [], usage=usage)
 
     @staticmethod
     def _fail(job: AgentJob, status: str, exc: SyndicateError) -> StepResult:

@@ -27,7 +27,7 @@ async def test_answers_with_citations_of_retrieved_sources_only() -> None:
         asked.append(req)
         return SearchReply(hits=HITS, collection=req.collection)
 
-    engine = ScriptedEngine(["It uses the constant product x*y=k [defi/amm.md:3-9], not [made/up.md:1-2]."])
+    engine = ScriptedEngine(["It prices swaps with the constant product x*y=k [defi/amm.md:3-9], not [made/up.md:1-2]."])
     result = await Answerer(engine, search, ReasonerSettings()).answer(job())
     assert result.status == "done"
     assert asked[0].collection == "defi"

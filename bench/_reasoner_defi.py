@@ -1,0 +1,114 @@
+"""DeFi-notes arm of bench/reasoner_quality.py: the reasoner's Answerer over the
+retriever's own index of examples/defi-notes, scored against
+examples/defi-notes-questions.json.
+
+- correct: an answerable question answered (not "nothing relevant") stating every
+  required fact (each fact: any of its phrasings, case- and whitespace-insensitive);
+- citation precision: citations (over all questions) whose lines overlap a labelled
+  passage of their question; a citation on an off-corpus question is always wrong;
+- citation recall: per answerable question, the share of its labelled passages that some
+  citation overlaps, averaged;
+- nothing-relevant rate: off-corpus questions answered "nothing relevant" with no citation
+  (and, as the price of it, the rate of answerable questions refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench._reasoner_gsm8k import read_jsonl  # noqa: E402
+
+QUESTIONS = REPO / "examples" / "defi-notes-questions.json"
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.lower().replace("`", "").replace("\\", ""))
+
+
+def states(answer: str, fact: list[str]) -> bool:
+    """True when the answer states the fact in one of its accepted phrasings."""
+    a = _norm(answer)
+    return any(_norm(p) in a or _norm(p).replace(" ", "") in a.replace(" ", "") for p in fact)
+
+
+def overlaps(c: dict, s: dict) -> bool:
+    return c["path"] == s["path"] and c["start_line"] <= s["end_line"] and s["start_line"] <= c["end_line"]
+
+
+def score(recs: list[dict]) -> dict:
+    """The arm's figures from per-question records."""
+    ans = [r for r in recs if r["kind"] == "answerable"]
+    off = [r for r in recs if r["kind"] == "off_corpus"]
+    cites = [(c, r) for r in recs for c in r["citations"]]
+    good = sum(1 for c, r in cites if any(overlaps(c, s) for s in r.get("sources", [])))
+    recall = [sum(any(overlaps(c, s) for c in r["citations"]) for s in r["sources"]) / len(r["sources"]) for r in ans]
+    return {
+        "answerable": len(ans), "off_corpus": len(off),
+        "answer_correct": round(sum(r["correct"] for r in ans) / max(1, len(ans)), 3),
+        "citation_precision": round(good / len(cites), 3) if cites else 0.0,
+        "citation_recall": round(sum(recall) / max(1, len(recall)), 3),
+        "citations": len(cites),
+        "nothing_relevant_rate": round(sum(r["nothing_relevant"] and not r["citations"] for r in off) / max(1, len(off)), 3),
+        "refused_answerable_rate": round(sum(r["nothing_relevant"] for r in ans) / max(1, len(ans)), 3),
+        "seconds_per_question": round(sum(r["seconds"] for r in recs) / max(1, len(recs)), 2),
+    }
+
+
+async def run_defi(engine, out: Path) -> dict:  # type: ignore[no-untyped-def]
+    """Ingest the notes into a temporary collection, answer every labelled question, score."""
+    from services.reasoner_agent.answerer import Answerer
+    from services.reasoner_agent.settings import ReasonerSettings
+    from services.retriever.embedding import load_embedder
+    from services.retriever.index import DocumentIndex
+    from services.retriever.store_edge import EdgeStore
+    from shared.cli.commands_retrieval import plan_ingest
+    from shared.contracts import AgentJob, IngestRequest, SearchReply, SearchRequest
+
+    doc = json.loads(QUESTIONS.read_text())
+    todo = [("answerable", q) for q in doc["answerable"]] + [("off_corpus", q) for q in doc["off_corpus"]]
+    done = {r["question"]: r for r in read_jsonl(out)}
+    os.chdir(REPO)  # stored paths are relative to the repository, as `syndicate ingest` run there stores them
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EdgeStore(Path(tmp))
+        index = DocumentIndex(store, load_embedder("minilm", threads=1))
+        for batch in plan_ingest([Path(doc["collection_root"])]).batches:
+            index.ingest(IngestRequest(collection="defi", documents=batch))
+        index.optimize_idle(idle_s=0)
+
+        async def search(req: SearchRequest) -> SearchReply:
+            return await asyncio.to_thread(index.search, req)
+
+        answerer = Answerer(engine, search, ReasonerSettings())
+        for k, (kind, q) in enumerate(todo, 1):
+            if q["question"] in done:
+                continue
+            job = AgentJob(task_id=f"defi-{k}", step_id=f"defi-{k}.1", agent="reasoner", text=q["question"],
+                           collection="defi", deadline=time.time() + 3600)
+            t = time.perf_counter()
+            res = await answerer.answer(job)
+            if res.status != "done":
+                raise RuntimeError(f"{q['question']}: {res.status} {res.error}")
+            rec = {"question": q["question"], "kind": kind, "sources": q.get("sources", []),
+                   "answer": res.answer, "citations": [c.model_dump() for c in res.citations],
+                   "nothing_relevant": "nothing relevant" in res.answer,
+                   "correct": kind == "answerable" and "nothing relevant" not in res.answer
+                   and all(states(res.answer, f) for f in q["facts"]),
+                   "seconds": round(time.perf_counter() - t, 2)}
+            with out.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+            done[q["question"]] = rec
+            print(f"[defi {k}/{len(todo)}] {kind} correct={rec['correct']} nothing={rec['nothing_relevant']} "
+                  f"cites={[(c['path'].rsplit('/', 1)[-1], c['start_line']) for c in rec['citations']]}",
+                  file=sys.stderr, flush=True)
+        store.close()
+    return score([done[q["question"]] for _, q in todo])
