@@ -61,7 +61,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services
+	$(VENV)/bin/mypy shared services syndicate
 
 lock:
 	uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements.lock

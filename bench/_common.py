@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.stack import nats_server_binary, wait_port  # noqa: E402
+from syndicate.nats_server import nats_server_binary, wait_port  # noqa: E402
 
 
 @contextmanager

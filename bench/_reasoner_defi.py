@@ -71,8 +71,8 @@ async def run_defi(engine, out: Path) -> dict:  # type: ignore[no-untyped-def]
     from services.retriever.embedding import load_embedder
     from services.retriever.index import DocumentIndex
     from services.retriever.store_edge import EdgeStore
-    from shared.cli.commands_retrieval import plan_ingest
     from shared.contracts import AgentJob, IngestRequest, SearchReply, SearchRequest
+    from syndicate.cli.commands_retrieval import plan_ingest
 
     doc = json.loads(QUESTIONS.read_text())
     todo = [("answerable", q) for q in doc["answerable"]] + [("off_corpus", q) for q in doc["off_corpus"]]

@@ -14,8 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from services.evaluator import metrics, prompts  # noqa: E402
-from services.evaluator.suites import QAItem, load_suite  # noqa: E402
+from shared.evaluation import metrics, prompts  # noqa: E402
+from shared.evaluation.suites import QAItem, load_suite  # noqa: E402
 
 
 def gsm8k_items(limit: int) -> list[QAItem]:

@@ -20,8 +20,8 @@ import nats
 from _common import emit, nats_server, pct
 
 from shared import subjects
-from shared.cli.connect import health_replies
 from shared.contracts import TaskEvent, TaskSubmit, new_id
+from syndicate.cli.connect import health_replies
 from tests.gateway.fake_agent import FakeAgents
 
 REPO = Path(__file__).resolve().parent.parent

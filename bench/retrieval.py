@@ -34,8 +34,8 @@ from services.retriever.embedding import load_embedder  # noqa: E402
 from services.retriever.index import DocumentIndex  # noqa: E402
 from services.retriever.store import CollectionMeta, StoredPoint  # noqa: E402
 from services.retriever.store_edge import EdgeStore  # noqa: E402
-from shared.cli.commands_retrieval import plan_ingest  # noqa: E402
 from shared.contracts import IngestRequest, SearchFilters, SearchRequest  # noqa: E402
+from syndicate.cli.commands_retrieval import plan_ingest  # noqa: E402
 
 DIM = 384
 GOAL_P50_MS = 5.0

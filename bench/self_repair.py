@@ -23,11 +23,11 @@ from _common import emit, nats_server
 from services.coder_agent.prompts import SYSTEM, extract_code, strip_scaffolding, task_prompt
 from services.coder_agent.settings import CoderSettings
 from services.coder_agent.solver import CodeSolver
-from services.evaluator.settings import EvaluatorSettings
-from services.evaluator.suites import load_suite
 from shared import subjects
 from shared.bus import make_broker, request
 from shared.contracts import AgentJob, ExecLimits, ExecRequest, ExecResult
+from shared.evaluation.settings import EvaluatorSettings
+from shared.evaluation.suites import load_suite
 from shared.llm.base import GenerationRequest
 from shared.llm.factory import load_engine
 from shared.settings import Settings

@@ -78,7 +78,7 @@ def nats_servers(url: str, user: str | None = None, password: str | None = None)
         if user and "@" not in part:
             scheme, rest = part.split("://", 1)
             # nats-py reads credentials from the URL as they are (no %-decoding): the
-            # generated ones are letters and digits (shared.deploy.new_password).
+            # generated ones are letters and digits (syndicate.deploy.new_password).
             cred = user + (f":{password}" if password else "")
             part = f"{scheme}://{cred}@{rest}"
         out.append(part)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from shared.stack import nats_server_binary, wait_port
+from syndicate.nats_server import nats_server_binary, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ class Services:
     def wait_ready(self, names: list[str], timeout_s: float = 60.0, *, every_process: bool = False) -> None:
         """Wait until each service in ``names`` has a ready instance (``every_process``:
         until every process started here answers ready, e.g. two copies of one agent)."""
-        from shared.cli.connect import health_replies
+        from syndicate.cli.connect import health_replies
 
         end = time.monotonic() + timeout_s
         ready: set[str] = set()
@@ -128,7 +128,7 @@ class Services:
 
     def cli(self, *args: str, timeout: float = 120.0, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args], env=self.env(**env), cwd=REPO,
+            [sys.executable, "-m", "syndicate.cli", *args], env=self.env(**env), cwd=REPO,
             capture_output=True, text=True, timeout=timeout,
         )
 

@@ -8,11 +8,11 @@ import asyncio
 
 from faststream.nats import NatsMessage, PullSub
 
-from services.evaluator.jobs import pin_to_placement, run_remote
-from services.evaluator.settings import EvaluatorSettings
 from shared import subjects
 from shared.bus import consumer, ensure_jetstream, js_stream, make_broker
 from shared.contracts import EvalRunRequest
+from shared.evaluation.jobs import pin_to_placement, run_remote
+from shared.evaluation.settings import EvaluatorSettings
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime, create_app, in_progress
 

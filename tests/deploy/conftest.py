@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared import deploy
+from syndicate import deploy
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("epyc", "multinode")

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from shared import deploy
 from shared.settings import parse_cpus
+from syndicate import deploy
 
 from .conftest import AGENTS, REPO
 

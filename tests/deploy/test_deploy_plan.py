@@ -1,4 +1,4 @@
-"""shared/deploy.py and `syndicate deploy`: plan -> cpusets, credentials, NATS users."""
+"""syndicate/deploy.py and `syndicate deploy`: plan -> cpusets, credentials, NATS users."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from shared import deploy
-from shared.cli import commands_deploy
 from shared.settings import parse_cpus
+from syndicate import deploy
+from syndicate.cli import commands_deploy
 
 from .conftest import REPO
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from shared import deploy, stack
 from shared import subjects as s
+from syndicate import deploy, supervisor
 
 from .conftest import REPO
 
@@ -15,13 +15,13 @@ KNOWN_NAMES = {v for k, v in vars(s).items() if k.isupper() and isinstance(v, st
 
 def test_local_stack_services_are_deployed_the_same_way() -> None:
     deployed = {svc.name: svc for svc in deploy.SERVICES}
-    for spec in stack.SERVICES:
+    for spec in supervisor.SERVICES:
         assert spec.name in deployed, f"{spec.name} runs locally but is not in compose/k8s"
         assert deployed[spec.name].module == spec.module
         if spec.role:
             assert deployed[spec.name].plan_role == spec.role
     # The gateway joins the local stack with its own issue; nothing else may be missing.
-    assert set(deployed) - {spec.name for spec in stack.SERVICES} <= {"gateway"}
+    assert set(deployed) - {spec.name for spec in supervisor.SERVICES} <= {"gateway"}
 
 
 def test_service_packages_exist_for_what_is_deployed() -> None:

@@ -15,8 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared import deploy
 from shared import subjects as s
+from syndicate import deploy
 
 from .conftest import AGENTS, K8S_VERSION, OVERLAYS, REPO, containers, load_yaml_docs
 

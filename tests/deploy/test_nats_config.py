@@ -13,9 +13,9 @@ from pathlib import Path
 import nats
 import pytest
 
-from shared import deploy
 from shared import subjects as s
-from shared.stack import nats_server_binary, wait_port
+from syndicate import deploy
+from syndicate.nats_server import nats_server_binary, wait_port
 from tests.conftest import free_port
 
 from .conftest import REPO

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import deploy
-from shared.stack import nats_server_binary, wait_port
+from syndicate import deploy
+from syndicate.nats_server import nats_server_binary, wait_port
 from tests.conftest import REPO, Services, free_port, write_script
 from tests.integration.test_spine import CODE, TESTS
 

@@ -30,7 +30,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
 
     def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "syndicate.cli", *args], env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=timeout)
 
     up = cli("up", "--detach", "--port", str(free_port()), "--wait", "600")

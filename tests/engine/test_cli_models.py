@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 
 def test_models_json(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.cli import app, commands_models
+    from syndicate.cli import app, commands_models
 
     roster = tmp_path / "r.toml"
     roster.write_text(

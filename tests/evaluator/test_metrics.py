@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from services.evaluator import metrics
+from shared.evaluation import metrics
 
 
 @pytest.mark.parametrize(("n", "c", "k"), [(5, 2, 2), (10, 3, 1), (10, 3, 5), (20, 1, 10), (7, 0, 3), (4, 4, 2)])

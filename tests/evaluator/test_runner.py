@@ -11,10 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.evaluator import report
-from services.evaluator.results import ItemCache
-from services.evaluator.runner import AGENTS_LABEL, Runner, RunOptions
-from services.evaluator.settings import EvaluatorSettings
 from shared.contracts import (
     Attempt,
     ExecRequest,
@@ -24,6 +20,10 @@ from shared.contracts import (
     TaskSubmit,
     Usage,
 )
+from shared.evaluation import report
+from shared.evaluation.results import ItemCache
+from shared.evaluation.runner import AGENTS_LABEL, Runner, RunOptions
+from shared.evaluation.settings import EvaluatorSettings
 from tests.evaluator.tiny_gguf import write_tiny
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.evaluator import sources, suites
 from shared.errors import ConfigError
+from shared.evaluation import sources, suites
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from services.evaluator import quantize
-from services.evaluator.models import ModelRef, gguf_file_type, resolve_model
-from services.evaluator.runner import Runner, RunOptions
-from services.evaluator.settings import EvaluatorSettings
 from shared.errors import ConfigError
+from shared.evaluation import quantize
+from shared.evaluation.models import ModelRef, gguf_file_type, resolve_model
+from shared.evaluation.runner import Runner, RunOptions
+from shared.evaluation.settings import EvaluatorSettings
 from tests.evaluator.tiny_gguf import write_tiny
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -66,14 +66,14 @@ def test_perplexity_matches_a_hand_computation(tiny: Path, tmp_path: Path) -> No
 
 
 def test_loglik_of_a_continuation_equals_its_token_nlls(tiny: Path) -> None:
-    from services.evaluator.scoring import LlamaScorer
+    from shared.evaluation.scoring import LlamaScorer
 
     sc = LlamaScorer(ModelRef(label="t", path=tiny), threads=1, n_ctx=128, logits=True)
     try:
         ll_a, ll_b = sc.loglik("Question: which?\nAnswer:", [" yes", " no way"])
         toks = sc.tokenize("Question: which?\nAnswer: yes")
         logits = sc.chunk_logits(toks)
-        from services.evaluator.metrics import log_softmax
+        from shared.evaluation.metrics import log_softmax
 
         lp = log_softmax(logits)
         n_ctx_toks = len(sc.tokenize("Question: which?\nAnswer:"))
@@ -116,7 +116,7 @@ def test_cli_runs_user_files_and_ends_with_one_json_object(tiny: Path, tmp_path:
     import typer
     from typer.testing import CliRunner
 
-    from shared.cli.commands_eval import register
+    from syndicate.cli.commands_eval import register
 
     monkeypatch.setenv("SYNDICATE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SYNDICATE_QUANT_DIR", str(tmp_path / "q"))

@@ -13,8 +13,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.cli.connect import health_replies
 from shared.telemetry import read_trace
+from syndicate.cli.connect import health_replies
 from tests.gateway.conftest import Stack
 from tests.gateway.fake_agent import ANSWER
 

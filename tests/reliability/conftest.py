@@ -1,4 +1,4 @@
-"""Harness of the reliability tests: the real local stack (``python -m shared.stack``,
+"""Harness of the reliability tests: the real local stack (``python -m syndicate.supervisor``,
 the supervisor that restarts what dies) in a temporary state folder, a loopback NATS
 cluster, and a bus client that submits tasks and watches their results."""
 
@@ -21,10 +21,10 @@ import nats
 import pytest
 
 from shared import subjects
-from shared.cli.connect import health_replies
 from shared.contracts import FINAL_STATUSES, TaskState, TaskSubmit
 from shared.settings import Settings, url_credentials
-from shared.stack import NatsNode, nats_config, nats_server_binary, wait_port
+from syndicate.cli.connect import health_replies
+from syndicate.nats_server import NatsNode, nats_config, nats_server_binary, wait_port
 from tests.conftest import REPO, free_port
 
 CODE = "```python\ndef square(x):\n    return x * x\n```"
@@ -62,7 +62,7 @@ def alive(pid: int | None) -> bool:
 
 
 class Stack:
-    """``python -m shared.stack`` on a temporary state folder, as a user would run it."""
+    """``python -m syndicate.supervisor`` on a temporary state folder, as a user would run it."""
 
     def __init__(self, root: Path, services: list[str], env: dict[str, str] | None = None, *,
                  nats_cluster: int = 1, auth: bool = True) -> None:
@@ -94,7 +94,7 @@ class Stack:
             assert up.returncode == 0, up.stdout + up.stderr
             self.supervisor_pid = self.record()["supervisor_pid"]
         else:
-            self.proc = subprocess.Popen([sys.executable, "-m", "shared.stack", *flags], env=self.env(), cwd=REPO,
+            self.proc = subprocess.Popen([sys.executable, "-m", "syndicate.supervisor", *flags], env=self.env(), cwd=REPO,
                                          stdout=(self.root / "supervisor.log").open("ab"), stderr=subprocess.STDOUT)
         self.wait_ready(self.services, timeout_s)
 
@@ -158,7 +158,7 @@ class Stack:
         os.kill(node["pid"], signal.SIGKILL)
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=self.env(), cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "syndicate.cli", *args], env=self.env(), cwd=REPO,
                               capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:

@@ -1,5 +1,5 @@
 """The local stack runs NATS with one user per service and the subject permissions of
-shared/deploy.py: credentials are generated per stack (0600, removed at stop), every
+syndicate/deploy.py: credentials are generated per stack (0600, removed at stop), every
 service works as its own user, the CLI user may submit, cancel, read results and ping
 health, and out-of-permission publishes and subscribes are refused by the server."""
 
@@ -13,9 +13,10 @@ import stat
 import nats
 import pytest
 
-from shared import deploy, subjects
+from shared import subjects
 from shared.contracts import CancelRequest, TaskSubmit
-from shared.stack import SERVICES
+from syndicate import deploy
+from syndicate.supervisor import SERVICES
 
 from .conftest import CODE, Client
 

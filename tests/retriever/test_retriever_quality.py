@@ -12,8 +12,8 @@ from pathlib import Path
 
 from services.retriever.index import DocumentIndex
 from services.retriever.store import VectorStore
-from shared.cli.commands_retrieval import plan_ingest
 from shared.contracts import IngestRequest, SearchRequest
+from syndicate.cli.commands_retrieval import plan_ingest
 from tests.retriever.conftest import MemoEmbedder, unique
 
 REPO = Path(__file__).resolve().parents[2]

@@ -88,7 +88,7 @@ def test_background_ingest_survives_a_retriever_crash(services: Services, tmp_pa
     corpus.mkdir()
     for i in range(40):  # 3 batches of at most 16 files
         (corpus / f"note{i:02d}.md").write_text(f"# Note {i}\n\n" + f"Topic {i}: collateral, oracles and fees. " * 20)
-    cli = subprocess.Popen([sys.executable, "-m", "shared.cli", "ingest", str(corpus), "--collection", "crash",
+    cli = subprocess.Popen([sys.executable, "-m", "syndicate.cli", "ingest", str(corpus), "--collection", "crash",
                             "--background", "--json"], env=services.env(), cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     try:

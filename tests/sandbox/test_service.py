@@ -13,8 +13,8 @@ import nats
 import pytest
 
 from shared import subjects
-from shared.cli.connect import health_replies
 from shared.contracts import ErrorReply, ExecLimits, ExecRequest, ExecResult
+from syndicate.cli.connect import health_replies
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 CGROUP_BASES = [Path("/sys/fs/cgroup") / h / "syndicate-sandbox" for h in ("memory", "pids", "cpu", "cpuacct", "unified")]

@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shared.cli import commands_topology
+from syndicate.cli import commands_topology
 from tests.topology.machines import SYSFS
 
 app = typer.Typer()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from services.evaluator import metrics
+from shared.evaluation import metrics
 
 
 class ItemCache:

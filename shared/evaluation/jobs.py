@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.evaluator.connection import BusClient
-from services.evaluator.executors import LocalUnsafeExecutor
-from services.evaluator.report import write_report
-from services.evaluator.results import SuiteResult
-from services.evaluator.runner import Progress, Runner, RunOptions
-from services.evaluator.settings import EvaluatorSettings
-from services.evaluator.suites import load_suite
+from shared.evaluation.connection import BusClient
+from shared.evaluation.executors import LocalUnsafeExecutor
+from shared.evaluation.report import write_report
+from shared.evaluation.results import SuiteResult
+from shared.evaluation.runner import Progress, Runner, RunOptions
+from shared.evaluation.settings import EvaluatorSettings
+from shared.evaluation.suites import load_suite
 from shared.settings import parse_cpus
 
 

@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared import stack
-from shared.cli.connect import cli_settings, health_replies
 from shared.settings import Settings
+from syndicate import supervisor
+from syndicate.cli.connect import cli_settings, health_replies
+from syndicate.stack_record import read_stack
 
 console = Console()
 
@@ -36,18 +37,18 @@ def up(
     settings = Settings()
     names = [n for n in only.split(",") if n] or None
     try:
-        services = stack.select_services(names)
+        services = supervisor.select_services(names)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    running = stack.read_stack(settings)
+    running = read_stack(settings)
     if running is not None:
         console.print(f"[green]stack already running[/] (supervisor pid {running['supervisor_pid']}, {running['nats_url']})")
     elif detach:
-        pid = stack.spawn_detached(settings, port or None, nats_cluster=nats_cluster, auth=not no_auth, only=names)
+        pid = supervisor.spawn_detached(settings, port or None, nats_cluster=nats_cluster, auth=not no_auth, only=names)
         console.print(f"supervisor started (pid {pid}); logs in {settings.logs_dir}")
     else:
         console.print("running the stack in the foreground; Ctrl-C stops it")
-        stack.Supervisor(settings, services, port=port or None, nats_cluster=nats_cluster, auth=not no_auth).run_forever()
+        supervisor.Supervisor(settings, services, port=port or None, nats_cluster=nats_cluster, auth=not no_auth).run_forever()
         return
     if not _wait_ready(settings, wait, {s.name for s in services}):
         console.print(f"[red]not every service became ready within {wait:.0f}s[/]; see {settings.logs_dir}")
@@ -59,7 +60,7 @@ def _wait_ready(settings: Settings, wait_s: float, names: set[str]) -> bool:
     end = time.monotonic() + wait_s
     with console.status("waiting for services to become ready..."):
         while time.monotonic() < end:
-            record = stack.read_stack(settings)
+            record = read_stack(settings)
             if record is not None:
                 replies = asyncio.run(health_replies(cli_settings().nats_servers, wait_s=0.5))
                 ready = {r.service for r in replies if r.state in ("ready", "degraded")}
@@ -72,7 +73,7 @@ def _wait_ready(settings: Settings, wait_s: float, names: set[str]) -> bool:
 def down() -> None:
     """Stop the local stack (services, then nats-server)."""
     settings = Settings()
-    if stack.stop_stack(settings):
+    if supervisor.stop_stack(settings):
         console.print("[green]stack stopped[/]")
     else:
         console.print("no stack is running")
@@ -81,7 +82,7 @@ def down() -> None:
 def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
     """One row per service: name, pid, state, pinned cores, model, queue depth, running/slots."""
     settings = Settings()
-    record = stack.read_stack(settings)
+    record = read_stack(settings)
     conn = cli_settings()
     nats_url = conn.nats_url  # without credentials: safe to print
     replies = asyncio.run(health_replies(conn.nats_servers, wait_s=0.6))

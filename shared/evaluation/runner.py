@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
-from services.evaluator import metrics, prompts
-from services.evaluator.executors import UNSAFE_LABEL, RunProgram, passed
-from services.evaluator.models import ModelRef, resolve_model
-from services.evaluator.results import (
+from shared.contracts import ExecLimits, ExecRequest, TaskResult, TaskState, TaskSubmit
+from shared.errors import ConfigError, SyndicateError
+from shared.evaluation import metrics, prompts
+from shared.evaluation.executors import UNSAFE_LABEL, RunProgram, passed
+from shared.evaluation.models import ModelRef, resolve_model
+from shared.evaluation.results import (
     AGGREGATORS,
     PRIMARY,
     ItemCache,
@@ -25,8 +27,8 @@ from services.evaluator.results import (
     cache_key,
     running_score,
 )
-from services.evaluator.settings import EvaluatorSettings
-from services.evaluator.suites import (
+from shared.evaluation.settings import EvaluatorSettings
+from shared.evaluation.suites import (
     ChoiceItem,
     CodeItem,
     QAItem,
@@ -35,11 +37,9 @@ from services.evaluator.suites import (
     SuiteType,
     load_suite,
 )
-from shared.contracts import ExecLimits, ExecRequest, TaskResult, TaskState, TaskSubmit
-from shared.errors import ConfigError, SyndicateError
 
 if TYPE_CHECKING:  # scoring is imported lazily at run time (default_scorer)
-    from services.evaluator.scoring import Generation
+    from shared.evaluation.scoring import Generation
 
 AGENTS_LABEL = "syndicate (through agents)"
 
@@ -101,7 +101,7 @@ class AgentClient(Protocol):
 
 
 def default_scorer(ref: ModelRef, threads: int, n_ctx: int, logits: bool) -> Scorer:
-    from services.evaluator.scoring import LlamaScorer
+    from shared.evaluation.scoring import LlamaScorer
 
     return LlamaScorer(ref, threads=threads, n_ctx=n_ctx, logits=logits)
 

@@ -162,7 +162,7 @@ def render_nats_auth() -> str:
         return ", ".join(f'"{i}"' for i in items)
 
     lines = [
-        "# Generated from shared/deploy.py by `syndicate deploy nats-auth`: do not edit by hand.",
+        "# Generated from syndicate/deploy.py by `syndicate deploy nats-auth`: do not edit by hand.",
         "# One user per service; passwords come from the server's environment (never committed).",
         "authorization {",
         "  users = [",

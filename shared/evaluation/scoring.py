@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from services.evaluator.models import ModelRef
 from shared.errors import ModelUnavailable
+from shared.evaluation.models import ModelRef
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # other llama.cpp processes share the cores
 
@@ -101,7 +101,7 @@ class LlamaScorer:
     # --- log-likelihoods ----------------------------------------------------------------
     def loglik(self, context: str, continuations: Sequence[str]) -> list[float]:
         """Sum of log P(continuation tokens | context) per continuation (context evaluated once)."""
-        from services.evaluator.metrics import log_softmax
+        from shared.evaluation.metrics import log_softmax
 
         self._need_logits()
         ctx = self.tokenize(context)

@@ -12,9 +12,9 @@ from rich.console import Console
 
 from shared import subjects
 from shared.bus import request
-from shared.cli.connect import connected_broker
 from shared.contracts import ExecLimits, ExecRequest, ExecResult
 from shared.errors import SyndicateError
+from syndicate.cli.connect import connected_broker
 
 err_console = Console(stderr=True)
 STATUS_COLOR = {"ok": "green", "rejected": "yellow", "internal_error": "magenta"}

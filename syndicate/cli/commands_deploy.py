@@ -4,7 +4,7 @@
   placement plan's cores (``syndicate topology --json > plan.json`` makes the plan).
 - ``deploy credentials --out FILE``: random NATS passwords, one per service (for
   compose's ``.env`` or the k8s overlay's ``nats-credentials.env``).
-- ``deploy nats-auth``: the NATS users and permissions, rendered from shared/deploy.py.
+- ``deploy nats-auth``: the NATS users and permissions, rendered from syndicate/deploy.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Annotated
 
 import typer
 
-from shared import deploy
 from shared.settings import REPO_ROOT
+from syndicate import deploy
 
 NATS_AUTH_FILES = (REPO_ROOT / "infra" / "nats" / "auth.conf", REPO_ROOT / "k8s" / "base" / "nats" / "auth.conf")
 
@@ -56,7 +56,7 @@ def credentials(
 def nats_auth(
     write: Annotated[bool, typer.Option("--write", help="rewrite infra/nats/auth.conf and k8s/base/nats/auth.conf")] = False,
 ) -> None:
-    """Print (or --write) the NATS authorization block generated from shared/deploy.py."""
+    """Print (or --write) the NATS authorization block generated from syndicate/deploy.py."""
     text = deploy.render_nats_auth()
     if not write:
         typer.echo(text, nl=False)

@@ -15,7 +15,7 @@ from shared.bus import make_broker, scatter
 from shared.contracts import HealthPing, HealthReply
 from shared.errors import BusError
 from shared.settings import Settings, nats_servers
-from shared.stack import resolve_connection
+from syndicate.stack_record import resolve_connection
 
 
 def cli_settings() -> Settings:

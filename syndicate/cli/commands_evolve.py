@@ -22,12 +22,12 @@ from rich.table import Table
 from rich.text import Text
 
 from shared import subjects
-from shared.cli.connect import cli_settings, connected_broker
 from shared.contracts import EvolveGeneration, EvolveRun, EvolveSpec, TaskSubmit, new_id
 from shared.errors import ConfigError, SyndicateError
 from shared.evolve.report import write_report
 from shared.evolve.spec import load_spec
 from shared.evolve.store import RunStore, open_bucket
+from syndicate.cli.connect import cli_settings, connected_broker
 
 console = Console()
 err_console = Console(stderr=True)

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from services.evaluator.results import ModelResult, SuiteResult
+from shared.evaluation.results import ModelResult, SuiteResult
 
 REPORT_JSON = "report.json"
 LOWER_IS_BETTER = {"ppl", "kld_mean"}

@@ -23,7 +23,7 @@ def _register_all() -> None:
 
     found = [m.name.removeprefix("commands_") for m in pkgutil.iter_modules(__path__) if m.name.startswith("commands_")]
     for topic in sorted(found, key=lambda t: (ORDER.index(t) if t in ORDER else len(ORDER), t)):
-        importlib.import_module(f"shared.cli.commands_{topic}").register(app)
+        importlib.import_module(f"syndicate.cli.commands_{topic}").register(app)
 
 
 def main() -> None:

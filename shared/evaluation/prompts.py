@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from services.evaluator.suites import ChoiceItem, CodeItem, QAItem
+from shared.evaluation.suites import ChoiceItem, CodeItem, QAItem
 
 # HumanEval's stop sequences for plain completion: the function body ends at the next
 # top-level statement.

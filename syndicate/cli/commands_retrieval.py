@@ -21,7 +21,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from shared import subjects
 from shared.bus import request
-from shared.cli.connect import connected_broker
 from shared.contracts import (
     ErrorReply,
     IngestDocument,
@@ -33,6 +32,7 @@ from shared.contracts import (
     new_id,
 )
 from shared.errors import SyndicateError, error_from_code
+from syndicate.cli.connect import connected_broker
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,8 +1,8 @@
 """``syndicate eval``: benchmark suites and users' own eval sets against bare models or through
 the running syndicate, quantization ladders, reports.
 
-The evaluation logic lives in services/evaluator (imported lazily: ``syndicate --help``
-must not load numpy or llama.cpp)."""
+The evaluation logic lives in shared/evaluation, which the evaluator service runs too
+(imported lazily: ``syndicate --help`` must not load numpy or llama.cpp)."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ class RichProgress:
 
 def _settings() -> Any:
     """Evaluator settings with the running local stack's NATS URL (like every CLI command)."""
-    from services.evaluator.settings import EvaluatorSettings
-    from shared.stack import resolve_connection
+    from shared.evaluation.settings import EvaluatorSettings
+    from syndicate.stack_record import resolve_connection
 
     settings = EvaluatorSettings()
     return resolve_connection(settings)
@@ -101,7 +101,7 @@ def run_cmd(
                                                     help="Run generated programs WITHOUT code-sandbox (measurement only)")] = False,
 ) -> None:
     """Score SUITE on the named models side by side (or through the agents)."""
-    from services.evaluator.runner import RunOptions
+    from shared.evaluation.runner import RunOptions
 
     settings = _settings()
     try:
@@ -122,8 +122,8 @@ def run_cmd(
     if suite.endswith((".jsonl", ".txt", ".gz")) and not Path(suite).exists():
         err.print(f"[red]no such file:[/] {suite}")
         raise typer.Exit(2)
-    from services.evaluator.jobs import pin_to_placement, run_job
-    from services.evaluator.report import summary
+    from shared.evaluation.jobs import pin_to_placement, run_job
+    from shared.evaluation.report import summary
 
     pin_to_placement(settings)
     started = time.time()
@@ -145,7 +145,7 @@ def run_cmd(
 
 
 def _print_table(result: Any) -> None:
-    from services.evaluator.report import quality_columns
+    from shared.evaluation.report import quality_columns
 
     t = Table(title=f"{result.suite} ({result.type}, {result.n_items} items)"
               + (f" — programs ran in {result.executor}" if result.executor else ""))
@@ -164,8 +164,8 @@ def _print_table(result: Any) -> None:
 
 
 def _submit_remote(settings: Any, suite: str, models: list[str], options: Any, as_json: bool) -> None:
-    from services.evaluator.connection import BusClient
     from shared.contracts import EvalRunRequest
+    from shared.evaluation.connection import BusClient
 
     p = Path(suite)
     if p.is_file():  # the service may run elsewhere: ship the path as absolute
@@ -188,7 +188,7 @@ def _submit_remote(settings: Any, suite: str, models: list[str], options: Any, a
 @eval_app.command("runs")
 def runs_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Remote evaluation runs and their status (from the state dir)."""
-    from services.evaluator.settings import EvaluatorSettings
+    from shared.evaluation.settings import EvaluatorSettings
 
     base = EvaluatorSettings().eval_dir
     rows = []
@@ -207,7 +207,7 @@ def runs_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @eval_app.command("suites")
 def suites_cmd() -> None:
     """Built-in suites and the JSONL formats for your own."""
-    from services.evaluator import suites
+    from shared.evaluation import suites
 
     out.print(suites.describe_builtins())
     out.print(suites.__doc__ or "")
@@ -224,8 +224,8 @@ def quantize_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Make a quantization ladder with llama.cpp's quantize API and register the variants."""
-    from services.evaluator.quantize import make_ladder
-    from services.evaluator.settings import EvaluatorSettings
+    from shared.evaluation.quantize import make_ladder
+    from shared.evaluation.settings import EvaluatorSettings
 
     settings = EvaluatorSettings()
     try:
@@ -248,7 +248,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")
 
 
-if __name__ == "__main__":  # python -m shared.cli.commands_eval ... (works before the full CLI is assembled)
+if __name__ == "__main__":  # python -m syndicate.cli.commands_eval ... (works before the full CLI is assembled)
     root = typer.Typer(no_args_is_help=True)
     register(root)
     root()

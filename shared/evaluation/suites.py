@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.evaluator import sources
 from shared.errors import ConfigError
+from shared.evaluation import sources
 
 SuiteType = Literal["code", "qa", "choice", "text", "speed"]
 SUITE_TYPES: tuple[str, ...] = ("code", "qa", "choice", "text", "speed")

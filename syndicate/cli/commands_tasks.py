@@ -19,7 +19,6 @@ from rich.table import Table
 
 from shared import subjects
 from shared.bus import publish_task, to_error_info
-from shared.cli.connect import cli_settings, connected_broker
 from shared.contracts import (
     FINAL_STATUSES,
     CancelRequest,
@@ -31,6 +30,7 @@ from shared.contracts import (
 )
 from shared.errors import Overloaded, SyndicateError
 from shared.telemetry import current_trace_id, read_trace
+from syndicate.cli.connect import cli_settings, connected_broker
 
 console = Console()
 err_console = Console(stderr=True)

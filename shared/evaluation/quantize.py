@@ -20,8 +20,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from services.evaluator.models import FULL_PRECISION, gguf_file_type, registry_path
 from shared.errors import ConfigError, EngineError
+from shared.evaluation.models import FULL_PRECISION, gguf_file_type, registry_path
 
 # Approximate bits per weight (llama.cpp's quantize table, 7B models): used to order types.
 BITS_PER_WEIGHT: dict[str, float] = {

@@ -136,7 +136,7 @@ def model_rows(*, rehash: bool = False, health: bool = True) -> list[dict[str, A
 def _loaded_models() -> dict[str, list[str]]:
     """model id -> services that report it loaded (empty when no stack answers)."""
     try:
-        from shared.cli.connect import cli_settings, health_replies
+        from syndicate.cli.connect import cli_settings, health_replies
 
         url = cli_settings().nats_url
         if not _reachable(url):  # nats-py retries a refused connect for minutes
