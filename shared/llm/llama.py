@@ -4,37 +4,41 @@ What it guarantees (see tests/engine/):
 
 - **Pinning before loading.** The constructor pins every thread of the process to its
   cpus (``os.sched_setaffinity``) before llama.cpp starts any thread, and runs
-  ``threads = len(cpus)``: an agent never computes on cores it does not own. It sets
-  ``OMP_WAIT_POLICY=PASSIVE`` (unless set) before ``llama_cpp`` is imported, because
-  spinning OpenMP threads of processes sharing cores collapse throughput 100x.
+  ``threads = len(cpus)``: an agent never computes on cores it does not own. OpenMP's
+  wait policy comes from the environment the placement plan gives the process (its
+  default on exclusive cores, ``PASSIVE`` where processes share cores, see
+  docs/placement.md); the engine itself sets none.
 - **Continuous batching over ``slots`` sequences.** One worker thread owns the llama.cpp
   context and runs a step loop: each step is one ``llama_decode`` of a ``llama_batch``
   holding the next token of every generating sequence (each with its own ``seq_id`` and
   position) plus prompt tokens of joining ones. New requests join between steps, finished
   ones leave and free their slot; each keeps its own sampler chain (temperature, JSON
   schema grammar), stop strings, cancel and deadline. The event loop never blocks:
-  pieces of text reach it with ``call_soon_threadsafe`` and go to the async ``on_token``
-  callback in order. ``slots=1`` is the one-at-a-time engine.
+  pieces of text reach it with one ``call_soon_threadsafe`` per step and go to the async
+  ``on_token`` callback in order. ``slots=1`` is the one-at-a-time engine.
 - **Context policy.** ``n_ctx`` is per request, as with one slot: the context holds
   ``slots`` separate KV streams of ``n_ctx`` cells each (``n_seq_max=slots``,
   ``kv_unified=false``), so KV memory grows linearly with slots (Qwen2.5-0.5B: 12 KiB per
   token, 48 MiB per 4096-token slot) and one long request never starves another of cache.
-- **Identical greedy output batched or not** (``exact_batching``, the default when
-  ``slots > 1``). This build's logits for a token depend on who shares its
-  ``llama_decode`` call in three ways, each enough to flip greedy choices within a few
-  dozen tokens on Qwen 0.5B Q4_K_M (|logit diff| 0.2-0.5; the F16 tiny test model shows
-  none): a unified KV buffer (attention sums over other sequences' cells), CPU weight
-  repacking (``use_extra_bufts``: 4-row gemm kernels), and the matmul kernel chosen by the
-  number of rows in the call (up to 7 rows the path a lone decode step takes, from 8 the
-  path a whole prompt takes). So: one KV stream per slot (``kv_unified=false``), no
+- **Fast batching by default, exact batching as a setting.** By default a step is one
+  ``llama_decode`` of every row (each generating sequence's next token plus prompt
+  chunks) with weights repacked for the CPU's gemm kernels, as llama-server does: the
+  fastest the hardware allows, but a token's logits then depend on who shares its call
+  (repacked 4-row gemm kernels; from 8 rows the whole-prompt kernels), enough to flip
+  greedy choices within a few dozen tokens on Qwen 0.5B Q4_K_M (|logit diff| 0.2-0.5; the
+  F16 tiny test model shows none). ``exact_batching=True`` (roster ``exact_batching``)
+  makes temperature-0 output independent of the neighbours: one KV stream per slot, no
   repacking, generating sequences decoded in calls of at most 7 one-token rows, and every
   prompt chunk at least 8 tokens long in a call of its own (a cached prefix is reused only
   up to 8 tokens before the prompt's end, so reuse never changes an output either). Every
-  row is then computed bit-for-bit as it would be alone: temperature-0 outputs equal the
-  same engine serving one request at a time (tests/engine/test_batching.py on the tiny
-  model; bench/batching.py on the real one). ``exact_batching=False`` puts a whole step
-  in one call with repacked weights, as llama-server does (faster from 8 rows on, outputs
-  may differ from one at a time). ``slots=1`` keeps repacking.
+  row is then computed bit-for-bit as alone (tests/engine/test_batching.py on the tiny
+  model; ``bench/batching.py --exact`` on the real one); it gives up the repacked kernels and an extra call per step while prompts join (docs/batching.md has
+  the measurements).
+  ``slots=1`` keeps repacking. Each step's text pieces and results reach the event loop
+  in one hand-off, not one per token.
+- **Greedy without a sampler.** At temperature 0 without a grammar the next token is the
+  argmax of the logits row (first maximum, as llama.cpp's greedy sampler), read in place:
+  no candidate array of the whole vocabulary is built per token.
 - **Chunked prompt processing.** While other sequences are generating, a step carries at
   most ``prefill_chunk`` prompt tokens (oldest joining request first; up to 7 more rather
   than leave a shorter tail) next to one token of every running sequence, so a long
@@ -113,8 +117,10 @@ def pin_process(cpus: list[int]) -> None:
 
 
 def import_llama_cpp() -> Any:
-    """Import llama_cpp after defaulting OMP_WAIT_POLICY=PASSIVE (OpenMP reads it once)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Import llama_cpp, leaving OpenMP's wait policy to the environment: the placement
+    plan sets ``OMP_WAIT_POLICY`` per agent (PASSIVE only where processes share cores;
+    on exclusive cores PASSIVE sleeps at every ggml barrier and costs a third of the
+    speed of a multi-threaded model)."""
     import llama_cpp
 
     return llama_cpp
@@ -136,7 +142,7 @@ class EngineConfig:
     queue_limit: int = 4  # requests waiting besides the running ones
     slots: int = 1  # requests decoded together (continuous batching when > 1)
     prefill_chunk: int = 64  # prompt tokens per step while other sequences generate
-    exact_batching: bool = True  # slots > 1: batched rows computed exactly as lone ones
+    exact_batching: bool = False  # slots > 1: batched rows computed exactly as lone ones (slower)
     exact_max_rows: int = 7  # rows per call that still take the lone-decode kernels (this build)
     exact_min_chunk: int = 8  # prompt rows per call that take the whole-prompt kernels
     speculative: Literal["off", "prompt-lookup"] = "off"
@@ -155,7 +161,7 @@ class EngineConfig:
         return cls(
             model_path=role.path, name=role.model_id, cpus=cpus, n_ctx=c.n_ctx, n_batch=c.n_batch,
             queue_limit=c.queue_limit, slots=c.slots, prefill_chunk=c.prefill_chunk,
-            speculative=c.speculative, spec_num_pred_tokens=c.spec_num_pred_tokens,
+            exact_batching=c.exact_batching, speculative=c.speculative, spec_num_pred_tokens=c.spec_num_pred_tokens,
             spec_max_pred_tokens=c.spec_max_pred_tokens, spec_min_prompt_tokens=c.spec_min_prompt_tokens,
             role=role.name,
         )
@@ -201,7 +207,8 @@ class _Seq:
     stream: _TextStream
     max_out: int
     spec: bool
-    exact: bool
+    exact: bool  # speculation at temperature 0: choices on verify-batch cache need a margin
+    greedy: bool  # temperature 0 without a grammar: argmax, no sampler chain
     hist: Any = None  # prompt + output tokens (numpy) for prompt lookup
     policy: _SpecPolicy | None = None
     out: list[int] = field(default_factory=list)
@@ -377,6 +384,7 @@ class LlamaEngine:
         self._tokens_out = 0
         self._steps = {"decode_steps": 0, "seq_steps": 0, "max_seqs_per_step": 0}
         self._rate_lock = threading.Lock()
+        self._outgoing: list[tuple[_Ticket, Any]] = []  # worker thread only: this step's hand-offs
         self._worker = threading.Thread(target=self._work, name=f"llm-{self.name}", daemon=True)
         self._worker.start()
 
@@ -588,28 +596,43 @@ class LlamaEngine:
                 self._inbox.clear()
             for ticket in new:
                 self._admit(ticket)
-            if not self._active:
-                continue
-            try:
-                self._step()
-            except Exception as e:  # a bug or llama.cpp failure: fail the batch, keep serving
-                for seq in list(self._active):
-                    self._forget(seq.slot)
-                    self._end(seq, EngineError(f"llama.cpp generation failed: {e}"))
+            if self._active:
+                try:
+                    self._step()
+                except Exception as e:  # a bug or llama.cpp failure: fail the batch, keep serving
+                    for seq in list(self._active):
+                        self._forget(seq.slot)
+                        self._end(seq, EngineError(f"llama.cpp generation failed: {e}"))
+            self._flush()
 
     def _push(self, ticket: _Ticket, item: Any) -> None:
-        loop = ticket.loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(ticket.outbox.put_nowait, item)  # type: ignore[union-attr]
+        """Queue a text piece for the ticket's loop (delivered by ``_flush``)."""
+        self._outgoing.append((ticket, item))
 
     def _finish(self, ticket: _Ticket, outcome: _Outcome) -> None:
-        loop = ticket.loop
-        if loop is None or loop.is_closed():
+        self._outgoing.append((ticket, outcome))
+
+    def _flush(self) -> None:
+        """Hand this step's pieces and outcomes to their event loops, one wake-up per loop
+        per step: a wake-up per token would put the loop thread on the cores the decode
+        threads are using once per token."""
+        if not self._outgoing:
             return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._done, ticket, outcome)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Ticket, Any]]] = {}
+        for ticket, item in self._outgoing:
+            if ticket.loop is not None and not ticket.loop.is_closed():
+                by_loop.setdefault(ticket.loop, []).append((ticket, item))
+        self._outgoing = []
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._deliver, items)
+
+    def _deliver(self, items: list[tuple[_Ticket, Any]]) -> None:  # on the event loop
+        for ticket, item in items:
+            if isinstance(item, _Outcome):
+                self._done(ticket, item)
+            else:
+                ticket.outbox.put_nowait(item)  # type: ignore[union-attr]
 
     def _admit(self, ticket: _Ticket) -> None:
         """Give a new request a free slot: the one whose cache shares most of its prompt."""
@@ -633,12 +656,13 @@ class LlamaEngine:
                 self._truncate(slot, common)
             spec = req.speculative if req.speculative is not None else self.config.speculative == "prompt-lookup"
             spec = spec and len(prompt) >= self.config.spec_min_prompt_tokens
+            greedy = req.temperature <= 0 and req.json_schema is None
             seq = _Seq(
                 ticket=ticket, slot=slot, prompt=prompt, pending=prompt[len(slot.kv):],
                 sampler=self._sampler(req), stream=_TextStream(list(req.stop), lambda p: self._push(ticket, p)),
                 max_out=min(req.max_tokens, self._n_ctx - len(prompt)), spec=spec,
                 # Exact mode (speculation, greedy, no grammar): see _after_decode.
-                exact=spec and req.temperature <= 0 and req.json_schema is None,
+                exact=spec and greedy, greedy=greedy,
             )
             if spec:
                 import numpy as np
@@ -897,19 +921,22 @@ class LlamaEngine:
         )))
 
     def _choose(self, seq: _Seq, i: int) -> tuple[int, float]:
-        """The next token from logits row ``i``: argmax with its margin in exact mode, else
-        the sequence's own sampler chain (temperature, grammar)."""
-        if seq.exact:
-            return self._argmax(i)
+        """The next token from logits row ``i``: the argmax when greedy (with its margin
+        while the cache holds verify-batch entries, see ``_after_decode``), else the
+        sequence's own sampler chain (temperature, grammar)."""
+        if seq.greedy:
+            return self._argmax(i, margin=seq.dirty is not None)
         return seq.sampler.sample(self._ctx, i), float("inf")
 
-    def _argmax(self, i: int) -> tuple[int, float]:
+    def _argmax(self, i: int, margin: bool = False) -> tuple[int, float]:
         """Greedy choice from logits row ``i`` (first max, like llama.cpp's greedy sampler)
-        and its margin over the runner-up."""
+        and, if asked, its margin over the runner-up (inf otherwise)."""
         import numpy as np
 
         row = np.ctypeslib.as_array(self._ctx.get_logits_ith(i), shape=(self._n_vocab,))
         tok = int(np.argmax(row))
+        if not margin:
+            return tok, float("inf")
         top2 = np.partition(row, -2)[-2:]
         return tok, float(top2[1] - top2[0])
 
@@ -925,7 +952,7 @@ class LlamaEngine:
         for t in tokens:
             self._decode_alone(slot, [t])
         seq.dirty = None
-        return self._argmax(0)[0]
+        return self._choose(seq, 0)[0]
 
     def _check(self, ticket: _Ticket, n_out: int, text: str) -> None:
         if ticket.cancel.is_set():

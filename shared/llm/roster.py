@@ -82,6 +82,9 @@ class RoleConfig(BaseModel):
     # step while others are generating (shared/llm/llama.py explains both policies).
     slots: int = Field(4, ge=1, le=64)
     prefill_chunk: int = Field(64, ge=8)
+    # True: temperature-0 output independent of what shares a step (no repacked weights,
+    # <= 7 rows per call); False: one llama_decode per step, as llama-server (faster).
+    exact_batching: bool = False
 
 
 class Roster(BaseModel):

@@ -257,3 +257,18 @@ async def test_exact_resync_path_keeps_greedy_output(make_engine) -> None:  # ty
     spec = await eng.generate(req(max_tokens=120))
     assert spec.text == plain.text
     assert eng.stats()["last_spec_resyncs"] > 0
+
+
+async def test_greedy_argmax_equals_the_bindings_greedy_sampler(engine, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """The engine picks greedy tokens by argmax without a sampler chain: the same text as
+    plain llama-cpp-python at temperature 0 on the same model."""
+    from shared.llm.llama import import_llama_cpp
+
+    ours = (await engine.generate(req(max_tokens=48))).text
+    llm = import_llama_cpp().Llama(str(tiny_model), n_ctx=512, verbose=False)
+    try:
+        theirs = llm.create_chat_completion(MSG, max_tokens=48, temperature=0.0)["choices"][0]["message"]["content"]
+    finally:
+        llm.close()
+    # Random byte tokens are not UTF-8: the binding drops invalid bytes, the engine shows U+FFFD.
+    assert ours.replace("\ufffd", "") == theirs
