@@ -88,7 +88,23 @@ async def run_defi(engine, out: Path) -> dict:  # type: ignore[no-untyped-def]
         async def search(req: SearchRequest) -> SearchReply:
             return await asyncio.to_thread(index.search, req)
 
-        answerer = Answerer(engine, search, ReasonerSettings())
+        raw: dict[str, str] = {}  # the model's own text per task, kept to study grounding offline
+
+        class Recording:
+            name = engine.name
+
+            async def generate(self, req, on_token=None):  # type: ignore[no-untyped-def]
+                res = await engine.generate(req, on_token)
+                raw[req.request_id] = res.text
+                return res
+
+            def cancel(self, request_id: str) -> bool:
+                return engine.cancel(request_id)
+
+            def stats(self) -> dict:
+                return engine.stats()
+
+        answerer = Answerer(Recording(), search, ReasonerSettings())  # type: ignore[arg-type]
         for k, (kind, q) in enumerate(todo, 1):
             if q["question"] in done:
                 continue
@@ -99,7 +115,7 @@ async def run_defi(engine, out: Path) -> dict:  # type: ignore[no-untyped-def]
             if res.status != "done":
                 raise RuntimeError(f"{q['question']}: {res.status} {res.error}")
             rec = {"question": q["question"], "kind": kind, "sources": q.get("sources", []),
-                   "answer": res.answer, "citations": [c.model_dump() for c in res.citations],
+                   "answer": res.answer, "raw": raw.pop(job.task_id, None), "citations": [c.model_dump() for c in res.citations],
                    "nothing_relevant": "nothing relevant" in res.answer,
                    "correct": kind == "answerable" and "nothing relevant" not in res.answer
                    and all(states(res.answer, f) for f in q["facts"]),

@@ -7,6 +7,7 @@ the baseline worker (run as a script in its own process), the agent arm, and sco
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,10 @@ async def run_agent(engine, items: list[QAItem], out: Path) -> None:  # type: ig
     settings = ReasonerSettings()
     answerer = Answerer(engine, no_search, settings)
     todo = [i for i in items if i.id not in done]
+    claims = Claims(out.with_suffix(".claims"))
     for k, item in enumerate(todo, 1):
+        if not claims.take(item.id):  # another worker process has it
+            continue
         job = AgentJob(task_id=f"bench-{k}", step_id=f"bench-{k}.1", agent="reasoner", text=item.question,
                        deadline=time.time() + 3600)
         t = time.perf_counter()
@@ -85,6 +89,29 @@ async def run_agent(engine, items: list[QAItem], out: Path) -> None:  # type: ig
                "chains": settings.vote_chains, "answer": res.answer[-1200:]}
         _append(out, rec)
         _log("agent", k, len(todo), rec)
+
+
+class Claims:
+    """Items taken by worker processes sharing one results file: a file per item holding
+    the taker's pid (O_EXCL), so any number of workers split the work; claims of workers
+    that died are released when the next worker starts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in folder.iterdir():
+            pid = int(f.read_text() or 0)
+            if pid and not Path(f"/proc/{pid}").exists():
+                f.unlink(missing_ok=True)
+
+    def take(self, item_id: str) -> bool:
+        try:
+            fd = os.open(self.folder / item_id.replace("/", "_"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
 
 
 def score_gsm8k(items: list[QAItem], results: Path) -> dict:

@@ -87,8 +87,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="roster model id (default: the reasoner role's)")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {ARMS}")
     ap.add_argument("--results", type=Path, default=None, help="per-item results (default .syndicate/bench/reasoner/<model>)")
-    ap.add_argument("--fresh", action="store_true", help="discard earlier per-item results")
+    ap.add_argument("--fresh", action="store_true", help="discard earlier per-item results of the arms run")
     ap.add_argument("--agent-cpus", default=None, help="cores of the agent arm's engine (default: one core, the last)")
+    ap.add_argument("--shard", default="0/1", help="agent arm: work items K, K+N, ... (K/N), so N processes share it")
     ap.add_argument("--single-cpus", default=None, help="taskset for the baseline process (default: unpinned)")
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a]
@@ -97,9 +98,9 @@ def main() -> None:
     role = resolved_role(args.model)
     results = args.results or REPO / ".syndicate" / "bench" / "reasoner" / role.model_id
     results.mkdir(parents=True, exist_ok=True)
-    if args.fresh:
-        for f in results.glob("*.jsonl"):
-            f.unlink()
+    if args.fresh:  # only the files of the arms run now: another process may be filling the others
+        for arm in arms:
+            (results / ("defi.jsonl" if arm == "defi" else f"gsm8k_{arm}.jsonl")).unlink(missing_ok=True)
     limit = 50 if args.quick else (args.limit or 250)
     cpus = [int(c) for c in args.agent_cpus.split(",")] if args.agent_cpus else [max(os.sched_getaffinity(0))]
     out: dict = {"bench": "reasoner_quality", "model": role.model_id, "gsm8k_n": limit, "agent_cpus": cpus,
@@ -118,7 +119,8 @@ def main() -> None:
     try:
         if "agent" in arms:
             assert engine is not None
-            asyncio.run(run_agent(engine, items, results / "gsm8k_agent.jsonl"))
+            k, n = (int(x) for x in args.shard.split("/"))
+            asyncio.run(run_agent(engine, items[k::n], results / "gsm8k_agent.jsonl"))
         if "defi" in arms:
             assert engine is not None
             out["defi"] = asyncio.run(run_defi(engine, results / "defi.jsonl"))

@@ -14,6 +14,7 @@ from services.reasoner_agent.prompts import (
     NUMBER_SYSTEM,
     RAG_SYSTEM,
     SYSTEM,
+    labelled,
     plain_prompt,
     rag_prompt,
 )
@@ -96,7 +97,7 @@ class Answerer:
         assert job.collection is not None
         await self._say(f"searching collection '{job.collection}'")
         reply = await self.search(SearchRequest(query=job.text, collection=job.collection, top_k=self.settings.top_k))
-        hits = [h for h in reply.hits if h.score >= self.settings.min_score]
+        hits = [h for h in reply.hits if h.score >= self.settings.min_score][: self.settings.max_sources]
         if not hits:
             return await self._nothing(job)
         await self._say(f"answering from {len(hits)} sources")
@@ -106,7 +107,7 @@ class Answerer:
                       seconds=out.seconds, ttft_s=out.ttft_s)
         if refuses(out.text):
             return await self._nothing(job, usage, streamed=True)
-        answer, citations = self._ground(out.text, hits)
+        answer, citations = self._ground(labelled(out.text, hits), hits)
         if not citations:  # an answer no retrieved passage supports is not an answer from the collection
             return await self._nothing(job, usage, streamed=True)
         return self._done(job, answer, usage, citations)

@@ -20,9 +20,10 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _STOP = frozenset(
     ["the", "a", "an", "of", "to", "in", "is", "are", "be", "it", "its", "and", "or", "for", "on", "by", "as", "at", "with", "that", "this", "when", "from", "which", "what", "who", "how", "why", "does", "do", "can", "will", "would", "not", "no", "yes", "was", "were", "has", "have", "had", "than", "then", "there", "their", "they", "them", "so", "if", "but", "also", "into", "about", "more", "most", "each", "any", "all", "one", "two", "source", "sources", "according", "answer", "question"]
 )
+_NEAR_TIE = 0.1
 # The model saying the sources do not answer the question (its own "nothing relevant").
 _REFUSAL = re.compile(
-    r"nothing relevant|no relevant|(?:do|does|did)(?: not|n't) (?:contain|mention|provide|include|say|cover|address|discuss)"
+    r"not in (?:the )?sources|nothing relevant|no relevant|(?:do|does|did)(?: not|n't) (?:contain|mention|provide|include|say|cover|address|discuss)"
     r"|not (?:mentioned|provided|covered|found|discussed|addressed|contained)|no information|cannot be (?:found|answered|determined)"
     r"|(?:can ?not|can't|unable to) (?:answer|find|determine)",
     re.I,
@@ -30,13 +31,27 @@ _REFUSAL = re.compile(
 
 
 def words(text: str) -> set[str]:
-    """Content words of a text (lower case, stop words and very short words dropped)."""
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
+    """Content words of a text: lower case, stop words and very short words dropped, but
+    every number kept (a "2 %" is what tells two passages on the same subject apart)."""
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and (len(w) > 2 or w.isdigit())}
 
 
-def overlap(sentence: set[str], passage: set[str]) -> float:
-    """Share of the sentence's content words that the passage holds."""
-    return len(sentence & passage) / len(sentence) if sentence else 0.0
+def overlap(sentence: set[str], passage: set[str], weight: dict[str, float] | None = None) -> float:
+    """Share of the sentence's content words that the passage holds, each word weighted
+    (default 1): rare words decide, words every passage shares barely count."""
+    if not sentence:
+        return 0.0
+    w = weight or {}
+    return sum(w.get(x, 1.0) for x in sentence & passage) / sum(w.get(x, 1.0) for x in sentence)
+
+
+def rarity(passages: list[set[str]]) -> dict[str, float]:
+    """Weight of each word: 1 / the number of retrieved passages that hold it."""
+    counts: dict[str, int] = {}
+    for p in passages:
+        for x in p:
+            counts[x] = counts.get(x, 0) + 1
+    return {x: 1.0 / n for x, n in counts.items()}
 
 
 def refuses(answer: str) -> bool:
@@ -70,20 +85,24 @@ def ground(answer: str, hits: list[SearchHit], *, support: float = 0.25,
 
     A label the model wrote stays when its passage holds at least ``support`` of the
     sentence's content words; a sentence with none left gets the best passage when that
-    holds at least ``attribute`` of them. Line breaks (lists, paragraphs) are kept.
+    holds at least ``attribute`` of them. Words are weighted by rarity among the passages. Line breaks (lists, paragraphs) are kept.
     """
     by_label = {label(h): h for h in hits}
     passage_words = {label(h): words(h.text) for h in hits}
+    weight = rarity(list(passage_words.values()))
     used: list[SearchHit] = []
 
     def one(sentence: str) -> str:
         bare = re.sub(r"\s+([.,;:!?])", r"\1", CITE.sub("", sentence)).strip()
         content = words(bare)
         written = list(dict.fromkeys(m.group(0) for m in CITE.finditer(sentence)))
-        kept = [lb for lb in written if lb in by_label and overlap(content, passage_words[lb]) >= support]
+        kept = [lb for lb in written if lb in by_label and overlap(content, passage_words[lb], weight) >= support]
         if not kept and content and hits:
-            best = max(by_label, key=lambda lb: overlap(content, passage_words[lb]))
-            if overlap(content, passage_words[best]) >= attribute:
+            # Near-ties go to the better-ranked passage: retrieval already judged it closer.
+            scores = {lb: overlap(content, passage_words[lb], weight) for lb in by_label}
+            top = max(scores.values())
+            best = next(lb for lb in by_label if scores[lb] >= top - _NEAR_TIE)
+            if scores[best] >= attribute:
                 kept = [best]
         for lb in kept:
             if by_label[lb] not in used:

@@ -3,20 +3,25 @@ answer from numbered sources and cite them as [path:start-end]."""
 
 from __future__ import annotations
 
+import re
+
 from shared.contracts import SearchHit
+
+_SOURCE_REF = re.compile(r"\[(?:source\s*)?\d+(?:\s*[,;]\s*\d+)*\]", re.I)
 
 SYSTEM = "You are a careful assistant. Answer the question directly and concisely."
 # The same instruction the evaluator gives a bare model on GSM8K, so a benchmark compares
 # one chain with many under one prompt: the gain measured is the vote's.
+NOT_IN_SOURCES = "NOT IN SOURCES"
 NUMBER_SYSTEM = ("Solve the problem step by step, briefly. End your reply with a line "
                  "'The answer is N.' where N is a number.")
 CHOICE_SYSTEM = ("Think the question through step by step, briefly. End your reply with a line "
                  "'The answer is X.' where X is the letter of the correct option.")
-RAG_SYSTEM = (
-    "You answer questions using only the sources given. After each claim, cite the source it "
-    "comes from exactly as written in its label, like [notes/amm.md:3-10]. If the sources do not "
-    "contain the answer, say that the collection has nothing relevant."
-)
+# Small models asked to cite write little but citations ("[1] [2]"); asked only to answer
+# from the sources, they answer well. So the prompt asks for the answer, the sources are
+# numbered (a model that does cite writes [n], turned into [path:start-end] afterwards), and
+# citations.ground() attributes every sentence to the passage that holds it.
+RAG_SYSTEM = "Answer the question in one to three sentences, using only the facts in the sources."
 NOTHING_RELEVANT = "The collection '{collection}' has nothing relevant to this question, so I will not guess."
 
 
@@ -25,9 +30,21 @@ def label(hit: SearchHit) -> str:
 
 
 def rag_prompt(question: str, hits: list[SearchHit], context: str = "") -> str:
-    sources = "\n\n".join(f"Source {label(h)}:\n{h.text.strip()}" for h in hits)
+    sources = "\n\n".join(f"Source {i} ({h.path}, lines {h.start_line}-{h.end_line}):\n{h.text.strip()}"
+                          for i, h in enumerate(hits, 1))
     extra = f"\n\nEarlier step's result:\n{context.strip()}" if context else ""
-    return f"{sources}{extra}\n\nQuestion: {question.strip()}\nAnswer with citations:"
+    return f"{sources}{extra}\n\nQuestion: {question.strip()}"
+
+
+def labelled(answer: str, hits: list[SearchHit]) -> str:
+    """The model's [n] source numbers (also "[1, 2]", "[1][2]") as [path:start-end] labels;
+    a number that names no source is dropped."""
+
+    def one(m: re.Match[str]) -> str:
+        nums = [int(n) for n in re.findall(r"\d+", m.group(0))]
+        return " ".join(label(hits[n - 1]) for n in nums if 1 <= n <= len(hits))
+
+    return _SOURCE_REF.sub(one, answer)
 
 
 def plain_prompt(question: str, context: str = "") -> str:

@@ -9,7 +9,12 @@ class ReasonerSettings(Settings):
     max_tokens: int = 512
     top_k: int = 5
     # Hits scoring below this (cosine to the question) are "nothing relevant", never cited.
-    min_score: float = 0.25
+    # Low on purpose: names the embedder does not know ("TerraUSD") score ~0.24 on the very
+    # passage that answers; an answer no passage supports is refused after grounding anyway.
+    min_score: float = 0.2
+    # Passages put before the model (best first): the top two hold the answer to every
+    # labelled DeFi question; more lengthen the prompt and invite the model to copy from them.
+    max_sources: int = Field(default=2, ge=1, le=20)
     search_timeout_s: float = 20.0
     # Self-consistency for questions with a checkable answer (a number, an option letter):
     # this many chains (the first greedy, the rest sampled at vote_temperature with seeds

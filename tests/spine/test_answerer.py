@@ -33,7 +33,7 @@ async def test_answers_with_citations_of_retrieved_sources_only() -> None:
     assert asked[0].collection == "defi"
     assert [(c.path, c.start_line, c.end_line) for c in result.citations] == [("defi/amm.md", 3, 9)]
     prompt = engine.requests[0].messages[-1]["content"]
-    assert "[defi/amm.md:3-9]" in prompt and "x*y=k" in prompt
+    assert "Source 1 (defi/amm.md, lines 3-9)" in prompt and "x*y=k" in prompt
 
 
 async def test_says_plainly_when_nothing_is_relevant() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from services.reasoner_agent.answerer import Answerer
 from services.reasoner_agent.citations import ground, refuses
+from services.reasoner_agent.prompts import labelled
 from services.reasoner_agent.settings import ReasonerSettings
 from shared.contracts import AgentJob, SearchHit, SearchReply, SearchRequest
 from shared.llm.base import ScriptedEngine
@@ -94,3 +95,18 @@ def test_the_labelled_question_set_is_sound() -> None:
         text = norm(" ".join(" ".join(lines[s["path"]][s["start_line"] - 1 : s["end_line"]]) for s in q["sources"]))
         for fact in q["facts"]:
             assert any(norm(p) in text or norm(p).replace(" ", "") in text.replace(" ", "") for p in fact), (q["question"], fact)
+
+
+def test_source_numbers_become_labels() -> None:
+    assert labelled("Reserves stay constant [1]. Both [1, 2]. Unknown [7].", HITS) == (
+        "Reserves stay constant [notes/amm.md:7-14]. Both [notes/amm.md:7-14] [notes/liq.md:7-12]. Unknown .")
+
+
+def test_near_ties_are_attributed_to_the_better_ranked_passage() -> None:
+    words = "liquidators repay debt borrower collateral discount keeping protocols"
+    first = SearchHit(text=words, path="a.md", start_line=1, end_line=2, score=0.5)
+    second = SearchHit(text=f"{words} receive", path="b.md", start_line=1, end_line=2, score=0.4)
+    sentence = ("Liquidators repay debt, receive borrower collateral at a discount, keeping protocols solvent "
+                "during sudden volatile market crashes.")
+    _, cites = ground(sentence, [first, second])  # rarity-weighted 4/11 vs 5/11 of its words
+    assert [c.path for c in cites] == ["a.md"]
