@@ -3,7 +3,7 @@
 GSM8K (first 50 test problems with --quick, first 250 otherwise, --limit N):
 - ``single``: the model answering once as its users run it: plain llama-cpp-python in its
   own process with its default settings (threads, no pinning, none of our environment),
-  greedy, under the evaluator's GSM8K prompt (services/evaluator/prompts.py).
+  greedy, under the evaluator's GSM8K prompt (shared/evaluation/prompts.py).
 - ``agent``: reasoner-agent's own Answerer on the project's engine (one pinned core, the
   reasoner role's slots): self-consistency, i.e. ``vote_chains`` chains in parallel
   slots under the same prompt, and a majority vote.
