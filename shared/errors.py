@@ -4,7 +4,9 @@ stable ``code`` that travels in ErrorReply / TaskResult.error.
     SyndicateError
     ├── InvalidPayload            a message failed contract validation      (invalid_payload)
     ├── ConfigError               bad settings or roster                    (config_error)
-    │   └── ModelUnavailable      model file missing or sha256 mismatch      (model_unavailable)
+    │   ├── ModelUnavailable      model file missing or sha256 mismatch      (model_unavailable)
+    │   ├── SuiteError            an eval item cannot become a program       (suite_error)
+    │   └── DoesNotFit            the roster's models do not fit the memory  (does_not_fit)
     ├── BusError                  NATS unreachable, no responders, timeout   (bus_error)
     │   └── Undeliverable         a message exhausted its redeliveries        (undeliverable)
     ├── Overloaded                admission refused: too many active tasks   (overloaded)
@@ -43,6 +45,18 @@ class ConfigError(SyndicateError):
 
 class ModelUnavailable(ConfigError):
     code = "model_unavailable"
+
+
+class SuiteError(ConfigError):
+    """An evaluation item the evaluator cannot assemble into a program (it names the item)."""
+
+    code = "suite_error"
+
+
+class DoesNotFit(ConfigError):
+    """A roster whose agents' memory exceeds the machine's (it names the biggest consumers)."""
+
+    code = "does_not_fit"
 
 
 class BusError(SyndicateError):
@@ -104,7 +118,7 @@ class RemoteError(SyndicateError):
 _BY_CODE: dict[str, type[SyndicateError]] = {
     cls.code: cls
     for cls in (
-        InvalidPayload, ConfigError, ModelUnavailable, BusError, Undeliverable, Overloaded, EngineError, QueueFull,
+        InvalidPayload, ConfigError, ModelUnavailable, SuiteError, DoesNotFit, BusError, Undeliverable, Overloaded, EngineError, QueueFull,
         DeadlineExceeded, Cancelled, SandboxError, IsolationUnavailable, RetrievalError,
         CollectionMismatch,
     )
@@ -120,7 +134,7 @@ def error_from_code(code: str, message: str, detail: dict | None = None) -> Synd
 
 
 __all__ = [
-    "BusError", "Cancelled", "CollectionMismatch", "ConfigError", "DeadlineExceeded",
+    "BusError", "Cancelled", "CollectionMismatch", "ConfigError", "DeadlineExceeded", "DoesNotFit",
     "EngineError", "InvalidPayload", "IsolationUnavailable", "ModelUnavailable", "Overloaded", "QueueFull",
-    "RemoteError", "RetrievalError", "SandboxError", "SyndicateError", "Undeliverable", "error_from_code",
+    "RemoteError", "RetrievalError", "SandboxError", "SuiteError", "SyndicateError", "Undeliverable", "error_from_code",
 ]

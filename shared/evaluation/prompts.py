@@ -1,9 +1,11 @@
-"""How items become prompts (chat or plain completion), and answers become programs/numbers."""
+"""How items become prompts (chat or plain completion); answers become programs in
+shared/evaluation/programs.py."""
 
 from __future__ import annotations
 
 import re
 
+from shared.evaluation.programs import prompt_shape
 from shared.evaluation.suites import ChoiceItem, CodeItem, QAItem
 
 # HumanEval's stop sequences for plain completion: the function body ends at the next
@@ -13,46 +15,29 @@ CODE_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nasser
 CODE_SYSTEM = "You are an expert Python programmer. Reply with code only, in one ```python block."
 
 
+def _code_request(item: CodeItem) -> str:
+    """What the model is asked for each prompt shape (shared/evaluation/programs.py)."""
+    shape = prompt_shape(item)
+    if shape == "stub":
+        return ("Complete this Python function. Return the whole function, with its imports.\n\n"
+                f"```python\n{item.prompt}```")
+    name = f" Name the function `{item.entry_point}`." if item.entry_point else ""
+    if shape == "module":
+        return (f"Write Python code for the task below.{name} Return the whole code, with its imports.\n\n"
+                f"```python\n{item.prompt}```")
+    return f"{item.prompt.strip()}\n\nWrite it in Python.{name} Return the whole code, with its imports."
+
+
 def code_messages(item: CodeItem) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": CODE_SYSTEM},
-        {"role": "user", "content": f"Complete this Python function. Return the whole function, with its imports.\n\n"
-                                    f"```python\n{item.prompt}```"},
-    ]
+    return [{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": _code_request(item)}]
 
 
 def code_task_text(item: CodeItem) -> str:
-    """The task a user would give the syndicate for one HumanEval problem (no hidden tests)."""
-    return (f"Complete this Python function `{item.entry_point}` so that it does what its docstring says. "
-            f"Return the whole function with its imports.\n\n```python\n{item.prompt}```")
-
-
-_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
-
-
-def extract_code(text: str) -> str:
-    """The first fenced code block that is not empty, else the text itself."""
-    for block in _FENCE.findall(text):
-        if block.strip():
-            return block
-    return text
-
-
-def build_program(item: CodeItem, answer: str) -> str:
-    """prompt + completion: a whole function replaces the prompt's stub; a body continues it.
-
-    The prompt (imports, helpers, signature, docstring) stays first: a function whose body is
-    only its docstring is valid Python, and a redefinition below it wins.
-    """
-    code = extract_code(answer)
-    if re.search(rf"^\s*(async\s+)?def\s+{re.escape(item.entry_point)}\s*\(", code, flags=re.M):
-        return f"{item.prompt}\n    pass\n\n{code.rstrip()}\n"
-    return item.prompt + code
-
-
-def test_code(item: CodeItem) -> str:
-    """What runs after the program: the suite's test and ``check(entry_point)``."""
-    return f"\n\n{item.test}\n\ncheck({item.entry_point})\n"
+    """The task a user would give the syndicate for one code item (no hidden tests)."""
+    if prompt_shape(item) == "stub":
+        return (f"Complete this Python function `{item.entry_point}` so that it does what its docstring says. "
+                f"Return the whole function with its imports.\n\n```python\n{item.prompt}```")
+    return _code_request(item)
 
 
 QA_SYSTEM = ("Solve the problem step by step, briefly. End your reply with a line "

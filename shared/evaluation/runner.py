@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from shared.contracts import ExecLimits, ExecRequest, TaskResult, TaskState, TaskSubmit
 from shared.errors import ConfigError, SyndicateError
-from shared.evaluation import metrics, prompts
+from shared.evaluation import metrics, programs, prompts
 from shared.evaluation.executors import UNSAFE_LABEL, RunProgram, passed
 from shared.evaluation.models import ModelRef, resolve_model
 from shared.evaluation.results import (
@@ -198,6 +199,8 @@ class Runner:
             out.path, out.quant, out.size_bytes = str(ref.path), ref.quant, ref.size_bytes
         if getattr(self.run_program, "name", "") == UNSAFE_LABEL and suite.type == "code":
             out.notes.append("programs ran WITHOUT code-sandbox (--unsafe-local-exec)")
+        if suite.type == "code" and (note := _all_failed_note(recs)):
+            out.notes.append(note)
         return out
 
     def _chat(self, scorer: Scorer) -> bool:
@@ -240,7 +243,7 @@ class Runner:
 
     def _run_code(self, item: CodeItem, answer: str) -> Any:
         assert self.run_program is not None
-        req = ExecRequest(code=prompts.build_program(item, answer), test_code=prompts.test_code(item),
+        req = ExecRequest(code=programs.build_program(item, answer), test_code=programs.test_code(item),
                           limits=ExecLimits(wall_s=self.settings.eval_sandbox_timeout_s))
         return self.run_program(req)
 
@@ -380,6 +383,17 @@ class Runner:
                 res.notes.append(f"no KLD: tokenizer differs from the reference {base.label}")
             out.append(res)
         return out, base.label
+
+
+def _all_failed_note(recs: list[dict[str, Any]]) -> str | None:
+    """When every program of a code run failed, the commonest last error line: a score of
+    0 from a harness problem must be visible, never silent."""
+    if len(recs) < 3 or any(any(r.get("passed", [])) for r in recs):
+        return None
+    lines = [(r.get("error") or "").strip().splitlines()[-1:] for r in recs]
+    top = Counter(line[0] for line in lines if line).most_common(1)
+    said = f"; commonest error ({top[0][1]}/{len(recs)}): {top[0][0][:160]}" if top else ""
+    return f"every program failed{said}"
 
 
 def _text_rec(logits: np.ndarray, tokens: list[int], seconds: float) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Formats (JSONL, one object a line; the user's own eval set uses the same):
 
-- code:   {"id", "prompt", "test", "entry_point"}           HumanEval's format
+- code:   {"id", "prompt", "test", "entry_point"?}          HumanEval's format; also MBPP's
+          {"text", "test_list", "test_setup_code"?} and a plain {"task", "test"}
+          (shapes: shared/evaluation/programs.py)
 - qa:     {"id", "question", "answer"}                       exact match on the final number
 - choice: {"id", "question", "choices", "answer_index"}      log-likelihood of each choice
 - text:   a plain-text file (.txt)                           perplexity, KL divergence
@@ -26,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, SuiteError
 from shared.evaluation import sources
 
 SuiteType = Literal["code", "qa", "choice", "text", "speed"]
@@ -39,9 +41,9 @@ class _Item(BaseModel):
 
 
 class CodeItem(_Item):
-    prompt: str
-    test: str
-    entry_point: str
+    prompt: str  # a stub (HumanEval), a module docstring (MBPP/EvalPlus) or plain task text
+    test: str  # defines check(candidate) (HumanEval) or asserts calling the function by name
+    entry_point: str | None = None  # the function under test (needed when the test defines check)
 
 
 class QAItem(_Item):
@@ -84,7 +86,7 @@ class Suite:
 def detect_type(record: dict[str, Any]) -> SuiteType:
     """Guess a JSONL record's format from its keys."""
     keys = set(record)
-    if {"prompt", "test", "entry_point"} <= keys:
+    if "test" in keys and keys & {"prompt", "task", "text"} or {"text", "test_list"} <= keys:
         return "code"
     if {"question", "choices", "answer_index"} <= keys:
         return "choice"
@@ -96,17 +98,20 @@ def detect_type(record: dict[str, Any]) -> SuiteType:
         return "text"
     raise ConfigError(
         f"cannot tell the suite type from keys {sorted(keys)}; pass --suite-type "
-        "(code: id,prompt,test,entry_point; qa: id,question,answer; "
+        "(code: id,prompt,test[,entry_point] or MBPP's text,test_list; qa: id,question,answer; "
         "choice: id,question,choices,answer_index; speed: id,prompt; text: a .txt file)"
     )
 
 
 def parse_records(records: list[dict[str, Any]], kind: SuiteType, source: str) -> list[Any]:
-    """Validate records of one format; ids default to the line number."""
+    """Validate records of one format; ids default to the line number. A code item whose
+    program cannot be assembled is refused here, naming it (``SuiteError``)."""
+    from shared.evaluation.programs import check_item, code_record
+
     model = ITEM_TYPES[kind]
     items = []
     for n, rec in enumerate(records, 1):
-        rec = dict(rec)
+        rec = code_record(rec) if kind == "code" else dict(rec)
         rec.setdefault("id", str(rec.get("task_id", n)))
         rec["id"] = str(rec["id"])
         try:
@@ -114,6 +119,11 @@ def parse_records(records: list[dict[str, Any]], kind: SuiteType, source: str) -
         except ValidationError as exc:
             raise ConfigError(f"{source} line {n}: not a {kind} record: {exc.errors()[0]['msg']} "
                               f"at {'.'.join(map(str, exc.errors()[0]['loc']))}") from exc
+        if isinstance(items[-1], CodeItem):
+            try:
+                check_item(items[-1])
+            except SuiteError as exc:
+                raise SuiteError(f"{source} line {n}: {exc.message}", detail=exc.detail) from exc
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{source}: duplicate ids")

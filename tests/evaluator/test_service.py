@@ -81,3 +81,27 @@ def test_through_agents_scores_the_syndicate(services: Services, tmp_path: Path)
     assert agents["n"] == 2
     assert agents["metrics"]["pass@1"] == pytest.approx(0.5)
     assert summary["executor"] == "code-sandbox"
+
+
+def test_every_code_shape_scores_right_in_the_real_code_sandbox(services: Services, tmp_path: Path) -> None:
+    """The shapes of test_programs.py, each with a known right and wrong answer, with the
+    programs run by code-sandbox over the bus (as `syndicate eval run` runs them)."""
+    from shared.evaluation.connection import BusClient
+    from shared.evaluation.jobs import SandboxExecutor
+    from shared.evaluation.runner import Runner, RunOptions
+    from shared.evaluation.settings import EvaluatorSettings
+    from tests.evaluator.test_programs import RIGHT, SHAPES, WRONG, Scripted
+
+    services.start("code-sandbox", "services.code_sandbox", SYNDICATE_SANDBOX_ALLOW_DEGRADED="1")
+    services.wait_ready(["code-sandbox"])
+    suite = tmp_path / "shapes.jsonl"
+    suite.write_text("".join(json.dumps({**rec, "id": name}) + "\n" for name, rec in SHAPES.items()))
+    model = str(write_tiny(tmp_path / "m.gguf"))
+    s = EvaluatorSettings(state_dir=tmp_path / "s", eval_data_dir=tmp_path / "d", quant_dir=tmp_path / "q")
+    with BusClient(services.server.url) as bus:
+        for reply, want in ((RIGHT, 1.0), (WRONG, 0.0)):
+            runner = Runner(s, RunOptions(fresh=True), cache_dir=tmp_path / "c", run_program=SandboxExecutor(bus),
+                            scorer_factory=lambda *a, r=reply: Scripted(r))  # type: ignore[misc]
+            m = runner.run(str(suite), [model]).models[0]
+            assert [it["passed"] for it in m.items] == [[want == 1.0]] * len(SHAPES), [it["error"] for it in m.items]
+            assert m.metrics["pass@1"] == want
