@@ -11,7 +11,9 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from shared import registry
 
 MAX_TEXT = 200_000  # characters in a task text or a file: bigger payloads are refused
 MAX_FILES = 64
@@ -25,6 +27,18 @@ TaskId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 # Step ids are "<task_id>.<n>"; they are KV/Nats-Msg-Id material, so no wildcards or spaces.
 StepId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")]
 CollectionName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+def _known_agent(name: str) -> str:
+    if name not in registry.agent_names():
+        raise ValueError(f"unknown agent {name!r}; the agents are {', '.join(registry.agent_names())}")
+    return name
+
+
+# An agent of the service registry ("coder", "reasoner", ...).
+AgentName = Annotated[
+    str, AfterValidator(_known_agent), Field(json_schema_extra={"enum": list(registry.agent_names())})
+]
 
 
 def new_id(prefix: str = "") -> str:
@@ -79,6 +93,7 @@ class TaskSubmit(Message):
     max_tokens: Annotated[int, Field(gt=0, le=32_768)] | None = None
     submitted_at: float = Field(default_factory=now)
     evolve: EvolveSpec | None = None  # kind="evolve": the run to start (or resume: task_id = run id)
+    agent: AgentName | None = None  # straight to this agent, without routing
 
     @model_validator(mode="after")
     def _prompt_size(self) -> TaskSubmit:
@@ -199,7 +214,7 @@ class AgentJob(Message):
 
     task_id: TaskId
     step_id: StepId
-    agent: Literal["coder", "reasoner"]
+    agent: AgentName
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
     files: Annotated[list[FileIn], Field(max_length=MAX_FILES)] = Field(default_factory=list)
     collection: CollectionName | None = None

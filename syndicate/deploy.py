@@ -1,155 +1,24 @@
 """What runs where when the syndicate is deployed in containers (compose, Kubernetes).
 
-One table of services — bus name, Python module, image target, NATS permissions — from
-which the NATS server's user list is rendered and a placement plan becomes compose
-cpusets. ``tests/deploy`` checks that compose.yaml and k8s/ name exactly these services,
-so the three ways to run the stack cannot drift apart. Every subject comes from
-``shared.subjects``.
+From the service registry (``shared.registry``) the NATS server's user list is rendered
+and a placement plan becomes compose cpusets. ``tests/deploy`` checks that compose.yaml
+and k8s/ name exactly the registry's services, so the three ways to run the stack cannot
+drift apart.
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from shared import subjects as s
+from shared.registry import SERVICES, nats_users, service_for_role
 from shared.settings import format_cpus
-
-INBOX = "_INBOX.>"  # nats-py's reply inboxes (requests, JetStream deliveries, acks' replies)
-# JetStream clients need its API (stream/consumer admin, pull fetch, KV gets) and acks.
-JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
-TASK_STATE_KV = f"$KV.{s.TASK_STATE_BUCKET}.>"
-EVOLVE_KV = f"$KV.{s.EVOLVE_BUCKET}.>"
-EVOLVE_RESULTS = s.evolve_results("*")
-TASK_EVENTS = s.task_events("*")
-INGEST_EVENTS = s.ingest_events("*")
-
-
-@dataclass(frozen=True)
-class Permissions:
-    """Subjects a NATS user may publish to and subscribe to (besides the common ones)."""
-
-    publish: tuple[str, ...] = ()
-    subscribe: tuple[str, ...] = ()
-    jetstream: bool = False
-
-    def publish_allow(self) -> list[str]:
-        common = (s.HEALTH_PING, f"{s.DEAD_LETTER}.>")
-        return _unique(self.publish + common + (JETSTREAM_PUBLISH if self.jetstream else ()))
-
-    def subscribe_allow(self) -> list[str]:
-        return _unique(self.subscribe + (s.HEALTH_PING, s.METRICS_PING, s.TASK_CANCEL, INBOX))
-
-
-@dataclass(frozen=True)
-class DeployedService:
-    """One process of the syndicate as a container / Deployment."""
-
-    name: str  # bus name; also the compose service, the Deployment and the NATS user
-    module: str  # started as `python -m <module>`
-    image: str  # Dockerfile target: agent (llama.cpp) | sandbox | gateway
-    plan_role: str | None  # its key in a placement plan's "agents": exclusive cores
-    permissions: Permissions = field(default_factory=Permissions)
-
-    @property
-    def password_env(self) -> str:
-        """Environment variable holding this service's NATS password."""
-        return password_env(self.name)
 
 
 def password_env(user: str) -> str:
     """'coder-agent' -> 'NATS_CODER_AGENT_PASSWORD'."""
     return f"NATS_{user.upper().replace('-', '_')}_PASSWORD"
-
-
-def _unique(items: tuple[str, ...]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-SERVICES: tuple[DeployedService, ...] = (
-    DeployedService(
-        "router", "services.router", "agent", "router",
-        Permissions(
-            # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket.
-            publish=(s.JOB_CODER, s.JOB_REASONER, s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV,
-                     s.SANDBOX_EXEC, EVOLVE_KV),
-            # Advisories: a message that exhausted max_deliver becomes a dead letter + failed task.
-            subscribe=(s.TASK_SUBMIT, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>",
-                       EVOLVE_RESULTS, EVOLVE_KV),
-            jetstream=True,
-        ),
-    ),
-    DeployedService(
-        "coder-agent", "services.coder_agent", "agent", "coder",
-        Permissions(
-            publish=(s.STEP_RESULT, EVOLVE_RESULTS, TASK_EVENTS, s.SANDBOX_EXEC, s.RETRIEVER_SEARCH),
-            subscribe=(s.JOB_CODER,),
-            jetstream=True,
-        ),
-    ),
-    DeployedService(
-        "reasoner-agent", "services.reasoner_agent", "agent", "reasoner",
-        Permissions(
-            publish=(s.STEP_RESULT, TASK_EVENTS, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.JOB_CODER),
-            subscribe=(s.JOB_REASONER,),
-            jetstream=True,
-        ),
-    ),
-    DeployedService(
-        "retriever", "services.retriever", "agent", None,
-        Permissions(
-            publish=(INGEST_EVENTS,),
-            subscribe=(s.RETRIEVER_SEARCH, s.RETRIEVER_INGEST, s.RETRIEVER_EMBED, s.INGEST_JOB),
-            jetstream=True,
-        ),
-    ),
-    # Only answers requests (allow_responses): untrusted code's host may publish nothing else.
-    DeployedService("code-sandbox", "services.code_sandbox", "sandbox", None, Permissions(subscribe=(s.SANDBOX_EXEC,))),
-    DeployedService(
-        "evaluator", "services.evaluator", "agent", "evaluator",
-        Permissions(
-            publish=(s.TASK_SUBMIT, s.JOB_CODER, s.JOB_REASONER, s.SANDBOX_EXEC, s.RETRIEVER_SEARCH, TASK_EVENTS),
-            subscribe=(s.EVAL_RUN, TASK_EVENTS),
-            jetstream=True,
-        ),
-    ),
-    DeployedService(
-        "gateway", "services.gateway", "gateway", None,
-        Permissions(
-            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.METRICS_PING),
-            subscribe=(TASK_EVENTS,),
-            jetstream=True,
-        ),
-    ),
-)
-
-# The operator's CLI (`syndicate submit/cancel/result/ingest/eval`) is a user, not a service.
-CLI_USER = "cli"
-CLI_PERMISSIONS = Permissions(
-    publish=(
-        s.TASK_SUBMIT, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
-        s.SANDBOX_EXEC,  # `syndicate exec`: run a program through code-sandbox
-    ),
-    subscribe=(TASK_EVENTS, INGEST_EVENTS),
-    jetstream=True,
-)
-
-# Plan role aliases: a plan may name an agent by role ("coder") or by service name.
-_ROLE_ALIASES = {"embedder": "retriever", "sandbox": "code-sandbox"}
-
-
-def service(name: str) -> DeployedService:
-    """The deployed service called ``name`` (KeyError if none)."""
-    for svc in SERVICES:
-        if svc.name == name:
-            return svc
-    raise KeyError(name)
-
-
-def nats_users() -> list[tuple[str, Permissions]]:
-    """Every NATS user of a deployment: one per service plus the CLI."""
-    return [(svc.name, svc.permissions) for svc in SERVICES] + [(CLI_USER, CLI_PERMISSIONS)]
 
 
 def render_nats_auth() -> str:
@@ -162,7 +31,7 @@ def render_nats_auth() -> str:
         return ", ".join(f'"{i}"' for i in items)
 
     lines = [
-        "# Generated from syndicate/deploy.py by `syndicate deploy nats-auth`: do not edit by hand.",
+        "# Generated from shared/registry.py by `syndicate deploy nats-auth`: do not edit by hand.",
         "# One user per service; passwords come from the server's environment (never committed).",
         "authorization {",
         "  users = [",
@@ -226,7 +95,7 @@ def cpusets_from_plan(plan: dict) -> dict[str, Pinning]:
     out: dict[str, Pinning] = {}
     taken: set[int] = set()
     for role, entry in plan.get("agents", {}).items():
-        name = plan_service(role)
+        name = service_for_role(role)
         if name is None:
             continue
         cpus = set(entry["cpus"])
@@ -250,19 +119,6 @@ def cpusets_from_plan(plan: dict) -> dict[str, Pinning]:
         out.setdefault(svc.name, shared_pin)
     out["_shared"] = shared_pin
     return out
-
-
-def plan_service(role: str) -> str | None:
-    """The service that runs a plan role ("coder" -> "coder-agent"); None if no such service."""
-    names = {svc.name for svc in SERVICES}
-    if role in names:
-        return role
-    if role in _ROLE_ALIASES:
-        return _ROLE_ALIASES[role]
-    for svc in SERVICES:
-        if svc.plan_role == role:
-            return svc.name
-    return None
 
 
 INFRA_SERVICES = ("nats", "qdrant", "jaeger")  # third-party containers on the shared cores

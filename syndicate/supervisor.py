@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.registry import SERVICES, Service
 from shared.settings import Settings, format_cpus
 from syndicate.nats_server import (
     NatsNode,
@@ -48,27 +49,9 @@ from syndicate.stack_record import (
 )
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str  # name on the bus
-    module: str  # python -m MODULE
-    role: str | None = None  # model role (agents only): gets cores from the placement plan
-
-
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("router", "services.router", "router"),  # its small classifier model
-    ServiceSpec("coder-agent", "services.coder_agent", "coder"),
-    ServiceSpec("reasoner-agent", "services.reasoner_agent", "reasoner"),
-    ServiceSpec("retriever", "services.retriever"),
-    ServiceSpec("code-sandbox", "services.code_sandbox"),
-    ServiceSpec("evaluator", "services.evaluator"),
-    ServiceSpec("gateway", "services.gateway"),  # HTTP: OpenAI-compatible API and /metrics
-)
-
-
 @dataclass
 class Child:
-    spec: ServiceSpec
+    spec: Service
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
@@ -96,7 +79,7 @@ class Supervisor:
     """Runs nats-server (one node, or a cluster of ``nats_cluster`` nodes) and the
     services; restarts any that die (services with backoff 1 s → 30 s)."""
 
-    def __init__(self, settings: Settings, services: tuple[ServiceSpec, ...] = SERVICES, port: int | None = None,
+    def __init__(self, settings: Settings, services: tuple[Service, ...] = SERVICES, port: int | None = None,
                  *, nats_cluster: int = 1, auth: bool = True) -> None:
         self.settings = settings
         self.services = services
@@ -185,7 +168,7 @@ class Supervisor:
         """Cores per agent role from the placement planner (never oversubscribed)."""
         from syndicate.placement import stack_plan
 
-        self.placement = stack_plan([s.role for s in self.services if s.role])
+        self.placement = stack_plan([s.role for s in self.services if s.role and s.weight])
         return self.placement.get("agents", {})
 
     def _spawn(self, child: Child) -> None:
@@ -325,8 +308,8 @@ def main() -> None:
     Supervisor(settings, services, port=args.port, nats_cluster=args.nats_cluster, auth=not args.no_auth).run_forever()
 
 
-def select_services(names: list[str] | None) -> tuple[ServiceSpec, ...]:
-    """The SERVICES named (all when None); ValueError for an unknown name."""
+def select_services(names: list[str] | None) -> tuple[Service, ...]:
+    """The registry's services named (all when None); ValueError for an unknown name."""
     if not names:
         return SERVICES
     known = {s.name: s for s in SERVICES}
@@ -340,4 +323,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["SERVICES", "ServiceSpec", "Supervisor", "select_services", "spawn_detached", "stop_stack"]
+__all__ = ["Supervisor", "select_services", "spawn_detached", "stop_stack"]

@@ -8,6 +8,7 @@ import time
 from typing import Any, Literal
 
 from services.gateway.openai_schema import (
+    AUTO_MODEL,
     MODELS,
     ChatCompletionRequest,
     ChatMessage,
@@ -46,7 +47,7 @@ def to_task(
         max_tokens = req.max_tokens
     return TaskSubmit(
         task_id=task_id or new_id("t-"), kind=kind, text=text, collection=req.collection,  # type: ignore[arg-type]
-        timeout_s=timeout_s, max_tokens=max_tokens,
+        timeout_s=timeout_s, max_tokens=max_tokens, agent=None if req.model == AUTO_MODEL else req.model,
     )
 
 

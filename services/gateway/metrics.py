@@ -25,12 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from shared import subjects
+from shared import registry, subjects
 from shared.bus import scatter
 from shared.contracts import HealthPing, HealthReply, MetricsPing, MetricsReply, TaskResult
 from shared.metrics import LATENCY_BUCKETS, RATE_BUCKETS, TASK_BUCKETS, TTFT_BUCKETS
 
-AGENT_OF_KIND = {"code": "coder", "reason": "reasoner"}
+AGENT_OF_KIND = {a.task_kind: a.name for a in registry.agents().values() if a.task_kind}
 
 
 class GatewayMetrics:

@@ -12,12 +12,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# model id -> TaskSubmit.kind. One id per agent role, plus "syndicate" for auto-routing.
-MODELS: dict[str, str] = {"syndicate": "auto", "coder": "code", "reasoner": "reason"}
+from shared import registry
+
+AUTO_MODEL = "syndicate"  # auto-routed: the router picks the agents
+# model id -> TaskSubmit.kind. One id per agent of the registry, plus AUTO_MODEL.
+MODELS: dict[str, str] = {
+    AUTO_MODEL: "auto", **{a.name: a.task_kind or "auto" for a in registry.agents().values()},
+}
 MODEL_DESCRIPTIONS: dict[str, str] = {
-    "syndicate": "auto-routed: the router picks coder and/or reasoner",
-    "coder": "coder-agent: writes code, checks it in the sandbox, repairs it",
-    "reasoner": "reasoner-agent: answers, with retrieval when a collection is given",
+    AUTO_MODEL: f"auto-routed: the router picks {' and/or '.join(registry.agent_names())}",
+    **{a.name: a.description for a in registry.agents().values()},
 }
 
 

@@ -25,7 +25,7 @@ from services.router.evolution.service import EvolutionService
 from services.router.routing import fallback_route, rule_route
 from services.router.settings import RouterSettings
 from services.router.state import TaskStore, set_status
-from shared import subjects
+from shared import registry, subjects
 from shared.agent import AgentRuntime
 from shared.bus import (
     MAX_PAYLOAD_ECHO,
@@ -211,7 +211,7 @@ async def on_step_result(res: StepResult, store: TaskStore = Context()) -> None:
 def result_from_step(state: TaskState, res: StepResult) -> TaskResult:
     return TaskResult(
         task_id=state.task.task_id, trace_id=state.trace_id, status=res.status,
-        kind="code" if state.route[-1] == "coder" else "reason",
+        kind=registry.kind_of_agent(state.route[-1]),  # type: ignore[arg-type]
         answer=res.answer, code=res.code, tests=res.tests, attempts=res.attempts, citations=res.citations,
         files=res.files, diff=res.diff, error=res.error, usage=res.usage, submitted_at=state.task.submitted_at,
     )
@@ -230,7 +230,7 @@ async def end_task(store: TaskStore, task_id: str, status: str, reason: str, cod
                 step.status, step.finished_at = status, time.time()  # type: ignore[assignment]
         state.result = TaskResult(
             task_id=task_id, trace_id=state.trace_id, status=status,  # type: ignore[arg-type]
-            kind="code" if state.route and state.route[-1] == "coder" else "reason",
+            kind=registry.kind_of_agent(state.route[-1]) if state.route else "reason",  # type: ignore[arg-type]
             error=ErrorInfo(code=code or status, message=reason), submitted_at=state.task.submitted_at,
         )
         set_status(state, status)
@@ -307,8 +307,8 @@ async def on_max_deliveries(advisory: MaxDeliveriesAdvisory, store: TaskStore = 
 async def fail_task_of(store: TaskStore, subject: str, data: bytes, reason: str) -> None:
     """End the task an undeliverable message belongs to ``failed`` (code ``undeliverable``)."""
     models: dict[str, type[TaskSubmit | AgentJob | StepResult]] = {
-        subjects.TASK_SUBMIT: TaskSubmit, subjects.JOB_CODER: AgentJob, subjects.JOB_REASONER: AgentJob,
-        subjects.STEP_RESULT: StepResult,
+        subjects.TASK_SUBMIT: TaskSubmit, subjects.STEP_RESULT: StepResult,
+        **dict.fromkeys(registry.job_subjects(), AgentJob),
     }
     model = models.get(subject)
     if model is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from shared import registry
 from shared.contracts import TaskSubmit
 
 _CODE = re.compile(
@@ -17,10 +18,10 @@ _QUESTION = re.compile(r"^\s*(what|why|how|who|when|where|which|explain|describe
 
 def rule_route(task: TaskSubmit) -> list[str] | None:
     """The route when rules are sure of it, else None (leave it to the classifier)."""
-    if task.kind == "code":
-        return ["coder"]
-    if task.kind == "reason":
-        return ["reasoner"]
+    if task.agent:
+        return [task.agent]
+    if (agent := registry.agent_for_kind(task.kind)) is not None:
+        return [agent]
     if task.files:
         return ["coder"]
     code_hits = len(_CODE.findall(task.text))

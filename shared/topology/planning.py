@@ -25,16 +25,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from shared import registry
 from shared.errors import ConfigError
 from shared.settings import format_cpus
 from shared.topology.discovery import Topology
 
-# Share of the physical cores kept for code-sandbox, retriever and NATS when cores are
+# Share of the physical cores kept for the shared services (below) when cores are
 # to spare: one CCX of four on a 32-core EPYC 7502P.
 SHARED_FRACTION = 1 / 8
-SHARED_SERVICES = ("nats", "retriever", "code-sandbox")
-# Roles whose model runs inside a service not named "<role>-agent".
-SERVICE_FOR_ROLE = {"router": "router"}
+SHARED_SERVICES = ("nats", *(svc.name for svc in registry.SERVICES if not svc.role))
 
 Mode = Literal["whole-groups", "split-groups", "shared-cores"]
 
@@ -46,12 +45,9 @@ class RoleSpec(BaseModel):
     min_cores: int = Field(default=0, ge=0)  # physical cores it needs at the least
 
 
-# The single place the default roles live. When the model roster (shared/llm/roster.py)
-# lands, default_roles() should read role sizes from it instead.
+# The roles the local stack places by default: the registry's, with their weights.
 DEFAULT_ROLES: dict[str, RoleSpec] = {
-    "coder": RoleSpec(weight=2),
-    "reasoner": RoleSpec(weight=2),
-    "router": RoleSpec(weight=0.5),
+    role: RoleSpec(weight=weight) for role, weight in registry.placement_roles().items()
 }
 
 
@@ -136,7 +132,7 @@ class PlacementPlan(BaseModel):
         """Per compose service: ``cpuset`` (when pinned) and environment."""
         out: dict[str, dict[str, str]] = {}
         for role, a in self.agents.items():
-            out[SERVICE_FOR_ROLE.get(role, f"{role}-agent")] = {
+            out[registry.service_for_role(role) or f"{role}-agent"] = {
                 "cpuset": format_cpus(a.cpus),
                 **a.env,
             }

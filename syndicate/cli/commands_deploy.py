@@ -4,7 +4,9 @@
   placement plan's cores (``syndicate topology --json > plan.json`` makes the plan).
 - ``deploy credentials --out FILE``: random NATS passwords, one per service (for
   compose's ``.env`` or the k8s overlay's ``nats-credentials.env``).
-- ``deploy nats-auth``: the NATS users and permissions, rendered from syndicate/deploy.py.
+- ``deploy nats-auth``: the NATS users and permissions, rendered from shared/registry.py.
+- ``deploy manifests``: every file generated from the service registry (NATS users,
+  compose.yaml's services, the Kubernetes manifests): checked, or rewritten with --write.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Annotated
 import typer
 
 from shared.settings import REPO_ROOT
-from syndicate import deploy
+from syndicate import deploy, generated
 
 NATS_AUTH_FILES = (REPO_ROOT / "infra" / "nats" / "auth.conf", REPO_ROOT / "k8s" / "base" / "nats" / "auth.conf")
 
@@ -56,7 +58,7 @@ def credentials(
 def nats_auth(
     write: Annotated[bool, typer.Option("--write", help="rewrite infra/nats/auth.conf and k8s/base/nats/auth.conf")] = False,
 ) -> None:
-    """Print (or --write) the NATS authorization block generated from syndicate/deploy.py."""
+    """Print (or --write) the NATS authorization block generated from shared/registry.py."""
     text = deploy.render_nats_auth()
     if not write:
         typer.echo(text, nl=False)
@@ -64,6 +66,24 @@ def nats_auth(
     for path in NATS_AUTH_FILES:
         path.write_text(text)
         typer.echo(f"wrote {path}")
+
+
+@deploy_app.command("manifests")
+def manifests(
+    write: Annotated[bool, typer.Option("--write", help="rewrite the stale files")] = False,
+) -> None:
+    """Check (or --write) every deployment file generated from shared/registry.py."""
+    if write:
+        for path in generated.write_files(REPO_ROOT):
+            typer.echo(f"wrote {path.relative_to(REPO_ROOT)}")
+        return
+    stale = generated.stale_files(REPO_ROOT)
+    for path in stale:
+        typer.echo(f"stale: {path.relative_to(REPO_ROOT)}", err=True)
+    if stale:
+        typer.echo("run `syndicate deploy manifests --write`", err=True)
+        raise typer.Exit(1)
+    typer.echo("every generated deployment file matches shared/registry.py")
 
 
 def register(app: typer.Typer) -> None:

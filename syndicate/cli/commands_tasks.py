@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from shared import subjects
+from shared import registry, subjects
 from shared.bus import publish_task, to_error_info
 from shared.contracts import (
     FINAL_STATUSES,
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
 def submit(
     text: str = typer.Argument(..., help="What to do, in words."),
     kind: str = typer.Option("auto", help="auto | code | reason"),
+    agent: str | None = typer.Option(None, help=f"Straight to this agent, no routing ({', '.join(registry.agent_names())})."),
     file: list[Path] = typer.Option([], "--file", "-f", help="A file the task works on (repeatable)."),
     collection: str | None = typer.Option(None, help="Retrieve context from this collection."),
     timeout: float = typer.Option(600.0, help="Deadline in seconds; the task ends 'timeout' after it."),
@@ -58,7 +59,8 @@ def submit(
         raise typer.BadParameter("kind must be auto, code or reason")
     try:
         files = [FileIn(path=str(p), content=p.read_text()) for p in file]
-        task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout)  # type: ignore[arg-type]
+        task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout,  # type: ignore[arg-type]
+                          agent=agent)
     except OSError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except ValidationError as exc:  # a file or the whole task over its limit

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
+from shared import registry
 from syndicate import deploy
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("epyc", "multinode")
 K8S_VERSION = "1.37.0"  # newest schema set kubernetes-validate ships
-AGENTS = {svc.name for svc in deploy.SERVICES if svc.plan_role}  # llama.cpp on exclusive cores
+AGENTS = {svc.name for svc in registry.SERVICES if svc.role}  # llama.cpp on exclusive cores
 
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:

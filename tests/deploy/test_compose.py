@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shared import registry
 from shared.settings import parse_cpus
 from syndicate import deploy
 
@@ -20,7 +21,7 @@ from .conftest import AGENTS, REPO
 
 PLAN = json.loads((REPO / "infra" / "placement" / "epyc-7502p.json").read_text())
 INFRA = {"nats", "qdrant", "jaeger"}
-PINNED = {deploy.plan_service(role) for role in PLAN["agents"]} - {None}  # exclusive cores in compose
+PINNED = {registry.service_for_role(role) for role in PLAN["agents"]} - {None}  # exclusive cores in compose
 
 
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
@@ -56,7 +57,7 @@ def test_generated_cpu_override_validates(tmp_path: Path) -> None:
 
 
 def test_services_are_the_deploy_table_plus_infrastructure(compose: dict) -> None:
-    assert set(long_running(compose)) == {svc.name for svc in deploy.SERVICES} | INFRA
+    assert set(long_running(compose)) == {svc.name for svc in registry.SERVICES} | INFRA
 
 
 def test_cpusets_are_the_committed_placement_plan(compose: dict) -> None:
@@ -88,7 +89,7 @@ def test_every_service_has_a_healthcheck(compose: dict) -> None:
             continue
         test = svc["healthcheck"]["test"]
         assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
-    for svc in deploy.SERVICES:
+    for svc in registry.SERVICES:
         assert compose["services"][svc.name]["healthcheck"]["test"] == ["CMD", "python", "-m", "shared.health", svc.name]
 
 
@@ -103,14 +104,14 @@ def test_no_container_runs_as_root(compose: dict) -> None:
 
 
 def test_each_service_connects_as_its_own_nats_user(compose: dict) -> None:
-    for svc in deploy.SERVICES:
+    for svc in registry.SERVICES:
         env = compose["services"][svc.name]["environment"]
         url = env["SYNDICATE_NATS_URL"]
-        assert re.fullmatch(rf"nats://{svc.name}:\$\{{{svc.password_env}:\?[^}}]+\}}@nats:4222", url), url
+        assert re.fullmatch(rf"nats://{svc.name}:\$\{{{deploy.password_env(svc.name)}:\?[^}}]+\}}@nats:4222", url), url
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
         assert compose["services"][svc.name]["restart"] == "unless-stopped"
     nats_env = compose["services"]["nats"]["environment"]
-    assert set(nats_env) == {deploy.password_env(u) for u, _ in deploy.nats_users()}
+    assert set(nats_env) == {deploy.password_env(u) for u, _ in registry.nats_users()}
 
 
 def test_nats_has_jetstream_on_a_volume(compose: dict) -> None:

@@ -10,6 +10,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from shared import registry
 from shared.settings import parse_cpus
 from syndicate import deploy
 from syndicate.cli import commands_deploy
@@ -88,7 +89,7 @@ def test_committed_plan_matches_the_epyc_7502p() -> None:
 def test_override_is_compose_yaml_for_every_container() -> None:
     p = json.loads((REPO / "infra" / "placement" / "epyc-7502p.json").read_text())
     services = yaml.safe_load(deploy.render_compose_cpus(p))["services"]
-    assert set(services) == {s.name for s in deploy.SERVICES} | set(deploy.INFRA_SERVICES)
+    assert set(services) == {s.name for s in registry.SERVICES} | set(deploy.INFRA_SERVICES)
     assert services["coder-agent"]["cpuset"] == "0-11,32-43"
     assert services["coder-agent"]["environment"]["OMP_NUM_THREADS"] == "12"  # physical cores, not SMT threads
 
@@ -119,7 +120,7 @@ def test_cli_credentials_writes_once_and_rotates_only_with_force(cli: typer.Type
     assert CliRunner().invoke(cli, ["deploy", "credentials", "--out", str(env)]).exit_code == 0
     first = env.read_text()
     assert env.stat().st_mode & 0o777 == 0o600
-    assert {line.split("=")[0] for line in first.splitlines() if "=" in line} == {deploy.password_env(u) for u, _ in deploy.nats_users()}
+    assert {line.split("=")[0] for line in first.splitlines() if "=" in line} == {deploy.password_env(u) for u, _ in registry.nats_users()}
     assert CliRunner().invoke(cli, ["deploy", "credentials", "--out", str(env)]).exit_code == 1
     assert env.read_text() == first
     assert CliRunner().invoke(cli, ["deploy", "credentials", "--out", str(env), "--force"]).exit_code == 0
@@ -127,6 +128,6 @@ def test_cli_credentials_writes_once_and_rotates_only_with_force(cli: typer.Type
 
 
 def test_sandbox_user_may_publish_nothing_of_its_own() -> None:
-    perms = deploy.service("code-sandbox").permissions
+    perms = registry.service("code-sandbox").nats_permissions()
     assert set(perms.publish_allow()) == {"syndicate.health.ping", "syndicate.dlq.>"}
     assert not perms.jetstream

@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared import registry
 from shared import subjects as s
 from syndicate import deploy
 
@@ -41,9 +42,14 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
-def base_resources() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((REPO / "k8s" / "base" / "kustomization.yaml").read_text())
-    return [doc for rel in kustomization["resources"] for doc in load_yaml_docs(REPO / "k8s" / "base" / rel)]
+def base_resources(folder: Path = REPO / "k8s" / "base") -> list[dict[str, Any]]:
+    """Every object a kustomization lists (a listed folder: its own kustomization's)."""
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    docs: list[dict[str, Any]] = []
+    for rel in kustomization["resources"]:
+        path = folder / rel
+        docs += base_resources(path) if path.is_dir() else load_yaml_docs(path)
+    return docs
 
 
 def test_base_files_validate_without_kubectl() -> None:
@@ -116,7 +122,7 @@ def test_every_workload_has_probes_and_a_disruption_budget(rendered: dict, overl
 
 def test_service_probes_ask_the_health_subject(rendered: dict) -> None:
     deployments = of_kind(rendered["epyc"], "Deployment")
-    for svc in deploy.SERVICES:
+    for svc in registry.SERVICES:
         c = containers(deployments[svc.name])[0]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["exec"]["command"] == ["python", "-m", "shared.health", svc.name]
@@ -159,7 +165,7 @@ def test_network_policies_keep_services_on_nats(rendered: dict, overlay: str) ->
     assert deny["spec"]["podSelector"] == {} and set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     allowed_peers = {"nats", "jaeger", "kube-dns"}
     deployments = of_kind(docs, "Deployment")
-    for svc in deploy.SERVICES:
+    for svc in registry.SERVICES:
         labels = deployments[svc.name]["spec"]["template"]["metadata"]["labels"]
         peers: set[str] = set()
         for pol in policies:
@@ -177,14 +183,14 @@ def test_services_match_the_deploy_table(rendered: dict) -> None:
     docs = rendered["epyc"]
     deployments = of_kind(docs, "Deployment")
     clients = {n for n, d in deployments.items() if d["spec"]["template"]["metadata"]["labels"].get("syndicate.io/nats-client") == "true"}
-    assert clients == {svc.name for svc in deploy.SERVICES}
+    assert clients == {svc.name for svc in registry.SERVICES}
     secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].startswith("nats-credentials"))
-    assert set(secret["data"]) == {deploy.password_env(u) for u, _ in deploy.nats_users()}
-    for svc in deploy.SERVICES:
+    assert set(secret["data"]) == {deploy.password_env(u) for u, _ in registry.nats_users()}
+    for svc in registry.SERVICES:
         c = containers(deployments[svc.name])[0]
         assert c["command"] == ["python", "-m", svc.module]
         env = {e["name"]: e for e in c["env"]}
-        assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": svc.password_env}
+        assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": deploy.password_env(svc.name)}
         assert env["SYNDICATE_NATS_URL"]["value"] == f"nats://{svc.name}:$(NATS_PASSWORD)@nats:4222"
 
 

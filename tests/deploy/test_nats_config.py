@@ -13,6 +13,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from shared import registry
 from shared import subjects as s
 from syndicate import deploy
 from syndicate.nats_server import nats_server_binary, wait_port
@@ -42,14 +43,14 @@ def test_config_parses_with_nats_server(where: str, tmp_path: Path) -> None:
     env = {**os.environ, **password_env(), "POD_NAME": "nats-0"}
     ok = subprocess.run([nats_server_binary(), "-t", "-c", str(tmp_path / "nats.conf")], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    env.pop(deploy.service("code-sandbox").password_env)
+    env.pop(deploy.password_env("code-sandbox"))
     missing = subprocess.run([nats_server_binary(), "-t", "-c", str(tmp_path / "nats.conf")], env=env, capture_output=True, text=True)
     assert missing.returncode != 0 and "NATS_CODE_SANDBOX_PASSWORD" in missing.stderr
 
 
 def test_generated_passwords_are_plain_strings_for_nats() -> None:
     pw = password_env()
-    assert len(pw) == len(deploy.nats_users())
+    assert len(pw) == len(registry.nats_users())
     assert all(v[0].isalpha() and v.isalnum() and len(v) == 32 for v in pw.values())
     assert len(set(pw.values())) == len(pw)
 
@@ -95,7 +96,7 @@ async def test_real_server_enforces_service_permissions(auth_server: AuthServer)
     watch = await router.subscribe(s.TASK_SUBMIT)
     await router.flush()
 
-    cli = await auth_server.connect(deploy.CLI_USER)
+    cli = await auth_server.connect(registry.CLI_USER)
     await cli.publish(s.TASK_SUBMIT, b"from cli")
     assert (await watch.next_msg(timeout=5)).data == b"from cli"
 

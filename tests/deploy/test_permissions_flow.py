@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import registry
 from syndicate import deploy
 from syndicate.nats_server import nats_server_binary, wait_port
 from tests.conftest import REPO, Services, free_port, write_script
@@ -38,7 +39,7 @@ class AuthNats:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_port(self.port, self.proc)
-        self.url = self.url_for(deploy.CLI_USER)
+        self.url = self.url_for(registry.CLI_USER)
 
     def url_for(self, user: str) -> str:
         return f"nats://{user}:{self.passwords[deploy.password_env(user)]}@127.0.0.1:{self.port}"

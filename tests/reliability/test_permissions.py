@@ -13,10 +13,9 @@ import stat
 import nats
 import pytest
 
-from shared import subjects
+from shared import registry, subjects
 from shared.contracts import CancelRequest, TaskSubmit
-from syndicate import deploy
-from syndicate.supervisor import SERVICES
+from shared.registry import SERVICES
 
 from .conftest import CODE, Client
 
@@ -65,7 +64,7 @@ def test_stack_users_and_permissions(make_stack, tmp_path) -> None:
     creds_path = stack.state / "credentials.json"
     assert stat.S_IMODE(creds_path.stat().st_mode) == 0o600
     creds = json.loads(creds_path.read_text())
-    assert set(creds) == {user for user, _ in deploy.nats_users()}
+    assert set(creds) == {user for user, _ in registry.nats_users()}
     # The server's config names passwords by variable: no secret in the file.
     conf = next((stack.state / "nats").glob("*.conf")).read_text()
     assert "authorization" in conf and all(pw not in conf for pw in creds.values())
