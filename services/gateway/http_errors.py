@@ -28,6 +28,7 @@ from shared.errors import (
     Cancelled,
     DeadlineExceeded,
     InvalidPayload,
+    Overloaded,
     QueueFull,
     SyndicateError,
 )
@@ -91,8 +92,8 @@ def from_exception(exc: BaseException, retry_after_s: int) -> APIError:
         return exc
     if isinstance(exc, ValidationError):
         return invalid_request(exc)
-    if isinstance(exc, QueueFull):
-        return rate_limited(exc.message, retry_after_s)
+    if isinstance(exc, (Overloaded, QueueFull)):  # back-pressure: the syndicate's or a model's queue
+        return rate_limited(exc.message, retry_after_s, code=exc.code)
     if isinstance(exc, DeadlineExceeded):
         return APIError(504, exc.message, type="timeout_error", code="timeout")
     if isinstance(exc, BusError):
@@ -113,8 +114,8 @@ def from_result(result: TaskResult, retry_after_s: int) -> APIError | None:
     code = result.error.code if result.error else result.status
     message = result.error.message if result.error and result.error.message else f"task {result.status}"
     message = f"task {result.task_id} {result.status}: {message}"
-    if code == "queue_full":
-        return rate_limited(message, retry_after_s)
+    if code in (Overloaded.code, QueueFull.code):
+        return rate_limited(message, retry_after_s, code=code)
     if result.status == "timeout" or code == "timeout":
         return APIError(504, message, type="timeout_error", code="timeout")
     if result.status == "cancelled":

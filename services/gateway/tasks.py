@@ -1,7 +1,6 @@
-"""Running one task over the bus for an HTTP request, the way ``syndicate submit`` does:
-subscribe to the task's events first, then publish the TaskSubmit (deduplicated by its
-Nats-Msg-Id) inside the request's trace context, stream tokens, end on the result
-event, and fall back to the KV task state when events go quiet (they are best effort).
+"""Running one task over the bus for an HTTP request with the shared task client (as
+``syndicate submit`` does), inside the request's trace context: stream its tokens, end on
+its result, count it in the gateway's metrics and bound how many run at once.
 """
 
 from __future__ import annotations
@@ -15,24 +14,18 @@ from typing import Any, Literal
 
 import nats
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
-from shared import subjects
 from shared.contracts import (
-    FINAL_STATUSES,
-    CancelRequest,
-    ErrorInfo,
-    TaskEvent,
     TaskResult,
-    TaskState,
     TaskSubmit,
 )
-from shared.errors import BusError, QueueFull
+from shared.errors import BusError, Overloaded
+from shared.task_client import TaskClient, TaskFollow
 
 tracer = trace.get_tracer("syndicate.gateway")
 
@@ -57,52 +50,37 @@ class TaskRun:
         self.task = task
         self.model = model
         self.span = span
-        self.queue: asyncio.Queue[Step] = asyncio.Queue()
-        self.sub: Any = None
+        self.follow: TaskFollow | None = None
         self.started = time.monotonic()
         self.first_token_at: float | None = None
         self.result: TaskResult | None = None
         self.closed = False
 
-    @property
-    def deadline(self) -> float:
-        """Monotonic time after which the gateway stops waiting for the router."""
-        return self.started + self.task.timeout_s + self.bridge.settings.gateway_grace_s
-
-    def on_event(self, event: TaskEvent) -> None:
-        if event.type == "token" and event.text:
-            self.queue.put_nowait(Step("token", text=event.text))
-        elif event.type == "result" and event.result is not None:
-            self.queue.put_nowait(Step("result", result=event.result))
-
     def client_gone(self) -> None:
-        self.queue.put_nowait(GONE)
+        if self.follow is not None:
+            self.follow.interrupt()
 
     async def next(self) -> Step:
-        """The next token, the result or GONE; polls the KV when events go quiet."""
-        poll = self.bridge.settings.gateway_poll_s
+        """The next token, the result or GONE (the task client reads the KV when events go quiet)."""
+        assert self.follow is not None
         while True:
-            try:
-                step = await asyncio.wait_for(self.queue.get(), timeout=poll)
-            except TimeoutError:
-                result = await self.bridge.final_state(self.task.task_id)
-                if result is None and time.monotonic() > self.deadline:
-                    result = TaskResult(
-                        task_id=self.task.task_id, status="timeout", kind=self.task.kind,
-                        error=ErrorInfo(code="timeout", message="no result before the deadline"),
-                        submitted_at=self.task.submitted_at,
-                    )
-                if result is None:
-                    continue
-                step = Step("result", result=result)
-            if step.kind == "token" and self.first_token_at is None:
-                self.first_token_at = time.monotonic()
-                self.bridge.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
-            if step.kind == "result" and self.result is None:
-                self.result = step.result
-                assert step.result is not None
-                self.bridge.metrics.observe_result(step.result, self.model, time.monotonic() - self.started)
-            return step
+            event = await self.follow.next()
+            if event is None:
+                return GONE
+            if event.type == "token" and event.text:
+                step = Step("token", text=event.text)
+                break
+            if event.type == "result" and event.result is not None:
+                step = Step("result", result=event.result)
+                break
+        if step.kind == "token" and self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+            self.bridge.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
+        if step.kind == "result" and self.result is None:
+            self.result = step.result
+            assert step.result is not None
+            self.bridge.metrics.observe_result(step.result, self.model, time.monotonic() - self.started)
+        return step
 
     async def close(self) -> None:
         """Release the slot; a client that left before the result cancels the task.
@@ -126,14 +104,11 @@ class TaskRun:
         await self.bridge.detached(self._cleanup(gone))
 
     async def _cleanup(self, gone: bool) -> None:
-        if self.sub is not None:
+        if self.follow is not None:
+            await self.follow.close()
+        if gone and self.follow is not None:  # submitted, then abandoned: stop the work
             with contextlib.suppress(Exception):
-                await self.sub.unsubscribe()
-        if gone:
-            with contextlib.suppress(Exception):
-                await self.bridge.broker.publish(
-                    CancelRequest(task_id=self.task.task_id, reason="client disconnected"), subjects.TASK_CANCEL,
-                )
+                await self.bridge.client.cancel(self.task.task_id, "client disconnected")
 
 
 class TaskBridge:
@@ -143,8 +118,8 @@ class TaskBridge:
         self.broker = broker
         self.settings = settings
         self.metrics = metrics
+        self.client = TaskClient(broker, poll_s=settings.gateway_poll_s)
         self.inflight = 0
-        self._kv: Any = None
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -161,12 +136,11 @@ class TaskBridge:
         self.metrics.inflight.set(self.inflight)
 
     async def start(self, task: TaskSubmit, model: str, parent: otel_context.Context, endpoint: str) -> TaskRun:
-        """Submit ``task`` and return its run (raises QueueFull or BusError)."""
+        """Submit ``task`` and return its run (raises Overloaded, InvalidPayload or BusError)."""
         if self.inflight >= self.settings.gateway_max_inflight:
             self.metrics.rejected.labels("gateway_inflight").inc()
-            raise QueueFull(f"the gateway is running {self.inflight} tasks (limit {self.settings.gateway_max_inflight})")
-        nc = self.nc
-        if nc is None:
+            raise Overloaded(f"the gateway is running {self.inflight} tasks (limit {self.settings.gateway_max_inflight})")
+        if self.nc is None:
             raise BusError("the syndicate's message bus is unreachable")
         self.inflight += 1
         self.metrics.inflight.set(self.inflight)
@@ -176,40 +150,18 @@ class TaskBridge:
             attributes={"syndicate.task_id": task.task_id, "syndicate.kind": task.kind, "gen_ai.request.model": model},
         )
         run = TaskRun(self, task, model, span)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
-            run.sub = await nc.subscribe(subjects.task_events(task.task_id), cb=_forward(run))
-            token = otel_context.attach(trace.set_span_in_context(span, parent))
-            try:
-                # Inside the span: FastStream's telemetry middleware makes the publish span
-                # its child and carries traceparent in the NATS headers to the router.
-                await self.broker.publish(
-                    task, subjects.TASK_SUBMIT, stream=subjects.TASKS_STREAM,
-                    headers={"Nats-Msg-Id": task.task_id}, timeout=5.0,
-                )
-            finally:
-                otel_context.detach(token)
-        except Exception as exc:
+            # Inside the span: FastStream's telemetry middleware makes the publish span
+            # its child and carries traceparent in the NATS headers to the router.
+            run.follow = await self.client.submit(task, grace_s=self.settings.gateway_grace_s)
+        except BaseException:
             run.result = TaskResult(task_id=task.task_id, status="rejected", kind=task.kind)  # nothing to cancel
             await run.close()
-            raise _publish_error(exc) from exc
+            raise
+        finally:
+            otel_context.detach(token)
         return run
-
-    async def final_state(self, task_id: str) -> TaskResult | None:
-        """The task's result from the KV when it has one (the events may have been missed)."""
-        try:
-            if self._kv is None:
-                self._kv = await self.broker.connection.jetstream().key_value(subjects.TASK_STATE_BUCKET)
-            entry = await self._kv.get(task_id)
-        except KeyNotFoundError:
-            return None
-        except Exception:
-            return None  # bus trouble: keep waiting until the deadline
-        if entry.value is None:
-            return None
-        state = TaskState.model_validate_json(entry.value)
-        if state.status in FINAL_STATUSES and state.result is not None:
-            return state.result
-        return None
 
     async def detached(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as its own task (it survives the request's cancellation) and wait."""
@@ -222,21 +174,3 @@ class TaskBridge:
         """Wait for detached cancels before the broker stops."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _forward(run: TaskRun) -> Any:
-    async def cb(msg: Any) -> None:
-        try:
-            run.on_event(TaskEvent.model_validate_json(msg.data))
-        except Exception:
-            return  # a malformed or newer event: the KV poll still finds the result
-
-    return cb
-
-
-def _publish_error(exc: BaseException) -> Exception:
-    """QueueFull when the TASKS stream refuses more (it discards new), else BusError."""
-    text = str(exc).lower()
-    if "maximum messages" in text or "resource limits" in text or "storage" in text:
-        return QueueFull(f"the task queue is full: {exc}")
-    return BusError(f"could not submit the task: {exc}")

@@ -2,8 +2,9 @@
 (SANDBOX_EXEC), tasks to the running syndicate (TASK_SUBMIT, answer from the task's events
 and the task-state KV), and remote eval jobs (EVAL_RUN).
 
-``BusClient`` owns a nats-py connection on an event loop in a background thread and exposes
-blocking methods, so llama.cpp scoring (blocking C calls) and bus waits never share a loop.
+``BusClient`` owns a broker on an event loop in a background thread and exposes blocking
+methods, so llama.cpp scoring (blocking C calls) and bus waits never share a loop. Tasks go
+through ``shared.task_client``, as the CLI's and the gateway's do.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -20,19 +20,19 @@ import nats
 from pydantic import BaseModel
 
 from shared import subjects
+from shared.bus import make_broker
 from shared.contracts import (
-    FINAL_STATUSES,
     ErrorReply,
     EvalRunRequest,
     ExecRequest,
     ExecResult,
-    TaskEvent,
     TaskResult,
     TaskState,
     TaskSubmit,
 )
-from shared.errors import BusError, DeadlineExceeded, error_from_code
-from shared.settings import nats_servers, url_credentials
+from shared.errors import BusError, error_from_code
+from shared.settings import Settings
+from shared.task_client import TaskClient
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -47,24 +47,28 @@ def parse_reply(data: bytes, reply_type: type[T]) -> T:
 
 
 class BusClient:
-    """Blocking facade over one NATS connection (call ``close()`` when done)."""
+    """Blocking facade over one broker (call ``close()`` when done)."""
 
-    def __init__(self, url: str | list[str], *, connect_timeout_s: float = 5.0) -> None:
-        """``url``: one URL or ``Settings.nats_servers`` (a cluster's nodes, with credentials)."""
-        servers = nats_servers(url) if isinstance(url, str) else url
-        where = ", ".join(s.rsplit("@", 1)[-1] for s in servers)  # never print a password
+    def __init__(self, settings: Settings | str, *, name: str = "evaluator") -> None:
+        """``settings``: where the bus is (a cluster's nodes, with credentials), or a URL."""
+        if isinstance(settings, str):
+            settings = Settings(nats_url=settings)
+        where = ", ".join(s.rsplit("@", 1)[-1] for s in settings.nats_servers)  # never print a password
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="eval-bus", daemon=True)
         self._thread.start()
+        self.broker = make_broker(name, settings)
         try:
-            self.nc: nats.NATS = self._run(nats.connect(
-                servers, **url_credentials(servers), name="evaluator-client", connect_timeout=max(1, int(connect_timeout_s)),
-                max_reconnect_attempts=3, allow_reconnect=True,
-            ), timeout=connect_timeout_s + 5)
+            self._run(self._connect(settings.connect_timeout_s), timeout=settings.connect_timeout_s + 5)
         except Exception as exc:
             self._stop()
             raise BusError(f"cannot reach NATS at {where}: {exc} (is the stack up? `syndicate up`)") from exc
-        self.js = self.nc.jetstream()
+        self.nc: nats.NATS = self.broker.connection
+        self.tasks = TaskClient(self.broker)
+
+    async def _connect(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self.broker.connect(), timeout=timeout_s)
+        await self.broker.start()
 
     def _run(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -94,53 +98,13 @@ class BusClient:
 
     # --- tasks through the agents -----------------------------------------------------
     def run_task(self, task: TaskSubmit, *, wait_s: float | None = None) -> TaskResult:
-        """Submit a task to the syndicate and wait for its final TaskResult.
-
-        The live event stream gives the result at once; the task-state KV is polled too, so
-        a missed core-NATS event (best effort by design) never hangs the run.
-        """
-        return self._run(self._run_task(task, wait_s or task.timeout_s + 30))
-
-    async def _run_task(self, task: TaskSubmit, wait_s: float) -> TaskResult:
-        done: asyncio.Future[TaskResult] = self._loop.create_future()
-
-        async def on_event(msg: Any) -> None:
-            try:
-                ev = TaskEvent.model_validate_json(msg.data)
-            except ValueError:
-                return
-            if ev.type == "result" and ev.result is not None and not done.done():
-                done.set_result(ev.result)
-
-        sub = await self.nc.subscribe(subjects.task_events(task.task_id), cb=on_event)
-        try:
-            await self.js.publish(subjects.TASK_SUBMIT, task.model_dump_json().encode(),
-                                  headers={"Nats-Msg-Id": task.task_id})
-            kv = await self.js.key_value(subjects.TASK_STATE_BUCKET)
-            end = time.monotonic() + wait_s
-            while time.monotonic() < end:
-                try:
-                    return await asyncio.wait_for(asyncio.shield(done), timeout=1.0)
-                except TimeoutError:
-                    pass
-                if (result := await _final_from_kv(kv, task.task_id)) is not None:
-                    return result
-            raise DeadlineExceeded(f"task {task.task_id} gave no result within {wait_s:.0f}s")
-        finally:
-            await sub.unsubscribe()
+        """Submit a task to the syndicate and wait for its final TaskResult (a synthesized
+        ``timeout`` one when nothing ends it ``wait_s`` past its deadline)."""
+        return self._run(self.tasks.run(task, grace_s=30.0 if wait_s is None else max(0.0, wait_s - task.timeout_s)))
 
     def task_state(self, task_id: str) -> TaskState | None:
         """The router's record of a task (route, steps), or None."""
-
-        async def get() -> TaskState | None:
-            kv = await self.js.key_value(subjects.TASK_STATE_BUCKET)
-            try:
-                entry = await kv.get(task_id)
-            except Exception:
-                return None
-            return TaskState.model_validate_json(entry.value) if entry and entry.value else None
-
-        return self._run(get(), timeout=15)
+        return self._run(self.tasks.state(task_id), timeout=15)
 
     # --- remote eval jobs ---------------------------------------------------------------
     def publish_eval(self, req: EvalRunRequest) -> None:
@@ -148,8 +112,8 @@ class BusClient:
 
         async def pub() -> None:
             try:
-                await self.js.publish(subjects.EVAL_RUN, req.model_dump_json().encode(),
-                                      headers={"Nats-Msg-Id": req.run_id})
+                await self.broker.publish(req, subjects.EVAL_RUN, stream=subjects.EVAL_STREAM,
+                                          headers={"Nats-Msg-Id": req.run_id}, timeout=10.0)
             except nats.js.errors.NoStreamResponseError as exc:
                 raise BusError("the EVAL stream does not exist: is the stack up (`syndicate up`)?") from exc
 
@@ -157,7 +121,7 @@ class BusClient:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._run(self.nc.drain(), timeout=5)
+            self._run(self.broker.stop(), timeout=10)
         self._stop()
 
     def _stop(self) -> None:
@@ -169,18 +133,3 @@ class BusClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-async def _final_from_kv(kv: Any, task_id: str) -> TaskResult | None:
-    try:
-        entry = await kv.get(task_id)
-    except Exception:  # not written yet
-        return None
-    if entry is None or entry.value is None:
-        return None
-    state = TaskState.model_validate_json(entry.value)
-    if state.status in FINAL_STATUSES and state.result is not None:
-        return state.result
-    if state.status in FINAL_STATUSES:
-        return TaskResult(task_id=task_id, status=state.status, kind=state.task.kind)
-    return None

@@ -48,7 +48,7 @@ def run_job(
     needs_bus = options.through_agents or (kind == "code" and not options.unsafe_local_exec)
     own_bus = bus is None and needs_bus
     if own_bus:
-        bus = BusClient(settings.nats_servers, connect_timeout_s=settings.connect_timeout_s)
+        bus = BusClient(settings)
     try:
         run_program: Any = None
         if kind == "code":

@@ -173,7 +173,7 @@ def _submit_remote(settings: Any, suite: str, models: list[str], options: Any, a
     req = EvalRunRequest(suite=suite, models=models, limit=options.limit,
                          options=options.model_dump(exclude_defaults=True))
     try:
-        with BusClient(settings.nats_servers, connect_timeout_s=settings.connect_timeout_s) as bus:
+        with BusClient(settings, name="cli") as bus:
             bus.publish_eval(req)
     except SyndicateError as exc:
         err.print(f"[red]{exc.code}:[/] {exc.message}")

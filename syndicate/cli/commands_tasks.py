@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +16,21 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from shared import registry, subjects
-from shared.bus import publish_task, to_error_info
+from shared import registry
+from shared.bus import to_error_info
 from shared.contracts import (
-    FINAL_STATUSES,
-    CancelRequest,
     FileIn,
     TaskEvent,
-    TaskResult,
     TaskState,
     TaskSubmit,
 )
 from shared.errors import Overloaded, SyndicateError
+from shared.task_client import TaskClient
 from shared.telemetry import current_trace_id, read_trace
 from syndicate.cli.connect import cli_settings, connected_broker
 
 console = Console()
 err_console = Console(stderr=True)
-KV_POLL_S = 2.0
 
 
 def register(app: typer.Typer) -> None:
@@ -91,48 +87,25 @@ async def _submit(task: TaskSubmit, *, wait: bool, stream: bool) -> dict[str, An
     settings = cli_settings()
     tracer = trace.get_tracer("syndicate.cli")
     async with connected_broker(settings) as broker:
-        nc = broker.connection
         with tracer.start_as_current_span("syndicate submit", attributes={"task.id": task.task_id, "task.kind": task.kind}):
             trace_id = current_trace_id()
-            events = await nc.subscribe(subjects.task_events(task.task_id))
+            follow = await TaskClient(broker).submit(task)
             try:
-                await publish_task(broker, task)
                 if not wait:
                     return {"task_id": task.task_id, "trace_id": trace_id}
                 if stream:
                     err_console.print(f"[dim]task {task.task_id} submitted · trace {trace_id}[/]")
-                res = await _follow(nc, events, task, stream)
+                in_tokens = False
+                async for event in follow:
+                    if event.type == "result":
+                        if in_tokens and stream:
+                            sys.stdout.write("\n")
+                    elif stream:
+                        in_tokens = _render(event, in_tokens)
             finally:
-                # Unread events would keep the broker's drain waiting (30 s) on the way out.
-                await events.unsubscribe()
-    return res.model_dump(mode="json") if isinstance(res, TaskResult) else res
-
-
-async def _follow(nc: Any, events: Any, task: TaskSubmit, stream: bool) -> TaskResult | dict[str, Any]:
-    """Render events until the result arrives; poll the KV so a missed event never hangs us."""
-    kv = await nc.jetstream().key_value(subjects.TASK_STATE_BUCKET)
-    end = time.monotonic() + task.timeout_s + 30
-    next_poll = time.monotonic() + KV_POLL_S
-    in_tokens = False
-    while time.monotonic() < end:
-        try:
-            msg = await events.next_msg(timeout=0.5)
-        except Exception:
-            msg = None
-        if msg is not None:
-            event = TaskEvent.model_validate_json(msg.data)
-            if event.type == "result" and event.result is not None:
-                if in_tokens and stream:
-                    sys.stdout.write("\n")
-                return event.result
-            if stream:
-                in_tokens = _render(event, in_tokens)
-        if time.monotonic() >= next_poll:
-            next_poll = time.monotonic() + KV_POLL_S
-            state = await _state(kv, task.task_id)
-            if state is not None and state.status in FINAL_STATUSES and state.result is not None:
-                return state.result
-    return {"task_id": task.task_id, "status": "timeout", "error": {"code": "timeout", "message": "no result before the deadline"}}
+                await follow.close()
+    assert follow.result is not None
+    return follow.result.model_dump(mode="json")
 
 
 def _render(event: TaskEvent, in_tokens: bool) -> bool:
@@ -146,14 +119,6 @@ def _render(event: TaskEvent, in_tokens: bool) -> bool:
     text = event.text or (event.status or "")
     err_console.print(f"[cyan]{label}[/][dim]{event.type}:[/] {text}", highlight=False)
     return False
-
-
-async def _state(kv: Any, task_id: str) -> TaskState | None:
-    try:
-        entry = await kv.get(task_id)
-    except Exception:
-        return None
-    return TaskState.model_validate_json(entry.value) if entry.value else None
 
 
 def _print_result(out: dict[str, Any], json_out: bool) -> None:
@@ -193,8 +158,7 @@ def result(task_id: str, json_out: bool = typer.Option(False, "--json")) -> None
 
 async def _load_state(task_id: str) -> TaskState | None:
     async with connected_broker(cli_settings()) as broker:
-        kv = await broker.connection.jetstream().key_value(subjects.TASK_STATE_BUCKET)
-        return await _state(kv, task_id)
+        return await TaskClient(broker).state(task_id)
 
 
 def cancel(task_id: str, reason: str = typer.Option("cancelled by user")) -> None:
@@ -202,7 +166,7 @@ def cancel(task_id: str, reason: str = typer.Option("cancelled by user")) -> Non
 
     async def go() -> None:
         async with connected_broker(cli_settings()) as broker:
-            await broker.publish(CancelRequest(task_id=task_id, reason=reason), subjects.TASK_CANCEL)
+            await TaskClient(broker).cancel(task_id, reason)
 
     asyncio.run(go())
     console.print(f"cancel sent for {task_id}")

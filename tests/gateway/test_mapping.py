@@ -28,7 +28,7 @@ from shared.contracts import (
     TaskResult,
     Usage,
 )
-from shared.errors import BusError, DeadlineExceeded, QueueFull
+from shared.errors import BusError, DeadlineExceeded, Overloaded, QueueFull
 from shared.metrics import ServiceMetrics
 
 
@@ -113,6 +113,7 @@ def result(status: str, code: str | None = None, **kw) -> TaskResult:
 @pytest.mark.parametrize(("res", "status", "code"), [
     (result("failed", "queue_full"), 429, "queue_full"),
     (result("rejected", "queue_full"), 429, "queue_full"),
+    (result("rejected", "overloaded"), 429, "overloaded"),  # the router's admission limit
     (result("timeout", "timeout"), 504, "timeout"),
     (result("cancelled", "cancelled"), 409, "cancelled"),
     (result("failed", "engine_error"), 500, "engine_error"),
@@ -132,6 +133,8 @@ def test_done_is_no_error() -> None:
 
 def test_exceptions_map_to_http_status() -> None:
     assert he.from_exception(QueueFull("full"), 4).headers == {"Retry-After": "4"}
+    overloaded = he.from_exception(Overloaded("the task queue is full"), 4)  # a full TASKS stream
+    assert (overloaded.status, overloaded.code, overloaded.headers) == (429, "overloaded", {"Retry-After": "4"})
     assert he.from_exception(BusError("down"), 4).status == 503
     assert he.from_exception(DeadlineExceeded("late"), 4).status == 504
     assert he.from_exception(RuntimeError("boom"), 4).status == 500
