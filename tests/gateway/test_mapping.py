@@ -13,13 +13,13 @@ from pydantic import ValidationError
 
 from services.gateway import completions as cm
 from services.gateway import http_errors as he
-from services.gateway.main import encode_vector
 from services.gateway.metrics import GatewayMetrics, merge_expositions
 from services.gateway.openai_schema import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
 )
+from services.gateway.routes.embeddings import encode_vector
 from shared.contracts import (
     Attempt,
     ErrorInfo,
