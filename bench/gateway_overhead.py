@@ -1,12 +1,13 @@
 """Added latency of the OpenAI-compatible gateway over submitting the same task straight
 to the bus (what ``syndicate submit`` does), in the same run: a real nats-server, the real
-router and gateway processes, and instant fake agents (so the numbers are the plumbing,
-not a model). Goal: ≤ 5 ms p50 added per task."""
+router, reasoner-agent and gateway processes, the agent answering from a scripted engine
+at once (so the numbers are the plumbing, not a model). Goal: ≤ 5 ms p50 added per task."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -22,7 +23,6 @@ from _common import emit, nats_server, pct
 from shared import subjects
 from shared.contracts import TaskEvent, TaskSubmit, new_id
 from syndicate.cli.connect import health_replies
-from tests.gateway.fake_agent import FakeAgents
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,12 +88,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_router(url: str, timeout_s: float = 30) -> None:
+def wait_ready(url: str, names: set[str], timeout_s: float = 60) -> None:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
-        if any(r.service == "router" and r.state == "ready" for r in asyncio.run(health_replies(url, wait_s=0.3))):
+        replies = asyncio.run(health_replies(url, wait_s=0.3))
+        if names <= {r.service for r in replies if r.state == "ready"}:
             return
-    raise TimeoutError("router not ready")
+    raise TimeoutError(f"not ready: {names}")
 
 
 def main() -> None:
@@ -104,25 +105,26 @@ def main() -> None:
     n = 60 if args.quick else args.n
     warm = max(5, n // 10)
     state = tempfile.mkdtemp(prefix="bench-gw-")
+    script = Path(state) / "replies.json"
+    script.write_text(json.dumps(["I am the syndicate's reasoner."]))
     port = free_port()
     with nats_server() as url:
         env = {**os.environ, "SYNDICATE_NATS_URL": url, "SYNDICATE_STATE_DIR": state, "SYNDICATE_ROUTER_CLASSIFIER": "0",
-               "SYNDICATE_GATEWAY_PORT": str(port), "PYTHONPATH": str(REPO), "SYNDICATE_LOG_LEVEL": "WARNING"}
+               "SYNDICATE_GATEWAY_PORT": str(port), "PYTHONPATH": str(REPO), "SYNDICATE_LOG_LEVEL": "WARNING",
+               "SYNDICATE_ENGINE_SCRIPT": str(script)}
         procs = [subprocess.Popen([sys.executable, "-m", m], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for m in ("services.router", "services.gateway")]
-        agents = FakeAgents(url)
+                                  stderr=subprocess.DEVNULL)
+                 for m in ("services.router", "services.reasoner_agent", "services.gateway")]
         try:
             base = f"http://127.0.0.1:{port}"
             wait_http(base)
-            wait_router(url)  # streams and consumers exist once the router answers health
-            agents.start()
+            wait_ready(url, {"router", "reasoner-agent"})  # streams and consumers exist once they answer health
             asyncio.run(direct(url, warm))
             via_gateway(f"{base}/v1", warm, False)
             bus = asyncio.run(direct(url, n))
             gw = via_gateway(f"{base}/v1", n, False)
             gw_stream = via_gateway(f"{base}/v1", n, True)
         finally:
-            agents.stop()
             for p in procs:
                 p.terminate()
             for p in procs:

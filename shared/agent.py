@@ -122,9 +122,6 @@ class AgentRuntime:
         if self.engine is not None:
             self.engine.cancel(req.task_id)
 
-    def is_cancelled(self, task_id: str) -> bool:
-        return task_id in self.cancelled
-
     async def publish_result(self, result: StepResult, subject: str = subjects.STEP_RESULT) -> None:
         """Put a step's result on the JOBS stream (deduplicated by step id, retried through
         a bus restart); the job is acked only after this returns."""

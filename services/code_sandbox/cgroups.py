@@ -48,6 +48,8 @@ def _keyed(text: str) -> dict[str, int]:
 
 
 @dataclass
+
+
 class CgroupLayout:
     """Which hierarchies this host offers and which of them we can write."""
 
@@ -79,10 +81,6 @@ class CgroupLayout:
     def controllers(self) -> frozenset[str]:
         """Limits we can enforce: union of v1 and v2 controllers."""
         return frozenset(set(self.v1) & {"memory", "pids", "cpu"}) | self.v2_controllers
-
-    @property
-    def has_kill(self) -> bool:
-        return self.v2 is not None
 
 
 class CgroupTree:

@@ -13,6 +13,10 @@ from pydantic import Field, field_validator
 from shared.contracts import ExecLimits
 from shared.settings import Settings
 
+# The isolation layers, outermost first (tiers.py stacks them; SYNDICATE_SANDBOX_DISABLE
+# names the ones to leave out).
+LAYERS = ("bwrap", "seccomp", "cgroup", "userdrop")
+
 # Floors keep a run able to start the interpreter at all (Python needs ~10 MB, bwrap and
 # the box's init take two pids).
 MIN_MEMORY_MB = 32
@@ -44,8 +48,6 @@ class SandboxSettings(Settings):
     @field_validator("sandbox_disable")
     @classmethod
     def _known_layers(cls, v: str) -> str:
-        from services.code_sandbox.tiers import LAYERS
-
         unknown = {x.strip() for x in v.split(",") if x.strip()} - set(LAYERS)
         if unknown:
             raise ValueError(f"unknown layers {sorted(unknown)}; known: {', '.join(LAYERS)}")

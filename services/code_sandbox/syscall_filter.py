@@ -46,15 +46,6 @@ CLONE_NAMESPACE_FLAGS = (
 )
 
 
-def seccomp_available() -> str | None:
-    """None when a filter can be built here, else the reason it cannot."""
-    try:
-        build_filter_bpf()
-    except Exception as exc:  # libseccomp missing, unknown arch, ...
-        return f"seccomp unavailable: {type(exc).__name__}: {exc}"
-    return None
-
-
 _CACHE: list[bytes] = []
 
 

@@ -22,7 +22,6 @@ from services.code_sandbox.cgroups import CgroupLayout, CgroupTree
 from services.code_sandbox.settings import SandboxSettings
 from services.code_sandbox.syscall_filter import build_filter_bpf
 
-LAYERS = ("bwrap", "seccomp", "cgroup", "userdrop")
 FULL, NAMESPACES, DEGRADED = "full", "namespaces", "degraded"
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
+from pathlib import Path
 from typing import Annotated
 
 from faststream import Context
@@ -22,7 +23,7 @@ from faststream.nats.annotations import NatsMessage
 from services.retriever.embedding import load_embedder
 from services.retriever.index import DocumentIndex
 from services.retriever.settings import RetrieverSettings
-from services.retriever.store import open_store
+from services.retriever.store import VectorStore
 from shared import subjects
 from shared.bus import consumer, ensure_jetstream, js_stream, make_broker, to_error_info
 from shared.contracts import (
@@ -38,6 +39,21 @@ from shared.errors import SyndicateError
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime, create_app, in_progress
 from shared.settings import parse_cpus
+
+
+def open_store(
+    state_dir: Path, qdrant_url: str | None = None, api_key: str | None = None, hnsw_ef: int | None = None
+) -> VectorStore:
+    """The server backend when a URL is configured, else the embedded engine (each
+    imported only when chosen: qdrant-client is slow to import and unused by default)."""
+    if qdrant_url:
+        from services.retriever.store_server import ServerStore
+
+        return ServerStore(qdrant_url, api_key=api_key, hnsw_ef=hnsw_ef)
+    from services.retriever.store_edge import EdgeStore
+
+    return EdgeStore(state_dir / "qdrant", hnsw_ef=hnsw_ef)
+
 
 settings = RetrieverSettings()
 log = setup_logging("retriever", settings.log_level, settings.log_json)

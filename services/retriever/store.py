@@ -5,6 +5,9 @@
   background there, so the owner calls ``optimize`` after bulk writes.
 * ``ServerStore``: a Qdrant server through ``qdrant-client`` (``SYNDICATE_QDRANT_URL``).
 
+Both live in their own modules and build on this one; the service picks one
+(``services/retriever/main.py: open_store``).
+
 Each collection holds a dense vector ``dense`` (cosine) and a sparse BM25 vector
 ``bm25`` (IDF applied by the engine), and records which embedder filled it
 (``CollectionMeta``), so a query with another model fails with ``CollectionMismatch``
@@ -14,7 +17,6 @@ instead of returning nonsense.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from shared.contracts import SearchFilters
@@ -107,19 +109,6 @@ class VectorStore(Protocol):
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 PREFETCH_FACTOR = 4  # each ranking contributes this many candidates per requested hit
-
-
-def open_store(
-    state_dir: Path, qdrant_url: str | None = None, api_key: str | None = None, hnsw_ef: int | None = None
-) -> VectorStore:
-    """The server backend when a URL is configured, else the embedded engine."""
-    if qdrant_url:
-        from services.retriever.store_server import ServerStore
-
-        return ServerStore(qdrant_url, api_key=api_key, hnsw_ef=hnsw_ef)
-    from services.retriever.store_edge import EdgeStore
-
-    return EdgeStore(state_dir / "qdrant", hnsw_ef=hnsw_ef)
 
 
 class ScrolledStore:
