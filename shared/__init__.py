@@ -1,5 +1,7 @@
-"""Agent Syndicate's common package: contracts, subjects, settings, bus, telemetry,
-logging, the llama.cpp engine, CPU topology and the CLI. Services depend on this
-package only, never on each other."""
+"""Agent Syndicate's floor: what every service imports — contracts, subjects, errors,
+settings, the service registry, the bus, the task client, telemetry, logging, the
+llama.cpp engine, CPU topology and placement, evaluation and evolution. Services depend
+on this package only, never on each other; it imports neither ``services`` nor the
+operator's ``syndicate`` package."""
 
 __version__ = "0.1.0"
