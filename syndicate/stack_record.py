@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shared.registry import nats_users
 from shared.settings import Settings
+from syndicate.deploy import new_password
 
 
 def stack_file(settings: Settings) -> Path:
@@ -62,8 +64,6 @@ def read_credentials(settings: Settings) -> dict[str, str]:
 
 def write_credentials(settings: Settings) -> dict[str, str]:
     """Fresh passwords for every NATS user of the stack, readable by this user only."""
-    from syndicate.deploy import nats_users, new_password
-
     creds = {user: new_password() for user, _ in nats_users()}
     path = credentials_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)

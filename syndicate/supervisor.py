@@ -3,8 +3,9 @@ loopback, data in the state folder) and every service as a child process, pins a
 per the placement plan, restarts children (and NATS nodes) that die, and stops them all
 on SIGTERM.
 
-- Permissions: NATS runs with one user per service plus ``cli`` and the subject
-  permissions of ``syndicate.deploy`` (one table for the local stack, compose and k8s).
+- Services: the registry's (``shared.registry``), the same list compose and k8s are
+  generated from. NATS runs with one user per service plus ``cli`` and their subject
+  permissions from the registry.
   Passwords are generated at every start into ``<state_dir>/credentials.json`` (mode
   0600, never committed); each service gets its own as SYNDICATE_NATS_USER/PASSWORD.
 - ``nats_cluster=3``: three nats-server nodes on loopback with cluster routes; streams
