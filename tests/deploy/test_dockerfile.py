@@ -84,3 +84,12 @@ def test_build_args_are_documented() -> None:
     docs = (REPO / "docs" / "deploy.md").read_text()
     for arg in set(re.findall(r"^ARG\s+(\w+)", DOCKERFILE, re.MULTILINE)):
         assert arg in docs, f"build arg {arg} is not in docs/deploy.md"
+
+
+@pytest.mark.parametrize("target", ["agent", "gateway"])
+def test_cli_images_carry_the_operators_package(target: str) -> None:
+    """compose's `cli` and `models-fetch` tools run the `syndicate` command in these images."""
+    all_stages = stages()
+    assert "COPY syndicate ./syndicate" in all_stages[target]
+    assert "COPY syndicate ./syndicate" in all_stages[f"venv-{target}"]  # pip install "." packages it
+    assert not any("syndicate ./syndicate" in line for line in lineage("sandbox", all_stages))
