@@ -55,7 +55,8 @@ class Child:
     spec: Service
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # every restart since the stack started (what `syndicate status` shows)
+    crash_streak: int = 0  # restarts in a row that did not stay up a minute: the backoff
     started_at: float = 0.0
     next_start: float = 0.0
     cpus: list[int] = field(default_factory=list)
@@ -194,8 +195,9 @@ class Supervisor:
                 continue
             if child.next_start == 0.0:
                 stable = now - child.started_at > 60
-                child.restarts = 0 if stable else child.restarts + 1
-                child.next_start = now + min(30.0, 2.0 ** max(0, child.restarts - 1))
+                child.crash_streak = 0 if stable else child.crash_streak + 1
+                child.restarts += 1
+                child.next_start = now + min(30.0, 2.0 ** max(0, child.crash_streak - 1))
             elif now >= child.next_start:
                 child.next_start = 0.0
                 self._spawn(child)
