@@ -89,19 +89,27 @@ def cpusets_from_plan(plan: dict) -> dict[str, Pinning]:
     get their own cores; every other service gets ``shared_cpus`` or, when the plan has
     none, the L3 groups no agent touches (never an agent's SMT siblings), or, when every
     group is taken, whatever cores are left. Key ``"_shared"`` is that shared pinning.
+
+    Two agents on one core are refused, unless the plan marks both ``"exclusive": false``:
+    the planner's own plan for a host with fewer cores than agents (one thread each,
+    OMP_WAIT_POLICY=PASSIVE), which is then carried into compose as it is.
     """
     ccds = [set(group) for group in plan.get("ccds", [])]
     everything = set().union(*ccds) if ccds else set()
     out: dict[str, Pinning] = {}
     taken: set[int] = set()
+    sharing: set[int] = set()  # cores of agents the plan itself lets share
     for role, entry in plan.get("agents", {}).items():
         name = service_for_role(role)
         if name is None:
             continue
         cpus = set(entry["cpus"])
-        if cpus & taken:
+        shares = entry.get("exclusive") is False
+        if cpus & taken and not (shares and cpus & taken <= sharing):
             raise ValueError(f"placement plan gives cores {sorted(cpus & taken)} to two agents")
         taken |= cpus
+        if shares:
+            sharing |= cpus
         everything |= cpus
         cpuset = format_cpus(sorted(cpus))
         env = {"SYNDICATE_CPUS": cpuset, "OMP_NUM_THREADS": str(entry.get("threads", len(cpus)))}

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from shared import registry
 from shared.settings import parse_cpus
+from shared.topology import default_roles, discover, plan_placement
 from syndicate import deploy
 from syndicate.cli import commands_deploy
 
@@ -58,6 +59,27 @@ def test_fewer_cores_than_agents_still_gives_every_service_cores() -> None:
 def test_overlapping_agents_are_refused() -> None:
     with pytest.raises(ValueError, match="two agents"):
         deploy.cpusets_from_plan(plan({"coder": [0, 1], "reasoner": [1, 2]}, [[0, 1, 2, 3]]))
+
+
+def test_agents_the_plan_lets_share_a_core_keep_it() -> None:
+    """The planner's plan for 2 cores and 3 agents: coder and router share core 0."""
+    p = plan({"coder": [0], "reasoner": [1], "router": [0]}, [[0, 1]])
+    p["agents"]["coder"]["exclusive"] = p["agents"]["router"]["exclusive"] = False
+    sets = cpusets(p)
+    assert (sets["coder-agent"], sets["router"], sets["reasoner-agent"], sets["gateway"]) == ("0", "0", "1", "0-1")
+    p["agents"]["router"]["exclusive"] = True  # only one of the two agrees to share
+    with pytest.raises(ValueError, match="two agents"):
+        deploy.cpusets_from_plan(p)
+
+
+def test_the_planners_plan_for_a_two_core_host_renders() -> None:
+    """`syndicate topology --json | syndicate deploy cpus --plan -` on a host with fewer
+    cores than agents (the planner lets two share a core)."""
+    topo = discover(REPO / "tests" / "fixtures" / "sysfs" / "vm-2core")
+    summary = plan_placement(topo, default_roles()).summary(topo)
+    assert any(a["exclusive"] is False for a in summary["agents"].values())
+    text = deploy.render_compose_cpus(summary)
+    assert "coder-agent:" in text and 'cpuset: "0-1"' in text
 
 
 def test_roles_map_to_services_and_unknown_roles_are_ignored() -> None:
