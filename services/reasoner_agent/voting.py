@@ -17,9 +17,12 @@ from typing import Literal
 Kind = Literal["number", "choice"]
 
 _OPTION = re.compile(r"^\s*\(?([A-J])[).:]\s+\S", re.M)
+# A quantity question: "how many/much/long ...", or a word that asks for an amount. A bare
+# "what is" does not count ("What is new in Python 3.12?" is not a word problem).
 _QUANTITY = re.compile(
-    r"\bhow (?:many|much|long|old|fast|far|tall|big|often)\b|\bby how\b|\bwhat (?:percentage|fraction|number)\b"
-    r"|\b(?:calculate|compute|total|sum|average|difference|remain(?:s|ing|der)?|left)\b|\bwhat(?:'s| is| was| will)\b",
+    r"\bhow (?:many|much|long|old|fast|far|tall|big|often|heavy)\b|\bby how\b|\bwhat (?:percentage|fraction|number)\b"
+    r"|\b(?:calculate|compute|total|sum|average|difference|remain(?:s|ing|der)?|left|combined|maximum|minimum|profit"
+    r"|cost|price|earn|pay|spend|salary|distance|percent)\b",
     re.I,
 )
 _DIGIT = re.compile(r"\d")

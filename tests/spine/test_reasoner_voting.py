@@ -40,6 +40,7 @@ class _Metrics:
     ("A shirt costs $20 after a 20% discount. What was the original price?", "number"),
     ("Which gas do plants absorb?\nA. Oxygen\nB. Carbon dioxide\nC. Helium", "choice"),
     ("What is an automated market maker?", None),
+    ("What is new in Python 3.12?", None),  # digits, but not a quantity question
     ("Write a haiku about the sea.", None),
 ])
 def test_only_questions_with_a_checkable_answer_are_voted_on(question: str, kind: str | None) -> None:
