@@ -118,6 +118,8 @@ def score_gsm8k(items: list[QAItem], results: Path) -> dict:
     """Accuracy, seconds and tokens per problem of each arm that has a result for every item."""
     out: dict = {}
     ids = {i.id for i in items}
+    if not ids:
+        return out
     for arm in ("single", "agent"):
         path = results / f"gsm8k_{arm}.jsonl"
         if not path.exists():

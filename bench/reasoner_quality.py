@@ -103,10 +103,12 @@ def main() -> None:
             (results / ("defi.jsonl" if arm == "defi" else f"gsm8k_{arm}.jsonl")).unlink(missing_ok=True)
     limit = 50 if args.quick else (args.limit or 250)
     cpus = [int(c) for c in args.agent_cpus.split(",")] if args.agent_cpus else [max(os.sched_getaffinity(0))]
-    out: dict = {"bench": "reasoner_quality", "model": role.model_id, "gsm8k_n": limit, "agent_cpus": cpus,
+    out: dict = {"bench": "reasoner_quality", "model": role.model_id, "agent_cpus": cpus,
                  "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
     t0 = time.time()
     items = gsm8k_items(limit) if {"single", "agent"} & set(arms) else []
+    if items:
+        out["gsm8k_n"] = len(items)
     if "single" in arms:
         run_single(role.path, items, results / "gsm8k_single.jsonl", args.single_cpus)
     engine = None
