@@ -1,11 +1,15 @@
-"""What coder-agent and reasoner-agent share: the model loaded once, token streaming as
-task events, cancellation, skipping steps that already ended, and result publishing."""
+"""What coder-agent and reasoner-agent share: the model loaded once, jobs taken up to the
+engine's free slots, token streaming as task events, cancellation, skipping steps that
+already ended, and result publishing."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from faststream.nats import NatsBroker
 
 from shared import subjects
@@ -22,10 +26,12 @@ from shared.contracts import (
 )
 from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
 from shared.metrics import ServiceMetrics
-from shared.service import ServiceRuntime, publish_event, publish_token
+from shared.service import ServiceRuntime, in_progress, publish_event, publish_token
 from shared.settings import Settings
 
 MAX_REMEMBERED_CANCELS = 10_000
+SLOT_POLL_S = 0.05  # how often a job waiting for a free slot looks again
+log = structlog.get_logger("agent")
 
 
 class MeteredEngine:
@@ -70,6 +76,59 @@ class AgentRuntime:
         self.engine: TextEngine | None = None
         self.cancelled: set[str] = set()
         self._kv: Any = None
+        self.jobs: set[asyncio.Task[None]] = set()  # jobs running now
+        self._job_ended = asyncio.Event()
+
+    def free_slots(self) -> int:
+        """Jobs this agent may start now: its engine's slots not running or claimed by a
+        waiting request, and never more jobs at once than slots (a job may run several
+        requests of its own: sampled candidates, self-consistency chains)."""
+        stats = self.engine.stats() if self.engine is not None else {}
+        slots = int(stats.get("slots", 1) or 1)
+        busy = int(stats.get("running", 0) or 0) + int(stats.get("waiting", 0) or 0)
+        return max(0, min(slots - busy, slots - len(self.jobs)))
+
+    async def take(self, msg: Any, work: Callable[[], Awaitable[None]]) -> None:
+        """Take one JetStream job (its subscriber acks manually): wait for a free slot,
+        telling JetStream the message is alive meanwhile, then run ``work`` in the
+        background and return, so the subscriber fetches the next job while this one
+        runs. The message is acked when ``work`` returns, rejected when it raises (as
+        FastStream's default policy did) and nak'ed for redelivery when the agent stops."""
+        async with in_progress(msg):
+            while self.free_slots() <= 0:
+                # A job ending wakes us; a request of a running job ending is polled.
+                self._job_ended.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._job_ended.wait(), SLOT_POLL_S)
+        task = asyncio.create_task(self._run_job(msg, work))
+        self.jobs.add(task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self.jobs.discard(task)
+        self._job_ended.set()
+
+    async def _run_job(self, msg: Any, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            async with in_progress(msg):
+                await work()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nack()  # the agent stops: another copy takes it at once
+            raise
+        except Exception:
+            log.exception("job failed", role=self.role)
+            with contextlib.suppress(Exception):
+                await msg.reject()
+        else:
+            with contextlib.suppress(Exception):
+                await msg.ack()
+
+    async def stop_jobs(self) -> None:
+        """Cancel the running jobs (their messages go back to JetStream)."""
+        for task in list(self.jobs):
+            task.cancel()
+        await asyncio.gather(*self.jobs, return_exceptions=True)
 
     async def load(self, settings: Settings, engine: TextEngine | None = None) -> TextEngine:
         """Load the role's model once (pinned to the process's cores) unless one is given."""

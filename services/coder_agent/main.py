@@ -3,6 +3,7 @@ repairs it from the verdicts, returns code + test evidence."""
 
 from __future__ import annotations
 
+from faststream import AckPolicy
 from faststream.nats import NatsMessage, PullSub
 
 from services.coder_agent.mutation import mutate
@@ -13,7 +14,7 @@ from shared.agent import AgentRuntime
 from shared.bus import consumer, ensure_jetstream, jetstream, js_stream, make_broker, request
 from shared.contracts import AgentJob, CancelRequest, EvolveRun, ExecRequest, ExecResult
 from shared.logging import setup_logging
-from shared.service import ServiceRuntime, create_app, in_progress
+from shared.service import ServiceRuntime, create_app
 
 settings = CoderSettings()
 log = setup_logging("coder-agent", settings.log_level, settings.log_json)
@@ -47,15 +48,20 @@ async def evolve_run_ended(run_id: str) -> bool:
 
 @broker.subscriber(
     subjects.JOB_CODER, stream=js_stream(subjects.JOBS_STREAM), durable=subjects.CODER_DURABLE,
-    pull_sub=PullSub(timeout=1.0), config=consumer(subjects.CODER_DURABLE, ack_wait_s=60, max_deliver=3),
+    pull_sub=PullSub(timeout=1.0), ack_policy=AckPolicy.MANUAL, config=consumer(subjects.CODER_DURABLE, ack_wait_s=60, max_deliver=3),
 )
 async def on_job(job: AgentJob, msg: NatsMessage) -> None:
+    # Returns once the job has a slot: the subscriber then fetches the next one while
+    # this one runs (acked when handle() returns; see AgentRuntime.take).
+    await agent.take(msg, lambda: handle(job))
+
+
+async def handle(job: AgentJob) -> None:
     assert agent.engine is not None
     if job.mode == "mutate":  # a candidate for an evolution run: the run scores it itself
         if await evolve_run_ended(job.task_id):
             return  # the run finished or was cancelled while this job waited in the queue
-        async with in_progress(msg):
-            result = await mutate(agent.engine, job, settings.max_tokens)
+        result = await mutate(agent.engine, job, settings.max_tokens)
         log.info("candidate written", run_id=job.task_id, step_id=job.step_id, status=result.status)
         await agent.publish_result(result, subjects.evolve_results(job.task_id))
         return
@@ -65,11 +71,15 @@ async def on_job(job: AgentJob, msg: NatsMessage) -> None:
         agent.engine, run_in_sandbox, settings, on_token=agent.token_sink(job),
         progress=lambda text: agent.progress(job, text), search=agent.search,
     )
-    async with in_progress(msg):
-        result = await solver.solve(job)
-        # Still ours while the result is published (retried through a bus outage).
-        log.info("step finished", task_id=job.task_id, status=result.status, attempts=len(result.attempts))
-        await agent.publish_result(result)
+    result = await solver.solve(job)
+    # Still ours while the result is published (retried through a bus outage).
+    log.info("step finished", task_id=job.task_id, status=result.status, attempts=len(result.attempts))
+    await agent.publish_result(result)
+
+
+@app.on_shutdown
+async def stop_jobs() -> None:
+    await agent.stop_jobs()
 
 
 @broker.subscriber(subjects.TASK_CANCEL)

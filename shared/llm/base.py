@@ -70,8 +70,10 @@ class ScriptedEngine:
         *,
         name: str = "scripted",
         token_delay_s: float = 0.0,
+        slots: int = 1,
     ) -> None:
         self.name = name
+        self.slots = slots  # what stats() reports: agents take this many jobs at once
         self._replies = list(replies)
         self._delay = token_delay_s
         self._cancelled: set[str] = set()
@@ -114,7 +116,7 @@ class ScriptedEngine:
         return True
 
     def stats(self) -> dict[str, Any]:
-        return {"queue_depth": 0, "running": self._running}
+        return {"queue_depth": 0, "waiting": 0, "running": min(self._running, self.slots), "slots": self.slots}
 
     async def aclose(self) -> None:
         return None

@@ -3,7 +3,8 @@
 - ``SYNDICATE_ENGINE_SCRIPT=/path/replies.json`` (a JSON list of reply strings): a
   ``ScriptedEngine`` answering them in order. Integration tests of real service
   processes use it to run the whole bus without llama.cpp
-  (``SYNDICATE_ENGINE_SCRIPT_DELAY``: seconds between streamed pieces, for slow-model tests).
+  (``SYNDICATE_ENGINE_SCRIPT_DELAY``: seconds between streamed pieces, for slow-model tests;
+  ``SYNDICATE_ENGINE_SCRIPT_SLOTS``: the slots it reports, so agents take that many jobs).
 - otherwise the role's model from the roster (``SYNDICATE_ROSTER``; file overrides
   ``SYNDICATE_MODEL_PATH`` / ``SYNDICATE_MODEL_<ROLE>_PATH``), verified, loaded in a
   ``LlamaEngine`` pinned to ``settings.cpus`` (all cpus this process may use when unset).
@@ -60,4 +61,5 @@ def _scripted(path: Path, role: str) -> ScriptedEngine:
     if not isinstance(replies, list) or not replies or not all(isinstance(r, str) for r in replies):
         raise ConfigError(f"SYNDICATE_ENGINE_SCRIPT={path} must hold a non-empty JSON list of strings")
     delay = float(os.environ.get("SYNDICATE_ENGINE_SCRIPT_DELAY", "0") or 0)  # seconds per piece
-    return ScriptedEngine(replies, name=f"scripted-{role}", token_delay_s=delay)
+    slots = int(os.environ.get("SYNDICATE_ENGINE_SCRIPT_SLOTS", "1") or 1)
+    return ScriptedEngine(replies, name=f"scripted-{role}", token_delay_s=delay, slots=slots)

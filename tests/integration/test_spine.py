@@ -166,3 +166,22 @@ def test_a_cancel_that_overtakes_its_task_still_cancels_it(services: Services, t
     asyncio.run(go())
     state = wait_status(services, task.task_id, "cancelled", 30)
     assert state.get("status") == "cancelled", state
+
+
+def test_an_agent_takes_as_many_jobs_as_it_has_slots(services: Services, tmp_path) -> None:
+    """Four reason tasks at once on a reasoner with four slots run together (its JetStream
+    subscriber used to hand it one job at a time: `run 1/4` until the end)."""
+    services.start("router", "services.router", SYNDICATE_ROUTER_CLASSIFIER="0")
+    services.start("reasoner-agent", "services.reasoner_agent",
+                   SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "reasoner.json", ["Paris is the capital of France. " * 6]),
+                   SYNDICATE_ENGINE_SCRIPT_DELAY="0.4", SYNDICATE_ENGINE_SCRIPT_SLOTS="4")
+    services.wait_ready(["router", "reasoner-agent"])
+    ids = [services.cli("submit", "--kind", "reason", f"Question {i}?", "--no-wait").stdout.strip() for i in range(4)]
+    most = 0
+    end = time.time() + 60
+    while time.time() < end and most < 4:
+        status = json.loads(services.cli("status", "--json").stdout)
+        row = next((r for r in status["services"] if r["service"] == "reasoner-agent"), {})
+        most = max(most, int(row.get("running", 0)))
+    assert most == 4, f"at most {most} of 4 jobs ran at once"
+    assert all(wait_status(services, t, "done", 60)["status"] == "done" for t in ids)
