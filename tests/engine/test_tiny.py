@@ -76,3 +76,14 @@ def test_bad_spec_is_refused(tmp_path: Path) -> None:
         write_tiny_model(tmp_path / "x.gguf", TinySpec(ftype="q4_k"))
     with pytest.raises(ValueError):
         write_tiny_model(tmp_path / "x.gguf", TinySpec(hidden=60, heads=8))
+
+
+def test_the_installed_build_has_its_targets_instruction_sets() -> None:
+    from shared.llm.buildinfo import build_features, missing_for
+
+    features = build_features()
+    assert features.get("AVX2") or features.get("SSE3")  # the info string was parsed
+    assert missing_for("sse", features) == []
+    assert missing_for("avx512", {"AVX2": True, "FMA": True, "F16C": True}) == ["AVX512"]
+    with pytest.raises(ValueError, match="unknown"):
+        missing_for("amx", features)
