@@ -13,7 +13,7 @@ import structlog
 from faststream.nats import NatsBroker
 
 from shared import subjects
-from shared.bus import jetstream, publish_durable, request
+from shared.bus import jetstream, nak_later, publish_durable, request
 from shared.contracts import (
     FINAL_STATUSES,
     AgentJob,
@@ -92,8 +92,9 @@ class AgentRuntime:
         """Take one JetStream job (its subscriber acks manually): wait for a free slot,
         telling JetStream the message is alive meanwhile, then run ``work`` in the
         background and return, so the subscriber fetches the next job while this one
-        runs. The message is acked when ``work`` returns, rejected when it raises (as
-        FastStream's default policy did) and nak'ed for redelivery when the agent stops."""
+        runs. The message is acked when ``work`` returns, nak'ed with a backoff when it
+        raises (as ErrorReplyMiddleware did for these handlers; max_deliver bounds it) and
+        nak'ed at once when the agent stops."""
         async with in_progress(msg):
             while self.free_slots() <= 0:
                 # A job ending wakes us; a request of a running job ending is polled.
@@ -118,8 +119,7 @@ class AgentRuntime:
             raise
         except Exception:
             log.exception("job failed", role=self.role)
-            with contextlib.suppress(Exception):
-                await msg.reject()
+            await nak_later(msg)  # redelivered after a backoff, bounded by max_deliver
         else:
             with contextlib.suppress(Exception):
                 await msg.ack()

@@ -127,7 +127,7 @@ class ErrorReplyMiddleware(BaseMiddleware):
             if not _is_jetstream(msg):
                 return ErrorReply(error=err)  # core request: the caller gets the error
             if isinstance(exc, SyndicateError) and not isinstance(exc, InvalidPayload):
-                await _nak_later(msg)
+                await nak_later(msg)
                 raise
             broker = self.context.get("broker")
             source = getattr(msg.raw_message, "subject", "") or "unknown"
@@ -145,12 +145,14 @@ class ErrorReplyMiddleware(BaseMiddleware):
                     await broker.publish(letter, subjects.dead_letter(source.replace(".", "_")),
                                          stream=subjects.DEAD_LETTER_STREAM, headers={"Nats-Msg-Id": letter_id})
                 except Exception:
-                    await _nak_later(msg)  # the letter could not be written: try again later
+                    await nak_later(msg)  # the letter could not be written: try again later
                     raise
+            with contextlib.suppress(Exception):  # subscribers with manual acks (agents' jobs) too
+                await msg.ack()
             return None
         except Exception as exc:
             if _is_jetstream(msg):
-                await _nak_later(msg)
+                await nak_later(msg)
                 raise
             # A core request whose handler broke: the caller gets a clear error now
             # instead of waiting for its timeout; the process keeps serving.
@@ -158,7 +160,7 @@ class ErrorReplyMiddleware(BaseMiddleware):
             return ErrorReply(error=to_error_info(exc))
 
 
-async def _nak_later(msg: Any) -> None:
+async def nak_later(msg: Any) -> None:
     """Nak a JetStream message so it comes back after 1 s, 2 s, 4 s ... (not at once:
     the cause, e.g. a bus restart, needs time to pass, and max_deliver is small)."""
     raw = msg.raw_message

@@ -68,7 +68,8 @@ def service_env(base: dict[str, str], settings: Settings, nats_url: str, name: s
         "SYNDICATE_NATS_URL": nats_url,
         "SYNDICATE_STATE_DIR": str(settings.state_dir),
         "SYNDICATE_INSTANCE": f"{name}@{socket.gethostname()}",
-        # Processes share cores here: spinning OpenMP threads collapse throughput (notes).
+        # Services float over shared cores: spinning OpenMP threads collapse throughput
+        # (notes). An agent's own wait policy comes from its placement (see start()).
         "OMP_WAIT_POLICY": "PASSIVE",
         "PYTHONUNBUFFERED": "1",
     })
@@ -126,6 +127,8 @@ class Supervisor:
             agent = plan.get(spec.role or "", {})
             env = service_env(dict(os.environ), self.settings, self.nats_url, spec.name, agent.get("cpus"))
             env.update(agent.get("env", {}))  # SYNDICATE_CPUS, OMP_NUM_THREADS, OMP_WAIT_POLICY
+            if agent and "OMP_WAIT_POLICY" not in agent.get("env", {}):
+                env.pop("OMP_WAIT_POLICY", None)  # cores of its own: OpenMP's default is fastest
             if self.auth:
                 env.update(SYNDICATE_NATS_USER=spec.name, SYNDICATE_NATS_PASSWORD=self.creds[spec.name])
             else:

@@ -4,9 +4,12 @@ and which cores stay for the shared services (code-sandbox, retriever, NATS).
 Rules, in order of importance:
 
 1. Never oversubscribe: no physical core in two agents, threads = physical cores owned
-   (SMT siblings of a core go to the same agent and add no thread), OpenMP waits that
-   sleep (OMP_WAIT_POLICY=PASSIVE). Measured on a 2-core box: two unpinned llama.cpp
-   processes with 2 threads each fall to 0.41 tok/s each.
+   (SMT siblings of a core go to the same agent and add no thread). Measured on a 2-core
+   box: two unpinned llama.cpp processes with 2 threads each fall to 0.41 tok/s each.
+   Thread policy: an agent on cores of its own keeps OpenMP's default wait policy (a
+   short spin at each of ggml's barriers; PASSIVE sleeps there and costs a multi-threaded
+   model a third of its speed); agents sharing cores run one thread with
+   OMP_WAIT_POLICY=PASSIVE, as do the shared services.
 2. Keep an agent inside one L3 group (CCX/CCD) whenever its share fits in one.
 3. Bigger models (larger ``weight``) get at least as many cores, and whole L3 groups
    when there are enough groups.
@@ -215,16 +218,13 @@ Cores = list[tuple[int, ...]]
 def _agent(topology: Topology, spec: RoleSpec, cores: Cores, *, exclusive: bool) -> AgentPlacement:
     cpus = sorted(c for core in cores for c in core)
     threads = len(cores)
-    # Waiting OpenMP threads sleep instead of spinning: even on its own cores an agent
-    # shares them with its event loop and NATS client (and on a VM, with the host). On
-    # the loaded 2-core dev VM one pinned 2-thread llama.cpp process made 3.5-7 tok/s
-    # with the default policy and 33 tok/s with PASSIVE; a sleeping wait costs microseconds
-    # per token, far below a token's milliseconds.
-    env = {
-        "SYNDICATE_CPUS": format_cpus(cpus),
-        "OMP_NUM_THREADS": str(threads),
-        "OMP_WAIT_POLICY": "PASSIVE",
-    }
+    # On cores of its own an agent keeps OpenMP's default wait policy: ggml meets a
+    # barrier between ops and PASSIVE sleeps at each (0.5B, 2 threads: 24.3 tok/s with
+    # the default, 16.1 with PASSIVE). Where processes share cores (_share_cores) their
+    # threads must sleep instead: spinning ones collapse a shared core 100x.
+    env = {"SYNDICATE_CPUS": format_cpus(cpus), "OMP_NUM_THREADS": str(threads)}
+    if not exclusive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     return AgentPlacement(
         cpus=cpus,
         threads=threads,

@@ -57,7 +57,7 @@ def _render(console: Console, topology: Topology, plan: PlacementPlan) -> None:
     console.print(groups)
 
     table = Table(title=f"Placement plan ({plan.mode})")
-    for col in ("role", "weight", "cpus", "cores", "threads", "L3 groups", "NUMA"):
+    for col in ("role", "weight", "cpus", "cores", "threads", "OpenMP wait", "L3 groups", "NUMA"):
         table.add_column(col)
     for role, a in plan.agents.items():
         table.add_row(
@@ -66,6 +66,7 @@ def _render(console: Console, topology: Topology, plan: PlacementPlan) -> None:
             format_cpus(a.cpus),
             str(a.cores),
             str(a.threads),
+            a.env.get("OMP_WAIT_POLICY", "default"),
             ",".join(map(str, a.l3_groups)),
             ",".join(map(str, a.numa_nodes)),
         )
@@ -76,6 +77,7 @@ def _render(console: Console, topology: Topology, plan: PlacementPlan) -> None:
         format_cpus(plan.shared_cpus) or "(float)",
         str(shared_cores or ""),
         plan.shared_env.get("OMP_NUM_THREADS", ""),
+        plan.shared_env.get("OMP_WAIT_POLICY", "default"),
         ",".join(map(str, topology.groups_of(plan.shared_cpus))),
         ",".join(map(str, topology.nodes_of(plan.shared_cpus))),
     )

@@ -38,8 +38,7 @@ def test_epyc_7502p_default_plan(epyc):
     assert plan.env_for("coder") == {
         "SYNDICATE_CPUS": "0-11,32-43",
         "OMP_NUM_THREADS": "12",
-        "OMP_WAIT_POLICY": "PASSIVE",
-    }
+    }  # cores of its own: OpenMP's default wait policy (PASSIVE sleeps at every barrier)
     assert plan.shared_env["SYNDICATE_CPUS"] == "28-31,60-63"
     assert plan.notes == []
 
