@@ -76,7 +76,7 @@ class AgentRuntime:
         self.engine: TextEngine | None = None
         self.cancelled: set[str] = set()
         self._kv: Any = None
-        self.jobs: set[asyncio.Task[None]] = set()  # jobs running now
+        self.jobs: dict[asyncio.Task[None], Any] = {}  # jobs running now -> their messages
         self._job_ended = asyncio.Event()
 
     def free_slots(self) -> int:
@@ -102,21 +102,17 @@ class AgentRuntime:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._job_ended.wait(), SLOT_POLL_S)
         task = asyncio.create_task(self._run_job(msg, work))
-        self.jobs.add(task)
+        self.jobs[task] = msg
         task.add_done_callback(self._job_done)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
-        self.jobs.discard(task)
+        self.jobs.pop(task, None)
         self._job_ended.set()
 
     async def _run_job(self, msg: Any, work: Callable[[], Awaitable[None]]) -> None:
         try:
             async with in_progress(msg):
                 await work()
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await msg.nack()  # the agent stops: another copy takes it at once
-            raise
         except Exception:
             log.exception("job failed", role=self.role)
             await nak_later(msg)  # redelivered after a backoff, bounded by max_deliver
@@ -125,10 +121,16 @@ class AgentRuntime:
                 await msg.ack()
 
     async def stop_jobs(self) -> None:
-        """Cancel the running jobs (their messages go back to JetStream)."""
-        for task in list(self.jobs):
+        """Cancel the running jobs; their messages go back to JetStream at once, for
+        another copy of the agent to take."""
+        running = dict(self.jobs)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self.jobs, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        for task, msg in running.items():
+            if task.cancelled():
+                with contextlib.suppress(Exception):
+                    await msg.nack()
 
     async def load(self, settings: Settings, engine: TextEngine | None = None) -> TextEngine:
         """Load the role's model once (pinned to the process's cores) unless one is given."""
