@@ -15,7 +15,7 @@ engine, same process:
 Runs alternate (plain, speculative) and clear the KV caches before each, so both pay the
 same prompt evaluation and drift in machine load hits both alike.
 
-    python bench/speculative.py [--quick] [--model PATH] [--k 10] [--no-adaptive] [--no-draft]
+    python bench/speculative.py [--quick] [--model PATH] [--k 10] [--no-adaptive] [--no-draft] [--draft-pair T,D]
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ def main() -> None:
     p.add_argument("--no-adaptive", action="store_true", help="verify every draft found")
     p.add_argument("--no-draft", action="store_true", help="skip the draft-model part")
     p.add_argument("--draft-tokens", type=int, default=4)
+    p.add_argument("--draft-pair", default=None, help="TARGET.gguf,DRAFT.gguf instead of Qwen 1.5B / 0.5B")
     p.add_argument("--max-tokens", type=int, default=None)
     a = p.parse_args()
     from shared.llm.fetch import ensure_model
@@ -181,12 +182,15 @@ def main() -> None:
     edits = asyncio.run(run_edits(model, quick=a.quick, k=k, adaptive=not a.no_adaptive, max_tokens=max_tokens))
     target = draft = None
     fresh: list[dict] = []
-    if not a.no_draft:
+    if a.draft_pair:
+        target, draft = (Path(x) for x in a.draft_pair.split(","))
+    elif not a.no_draft:
         env = {"SYNDICATE_MODEL_CODER_MODEL": "qwen2_5-coder-1_5b", "SYNDICATE_MODEL_CODER_SPECULATIVE": "draft",
                "SYNDICATE_MODEL_CODER_DRAFT_MODEL": "qwen2_5-coder-0_5b"}
         pair = roster.role("coder", env=env)
         assert pair.draft is not None
         target, draft = ensure_model(pair), ensure_model(pair.draft)
+    if target is not None and draft is not None:
         fresh = asyncio.run(run_draft(target, draft, quick=a.quick, adaptive=not a.no_adaptive,
                                       max_tokens=200 if a.quick else 400, draft_tokens=a.draft_tokens))
     emit(summary(edits, fresh, target, draft, model=model.name, draft_pair=[p.name for p in (target, draft) if p],

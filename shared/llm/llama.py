@@ -773,10 +773,20 @@ class LlamaEngine:
                 self._end(seq)
         # Recomputations reuse the batch: only after these sequences have read their logits.
         for seq in resync:
+            t_resync = time.perf_counter()
             seq.nxt = self._resync(seq)
             seq.resyncs += 1
+            if alone:  # the recomputation is part of what this draft cost
+                self._record(seq, dt + time.perf_counter() - t_resync, 0)
             if self._emit(seq, seq.nxt):
                 self._end(seq)
+
+    def _record(self, seq: _Seq, seconds: float, accepted: int) -> None:
+        """This step's cost for its batch size and its draft's acceptance, in the policy
+        of the draft's source (both share the cost table)."""
+        policy = seq.draft_policy if seq.draft_src == "model" else seq.policy
+        if policy is not None:
+            policy.record(1 + len(seq.draft), seconds, len(seq.draft), accepted)
 
     def _after_decode(self, seq: _Seq, alone: bool, dt: float, resync: list[_Seq]) -> None:
         """Choose the next token from this step's logits, verifying a draft if there was one.
@@ -816,10 +826,8 @@ class LlamaEngine:
         keep = seq.base + 1 + accepted
         if keep < len(seq.slot.kv):  # rejected draft positions leave the cache
             self._truncate(seq.slot, keep)
-        if alone:  # batch costs are only comparable alone (both policies share the cost table)
-            policy = seq.draft_policy if seq.draft_src == "model" else seq.policy
-            if policy is not None:
-                policy.record(1 + len(draft), dt, len(draft), accepted)
+        if alone and not need_resync:  # batch costs are only comparable alone
+            self._record(seq, dt, accepted)
         seq.accepted += accepted
         if draft:
             self._spec_counts[f"{seq.draft_src}_drafted"] += len(draft)

@@ -50,7 +50,7 @@ class LookupPolicy:
         self.k_max = max(k, k_max)
 
     def want(self, d: int) -> bool:
-        c1, cn = self.cost.get(1), self.cost.get(1 + d)
+        c1, cn = self.cost.get(1), batch_cost(self.cost, 1 + d)
         if c1 is None or cn is None or (1 + self.acceptance * d) * c1 > cn:
             return True
         self._refused += 1
@@ -96,7 +96,7 @@ class DraftPolicy:
             return self.d_max  # nothing measured yet: try, the first steps measure
         best, best_rate = 0, 1.0 / c1
         for d in range(1, self.d_max + 1):
-            cn = self.cost.get(1 + d)
+            cn = batch_cost(self.cost, 1 + d)
             if cn is None:
                 return d  # an unmeasured size: measure it once
             rate = sum(self.acceptance ** i for i in range(d + 1)) / (d * cd + cn)
@@ -112,6 +112,24 @@ class DraftPolicy:
         _average(self.cost, n, seconds)
         if drafted:
             self.acceptance = 0.7 * self.acceptance + 0.3 * (accepted / drafted)
+
+
+def batch_cost(cost: dict[int, float], n: int) -> float | None:
+    """The cost of an n-row batch: measured, or interpolated between the nearest measured
+    sizes above 1 (extrapolated linearly in rows past the largest); None while no size
+    above 1 was measured (then one draft is tried to measure it)."""
+    if n in cost:
+        return cost[n]
+    sizes = sorted(k for k in cost if k > 1)
+    if not sizes:
+        return None
+    lo = max((k for k in sizes if k < n), default=None)
+    hi = min((k for k in sizes if k > n), default=None)
+    if lo is not None and hi is not None:
+        return cost[lo] + (cost[hi] - cost[lo]) * (n - lo) / (hi - lo)
+    if lo is not None:
+        return cost[lo] * n / lo
+    return cost[hi]  # type: ignore[index]  # only larger sizes measured: an upper bound
 
 
 def _average(table: dict[Any, float], key: Any, seconds: float) -> None:

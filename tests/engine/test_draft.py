@@ -119,3 +119,13 @@ def test_draft_policy_drafts_only_when_it_pays() -> None:
     assert p.length() == 0
     p.record(3, 0.04, drafted=2, accepted=2)
     assert p.acceptance > 0.05 and cost[3] != 0.03 * 1.1
+
+
+def test_unmeasured_batch_sizes_are_interpolated() -> None:
+    from shared.llm.speculation import batch_cost
+
+    assert batch_cost({1: 1.0}, 4) is None  # nothing above one row measured: try once
+    cost = {1: 1.0, 3: 2.0, 7: 4.0}
+    assert batch_cost(cost, 3) == 2.0 and batch_cost(cost, 5) == 3.0
+    assert batch_cost(cost, 14) == 8.0  # linear in rows past the largest
+    assert batch_cost({1: 1.0, 9: 5.0}, 4) == 5.0  # only larger: its cost bounds it
