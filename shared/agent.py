@@ -25,6 +25,7 @@ from shared.contracts import (
     TaskState,
 )
 from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
+from shared.measurements import MeasurementRecorder, record_path
 from shared.metrics import ServiceMetrics
 from shared.service import ServiceRuntime, in_progress, publish_event, publish_token
 from shared.settings import Settings
@@ -37,17 +38,22 @@ log = structlog.get_logger("agent")
 class MeteredEngine:
     """The agent's engine, recording every generation in the service's metrics."""
 
-    def __init__(self, engine: TextEngine, metrics: ServiceMetrics) -> None:
-        self.inner, self.metrics, self.name = engine, metrics, engine.name
+    def __init__(self, engine: TextEngine, metrics: ServiceMetrics, recorder: MeasurementRecorder | None = None) -> None:
+        self.inner, self.metrics, self.name, self.recorder = engine, metrics, engine.name, recorder
         self._live: set[str] = set()  # request ids generating now
+        self._started = 0  # generations started so far: tells whether one ran alone
 
     async def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> GenerationResult:
         self._live.add(request.request_id)
+        self._started += 1
+        alone, started = len(self._live) == 1, self._started
         try:
             out = await self.inner.generate(request, on_token)
         finally:
             self._live.discard(request.request_id)
         self.metrics.observe_generation(out.input_tokens, out.output_tokens, out.seconds, out.ttft_s)
+        if self.recorder is not None:
+            self.recorder.observe(out.output_tokens, out.seconds, out.ttft_s, alone and started == self._started)
         return out
 
     def cancel(self, request_id: str) -> bool:
@@ -138,8 +144,12 @@ class AgentRuntime:
             from shared.llm.factory import load_engine
 
             engine = await asyncio.to_thread(load_engine, self.role, settings)
-        self.engine = MeteredEngine(engine, self.runtime.metrics)
         stats = engine.stats()
+        recorder = MeasurementRecorder(record_path(settings.state_dir, self.role), {
+            "role": self.role, "model": engine.name, "path": stats.get("path"), "threads": stats.get("threads"),
+            "cpus": stats.get("cpus"), "slots": stats.get("slots")})
+        recorder.write()  # the resident memory with the model loaded, before any request
+        self.engine = MeteredEngine(engine, self.runtime.metrics, recorder)
         self.runtime.model = engine.name
         self.runtime.threads = stats.get("threads")
         self.runtime.stats = engine.stats

@@ -44,6 +44,9 @@ class ModelSpec(BaseModel):
     size: int | None = None
     parts: list[PackagePart] = Field(default_factory=list)
     path: Path | None = None  # a local file instead of packages
+    # The architecture, for `syndicate plan` before the file exists (n_layer, n_embd, n_head,
+    # n_head_kv, head_dim, n_ff, n_vocab, quant; validated by syndicate/capacity/shape.py).
+    shape: dict[str, int | str] | None = None
 
     @field_validator("sha256")
     @classmethod

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -41,6 +43,8 @@ def up(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     running = read_stack(settings)
+    if running is None:
+        _refuse_if_it_does_not_fit(settings, [s.role for s in services if s.role])
     if running is not None:
         console.print(f"[green]stack already running[/] (supervisor pid {running['supervisor_pid']}, {running['nats_url']})")
     elif detach:
@@ -54,6 +58,26 @@ def up(
         console.print(f"[red]not every service became ready within {wait:.0f}s[/]; see {settings.logs_dir}")
         raise typer.Exit(1)
     status(json_out=False)
+
+
+def _refuse_if_it_does_not_fit(settings: Settings, roles: list[str]) -> None:
+    """Stop before starting anything when the roster's agents cannot fit this machine's
+    memory (syndicate/capacity/plan.py), naming the biggest consumers."""
+    if not roles or os.environ.get("SYNDICATE_ENGINE_SCRIPT"):
+        return  # scripted engines load no model
+    from shared.errors import ConfigError
+    from shared.llm.roster import load_roster
+    from syndicate.capacity.plan import make_plan, refusal
+
+    try:
+        plan = make_plan(load_roster(os.environ.get("SYNDICATE_ROSTER") or settings.roster), sysfs=Path("/"), ram=None,
+                         bandwidth_gbps=None, state_dir=settings.state_dir, roles=roles, speed=False)
+    except ConfigError as exc:  # a model file missing is the agents' own error to report
+        console.print(f"[yellow]memory plan skipped:[/] {exc.message}")
+        return
+    if not plan.fits:
+        console.print(f"[red]refusing to start:[/] {refusal(plan)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _wait_ready(settings: Settings, wait_s: float, names: set[str]) -> bool:
