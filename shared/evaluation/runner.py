@@ -102,6 +102,10 @@ class AgentClient(Protocol):
 
 
 def default_scorer(ref: ModelRef, threads: int, n_ctx: int, logits: bool) -> Scorer:
+    # Other llama.cpp processes may share these cores (a running stack): OpenMP threads
+    # sleep while they wait, unless the caller chose a policy. OpenMP reads it when
+    # llama.cpp's library loads, so this holds where nothing loaded it before.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from shared.evaluation.scoring import LlamaScorer
 
     return LlamaScorer(ref, threads=threads, n_ctx=n_ctx, logits=logits)

@@ -9,7 +9,6 @@ two scorers concurrently, so a model gets every core it is given without oversub
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ import numpy as np
 
 from shared.errors import ModelUnavailable
 from shared.evaluation.models import ModelRef
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # other llama.cpp processes share the cores
 
 
 @dataclass

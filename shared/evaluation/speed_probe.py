@@ -3,8 +3,9 @@
 A fresh process per model, so the peak RSS (``VmHWM``) is that model's alone — weights
 (mapped and, for repacked types, copied), its KV cache for ``n_ctx`` tokens, compute
 buffers and the interpreter — and no model inherits another's warm state. Every model
-runs at the same thread count. OpenMP's wait policy is the caller's environment's (the
-evaluator's default is PASSIVE, as where processes share cores); the result says which.
+runs at the same thread count. OpenMP's wait policy is the caller's ``OMP_WAIT_POLICY``,
+else OpenMP's default, as the placement plan leaves it for an agent on cores of its own;
+the result says which.
 
     python -m shared.evaluation.speed_probe MODEL.gguf --threads 2 [--n-ctx 4096] [--max-tokens 128]
 
