@@ -94,6 +94,9 @@ class TaskSubmit(Message):
     submitted_at: float = Field(default_factory=now)
     evolve: EvolveSpec | None = None  # kind="evolve": the run to start (or resume: task_id = run id)
     agent: AgentName | None = None  # straight to this agent, without routing
+    # A2A: the conversation the task belongs to, kept with the task so GetTask on any
+    # gateway replica answers with it.
+    context_id: TaskId | None = None
 
     @model_validator(mode="after")
     def _prompt_size(self) -> TaskSubmit:

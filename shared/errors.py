@@ -10,6 +10,7 @@ stable ``code`` that travels in ErrorReply / TaskResult.error.
     ├── BusError                  NATS unreachable, no responders, timeout   (bus_error)
     │   └── Undeliverable         a message exhausted its redeliveries        (undeliverable)
     ├── Overloaded                admission refused: too many active tasks   (overloaded)
+    ├── NotAllowed                outside what the operator allows (a path)  (not_allowed)
     ├── EngineError               llama.cpp generation failed                (engine_error)
     │   ├── QueueFull             the model's bounded queue is full          (queue_full)
     │   ├── DeadlineExceeded      a request passed its deadline              (timeout)
@@ -75,6 +76,13 @@ class Overloaded(SyndicateError):
     code = "overloaded"
 
 
+class NotAllowed(SyndicateError):
+    """A caller asked for something the operator has not allowed (an ingest folder outside
+    the gateway's allow-list)."""
+
+    code = "not_allowed"
+
+
 class EngineError(SyndicateError):
     code = "engine_error"
 
@@ -118,7 +126,7 @@ class RemoteError(SyndicateError):
 _BY_CODE: dict[str, type[SyndicateError]] = {
     cls.code: cls
     for cls in (
-        InvalidPayload, ConfigError, ModelUnavailable, SuiteError, DoesNotFit, BusError, Undeliverable, Overloaded, EngineError, QueueFull,
+        InvalidPayload, ConfigError, ModelUnavailable, SuiteError, DoesNotFit, BusError, Undeliverable, Overloaded, NotAllowed, EngineError, QueueFull,
         DeadlineExceeded, Cancelled, SandboxError, IsolationUnavailable, RetrievalError,
         CollectionMismatch,
     )
@@ -135,6 +143,6 @@ def error_from_code(code: str, message: str, detail: dict | None = None) -> Synd
 
 __all__ = [
     "BusError", "Cancelled", "CollectionMismatch", "ConfigError", "DeadlineExceeded", "DoesNotFit",
-    "EngineError", "InvalidPayload", "IsolationUnavailable", "ModelUnavailable", "Overloaded", "QueueFull",
+    "EngineError", "InvalidPayload", "IsolationUnavailable", "ModelUnavailable", "NotAllowed", "Overloaded", "QueueFull",
     "RemoteError", "RetrievalError", "SandboxError", "SuiteError", "SyndicateError", "Undeliverable", "error_from_code",
 ]

@@ -157,9 +157,11 @@ SERVICES: tuple[Service, ...] = (
         deployment=Deployment(cpu="2", memory="4Gi", state_volume="evaluator-reports"),
     ),
     Service(
-        "gateway", "services.gateway", "gateway",  # HTTP: OpenAI-compatible API and /metrics
+        "gateway", "services.gateway", "gateway",  # HTTP: OpenAI-compatible API, MCP, A2A, /metrics
         permissions=Permissions(
-            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.METRICS_PING),
+            # MCP's tools: run_code in code-sandbox, ingest into the retriever.
+            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.METRICS_PING,
+                     s.SANDBOX_EXEC, s.RETRIEVER_INGEST),
             subscribe=(TASK_EVENTS,),
             jetstream=True,
         ),

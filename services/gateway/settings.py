@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from pydantic import Field
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from shared.settings import Settings
 
@@ -29,6 +34,19 @@ class GatewaySettings(Settings):
     # for gateway_scrape_cache_s so several scrapers do not flood the bus.
     gateway_scrape_wait_s: float = Field(default=0.3, gt=0)
     gateway_scrape_cache_s: float = Field(default=1.0, ge=0)
+    # Folders MCP's ``ingest`` may read (comma- or os.pathsep-separated). Empty: ingest is
+    # refused, so a remote caller can never make the gateway read host files.
+    gateway_ingest_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # The base URL agent cards advertise (behind a proxy); unset: the URL the card was asked at.
+    gateway_public_url: str | None = None
+
+    @field_validator("gateway_ingest_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            parts = v.replace(os.pathsep, ",").split(",")
+            return [Path(p.strip()).expanduser().resolve() for p in parts if p.strip()]
+        return v
 
     @property
     def gateway_url(self) -> str:

@@ -1,5 +1,6 @@
 """What every route of the gateway reaches through the app: its settings, broker, task
-bridge, metrics and health runtime (``Gateway``), the API-key check and body parsing."""
+bridge, metrics and health runtime (``Gateway``), the API-key check, body parsing and
+the trace a request's task joins."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from faststream.nats import NatsBroker
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract
 from pydantic import BaseModel, ValidationError
 
 from services.gateway import http_errors as he
@@ -47,12 +51,18 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 def authorize(request: Request, gw: GatewayDep) -> None:
     """Refuse a request without the configured API key (none configured: all pass)."""
-    key = gw.settings.gateway_api_key
-    if not key:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+    if not key_accepted(gw.settings, request.headers.get("authorization", "")):
         raise he.unauthorized()
+
+
+def key_accepted(settings: GatewaySettings, authorization: str) -> bool:
+    """Whether an ``Authorization`` header carries the API key (always, when none is set);
+    the protocol routes (MCP, A2A) check their raw ASGI requests with it too."""
+    key = settings.gateway_api_key
+    if not key:
+        return True
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 async def parse_body(request: Request, model: type[B]) -> B:
@@ -66,3 +76,11 @@ async def parse_body(request: Request, model: type[B]) -> B:
         return model.model_validate(body)
     except ValidationError as exc:
         raise he.invalid_request(exc) from exc
+
+
+def trace_parent(req: Request) -> otel_context.Context:
+    """The trace a task joins: FastAPI's own server span when its telemetry is on (it
+    has already joined an incoming ``traceparent``), else the W3C context in the headers."""
+    if trace.get_current_span().is_recording():
+        return otel_context.get_current()
+    return extract(dict(req.headers))

@@ -32,9 +32,10 @@ tracer = trace.get_tracer("syndicate.gateway")
 
 @dataclass
 class Step:
-    """What a TaskRun yields: a piece of text, the final result, or the client is gone."""
+    """What a TaskRun yields: a piece of text, the final result, or the client is gone (and,
+    for a run that asked for them, a ``progress`` note: a status change or an agent's report)."""
 
-    kind: Literal["token", "result", "gone"]
+    kind: Literal["token", "result", "gone", "progress"]
     text: str = ""
     result: TaskResult | None = None
 
@@ -45,8 +46,9 @@ GONE = Step("gone")
 class TaskRun:
     """One submitted task being followed for one HTTP request."""
 
-    def __init__(self, bridge: TaskBridge, task: TaskSubmit, model: str, span: trace.Span) -> None:
+    def __init__(self, bridge: TaskBridge, task: TaskSubmit, model: str, span: trace.Span, progress: bool = False) -> None:
         self.bridge = bridge
+        self.progress = progress
         self.task = task
         self.model = model
         self.span = span
@@ -61,7 +63,8 @@ class TaskRun:
             self.follow.interrupt()
 
     async def next(self) -> Step:
-        """The next token, the result or GONE (the task client reads the KV when events go quiet)."""
+        """The next token, the result or GONE (the task client reads the KV when events go quiet);
+        progress notes too when the run was started with ``progress``."""
         assert self.follow is not None
         while True:
             event = await self.follow.next()
@@ -73,6 +76,9 @@ class TaskRun:
             if event.type == "result" and event.result is not None:
                 step = Step("result", result=event.result)
                 break
+            if self.progress and event.type in ("status", "progress"):
+                note = event.text if event.type == "progress" else " ".join(filter(None, (event.status, event.step or event.text)))
+                return Step("progress", text=note)
         if step.kind == "token" and self.first_token_at is None:
             self.first_token_at = time.monotonic()
             self.bridge.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
@@ -82,8 +88,9 @@ class TaskRun:
             self.bridge.metrics.observe_result(step.result, self.model, time.monotonic() - self.started)
         return step
 
-    async def close(self) -> None:
-        """Release the slot; a client that left before the result cancels the task.
+    async def close(self, *, keep_running: bool = False) -> None:
+        """Release the slot; a client that left before the result cancels the task, unless
+        ``keep_running`` (an A2A task outlives its caller's connection: GetTask finds it).
 
         Bookkeeping is synchronous and the bus work detached: when Starlette cancels a
         stream whose client left, every await here would be cancelled again."""
@@ -91,12 +98,11 @@ class TaskRun:
             return
         self.closed = True
         self.bridge.release()
-        gone = self.result is None
+        gone = self.result is None and not keep_running
         if gone:
             self.bridge.metrics.cancels.inc()
             self.span.set_attribute("syndicate.client_gone", True)
-        else:
-            assert self.result is not None
+        elif self.result is not None:
             self.span.set_attribute("syndicate.status", self.result.status)
             if self.result.status != "done":
                 self.span.set_status(Status(StatusCode.ERROR, self.result.status))
@@ -135,8 +141,11 @@ class TaskBridge:
         self.inflight = max(0, self.inflight - 1)
         self.metrics.inflight.set(self.inflight)
 
-    async def start(self, task: TaskSubmit, model: str, parent: otel_context.Context, endpoint: str) -> TaskRun:
-        """Submit ``task`` and return its run (raises Overloaded, InvalidPayload or BusError)."""
+    async def start(
+        self, task: TaskSubmit, model: str, parent: otel_context.Context, endpoint: str, *, progress: bool = False,
+    ) -> TaskRun:
+        """Submit ``task`` and return its run (raises Overloaded, InvalidPayload or BusError);
+        ``progress``: its ``next()`` also gives progress notes."""
         if self.inflight >= self.settings.gateway_max_inflight:
             self.metrics.rejected.labels("gateway_inflight").inc()
             raise Overloaded(f"the gateway is running {self.inflight} tasks (limit {self.settings.gateway_max_inflight})")
@@ -149,7 +158,7 @@ class TaskBridge:
             f"gateway task {endpoint}", context=parent, kind=SpanKind.INTERNAL if nested else SpanKind.SERVER,
             attributes={"syndicate.task_id": task.task_id, "syndicate.kind": task.kind, "gen_ai.request.model": model},
         )
-        run = TaskRun(self, task, model, span)
+        run = TaskRun(self, task, model, span, progress)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
             # Inside the span: FastStream's telemetry middleware makes the publish span

@@ -14,7 +14,7 @@ app = typer.Typer(
 
 
 # Topics in the order `syndicate --help` lists them; any other commands_*.py follows.
-ORDER = ("stack", "tasks", "models", "topology", "exec", "retrieval", "eval", "deploy")
+ORDER = ("stack", "tasks", "models", "topology", "exec", "retrieval", "mcp", "eval", "deploy")
 
 
 def _register_all() -> None:

@@ -1,6 +1,6 @@
 """``syndicate ingest`` and ``syndicate search``: documents into the retriever, and back.
 
-The CLI reads the files (skipping binaries and build/VCS folders) and sends them in
+The CLI reads the files (``shared.ingest_files``: no binaries, no build/VCS folders) and sends them in
 batches under the NATS payload limit. Small ingests are request/reply; large ones (or
 ``--background``) go to the INGEST JetStream stream, so the CLI may leave and the work
 survives a retriever restart; progress comes back as one IngestReply per batch.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +22,6 @@ from shared import subjects
 from shared.bus import request
 from shared.contracts import (
     ErrorReply,
-    IngestDocument,
     IngestReply,
     IngestRequest,
     SearchFilters,
@@ -32,104 +30,13 @@ from shared.contracts import (
     new_id,
 )
 from shared.errors import SyndicateError, error_from_code
+from shared.ingest_files import plan_ingest, requests_for
 from syndicate.cli.connect import connected_broker
 
 console = Console()
 err_console = Console(stderr=True)
 
-SKIP_DIRS = {"node_modules", "__pycache__", "venv", "dist", "build", "target", "site-packages"}
-MAX_FILE_BYTES = 700_000  # one file must fit in one NATS message (1 MB default limit)
-BATCH_BYTES = 200_000
-BATCH_FILES = 16
 SYNC_MAX_BYTES = 2_000_000  # above this the ingest goes through JetStream
-
-
-@dataclass
-class IngestPlan:
-    batches: list[list[IngestDocument]] = field(default_factory=list)
-    roots: dict[str, list[str]] = field(default_factory=dict)  # root -> paths found under it
-    skipped: list[str] = field(default_factory=list)
-    total_bytes: int = 0
-
-    @property
-    def files(self) -> int:
-        return sum(len(b) for b in self.batches)
-
-
-def display_path(p: Path) -> str:
-    """Relative to the working folder when under it (stable across machines), else absolute."""
-    p = p.resolve()
-    try:
-        return p.relative_to(Path.cwd().resolve()).as_posix() or "."
-    except ValueError:
-        return p.as_posix()
-
-
-def _walk(root: Path) -> list[Path]:
-    if root.is_file():
-        return [root]
-    out = []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).parts
-        if any(part.startswith(".") or part in SKIP_DIRS or part.endswith(".egg-info") for part in rel[:-1]):
-            continue
-        if p.is_file() and not p.name.startswith("."):
-            out.append(p)
-    return out
-
-
-def looks_binary(data: bytes) -> bool:
-    """True for content that is not UTF-8 text (NUL bytes, or undecodable)."""
-    head = data[:8192]
-    if b"\x00" in head:
-        return True
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start < len(head) - 4  # a character cut at the 8 KiB boundary is still text
-    return False
-
-
-def plan_ingest(paths: list[Path], tags: list[str] | None = None) -> IngestPlan:
-    """Read the files under ``paths`` and group them into batches under the payload limit."""
-    plan = IngestPlan()
-    batch: list[IngestDocument] = []
-    size = 0
-    for root in paths:
-        if not root.exists():
-            plan.skipped.append(f"{root}: no such file or folder")
-            continue
-        found = plan.roots.setdefault(display_path(root), [])
-        for f in _walk(root):
-            shown = display_path(f)
-            data = f.read_bytes()
-            if len(data) > MAX_FILE_BYTES:
-                plan.skipped.append(f"{shown}: too large ({len(data) // 1000} kB)")
-                continue
-            if looks_binary(data):
-                plan.skipped.append(f"{shown}: binary")
-                continue
-            text = data.decode("utf-8", errors="replace")
-            found.append(shown)
-            if batch and (size + len(data) > BATCH_BYTES or len(batch) >= BATCH_FILES):
-                plan.batches.append(batch)
-                batch, size = [], 0
-            batch.append(IngestDocument(path=shown, content=text, tags=list(tags or [])))
-            size += len(data)
-            plan.total_bytes += len(data)
-    if batch:
-        plan.batches.append(batch)
-    return plan
-
-
-def requests_for(plan: IngestPlan, collection: str, prune: bool, job_id: str) -> list[IngestRequest]:
-    """One request per batch, plus one prune request per root (documents travel elsewhere)."""
-    reqs = [IngestRequest(collection=collection, documents=b, job_id=job_id, batch=i) for i, b in enumerate(plan.batches)]
-    if prune:
-        for root, present in plan.roots.items():
-            reqs.append(IngestRequest(collection=collection, job_id=job_id, batch=len(reqs),
-                                      prune_missing=True, root=root, present_paths=present))
-    return reqs
 
 
 def register(app: typer.Typer) -> None:

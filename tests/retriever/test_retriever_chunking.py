@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from services.retriever.chunking import Chunk, chunk_document, language_for
-from syndicate.cli.commands_retrieval import looks_binary
+from shared.ingest_files import looks_binary
 
 
 def lines_of(text: str, c: Chunk) -> str:

@@ -14,15 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.propagate import extract
 from pydantic import ValidationError
 
 from services.gateway import completions as cm
 from services.gateway import http_errors as he
 from services.gateway.openai_schema import MODELS, ChatCompletionRequest, CompletionRequest
-from services.gateway.state import Gateway, GatewayDep, authorize, parse_body
+from services.gateway.state import Gateway, GatewayDep, authorize, parse_body, trace_parent
 from services.gateway.tasks import TaskRun
 from shared.contracts import TaskResult
 from shared.errors import SyndicateError
@@ -129,14 +126,6 @@ async def _ending(body: Body, endpoint: cm.Endpoint, result: TaskResult, created
     if body.include_usage:
         yield cm.sse(cm.usage_chunk(endpoint, body.model, result, created))
     yield cm.sse("[DONE]")
-
-
-def trace_parent(req: Request) -> otel_context.Context:
-    """The trace a task joins: FastAPI's own server span when its telemetry is on (it
-    has already joined an incoming ``traceparent``), else the W3C context in the headers."""
-    if trace.get_current_span().is_recording():
-        return otel_context.get_current()
-    return extract(dict(req.headers))
 
 
 class TaskStream(StreamingResponse):
