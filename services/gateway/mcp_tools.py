@@ -21,6 +21,7 @@ from services.gateway.state import Gateway
 from shared import registry, subjects
 from shared.bus import request, scatter
 from shared.contracts import (
+    MAX_TEXT,
     AgentName,
     CollectionName,
     ExecLimits,
@@ -45,7 +46,7 @@ INSTRUCTIONS = (
     "isolated sandbox; search and ingest use the retriever's collections; solve gives a coding "
     "or reasoning task to the agents (progress is reported while it runs; cancelling stops it)."
 )
-Text = Annotated[str, Field(min_length=1, max_length=200_000)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 
 
 def build_mcp(gw: Gateway) -> MCPServer:
@@ -57,8 +58,8 @@ def build_mcp(gw: Gateway) -> MCPServer:
 
     @mcp.tool()
     async def run_code(
-        code: Annotated[str, Field(max_length=200_000, description="A Python program.")],
-        stdin: Annotated[str, Field(max_length=200_000)] = "",
+        code: Annotated[str, Field(max_length=MAX_TEXT, description="A Python program.")],
+        stdin: Annotated[str, Field(max_length=MAX_TEXT)] = "",
         timeout_s: Annotated[float | None, Field(gt=0, description="Wall and CPU seconds (default: the sandbox's).")] = None,
         memory_mb: Annotated[int | None, Field(gt=0, description="Memory limit in MB (default: the sandbox's).")] = None,
     ) -> dict[str, Any]:

@@ -83,10 +83,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(stack: Stack, key: str | None = KEY) -> AsyncIterator[Client]:
-    """The official MCP client over streamable HTTP, with the gateway's API key."""
+async def mcp_client(stack: Stack, key: str | None = KEY, mode: str = "auto") -> AsyncIterator[Client]:
+    """The official MCP client over streamable HTTP, with the gateway's API key (``mode``
+    "legacy": the initialize handshake and a session, as pre-2026 clients do)."""
     http = httpx2.AsyncClient(headers=stack.headers(key), timeout=httpx2.Timeout(30, read=300))
-    async with http, Client(streamable_http_client(stack.mcp_url, http_client=http)) as client:
+    async with http, Client(streamable_http_client(stack.mcp_url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
         yield client
 
 

@@ -113,24 +113,24 @@ async def test_solve_reports_progress_and_returns_the_tested_code(stack: Stack) 
     assert notes and any("coder" in (m or "") for _, m in notes), notes
 
 
-async def test_cancelling_solve_cancels_the_task(stack: Stack) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026 requests (a closed stream), sessions (notifications/cancelled)
+async def test_cancelling_solve_cancels_the_task(stack: Stack, mode: str) -> None:
     started = asyncio.Event()
 
     async def progress(value: float, total: float | None, message: str | None) -> None:
         started.set()
 
-    async with mcp_client(stack) as client:
-        call = asyncio.create_task(client.call_tool("solve", {"text": "Explain routing.", "agent": "reasoner"},
-                                                    progress_callback=progress))
+    text = f"Explain routing ({mode})."
+    async with mcp_client(stack, mode=mode) as client:
+        call = asyncio.create_task(client.call_tool("solve", {"text": text, "agent": "reasoner"}, progress_callback=progress))
         await asyncio.wait_for(started.wait(), 60)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-    task_id = await wait_for_cancelled_task(stack)
-    assert task_id
+        assert await wait_for_cancelled_task(stack, text)
 
 
-async def wait_for_cancelled_task(stack: Stack, timeout_s: float = 30.0) -> str:
+async def wait_for_cancelled_task(stack: Stack, text: str, timeout_s: float = 30.0) -> str:
     """The id of a task the router recorded as cancelled by a disconnected client."""
     import nats
 
@@ -145,7 +145,7 @@ async def wait_for_cancelled_task(stack: Stack, timeout_s: float = 30.0) -> str:
             for key in await kv.keys():
                 entry = await kv.get(key)
                 state = TaskState.model_validate_json(entry.value)
-                if state.status == "cancelled" and state.task.text == "Explain routing.":
+                if state.status == "cancelled" and state.task.text == text:
                     return key
             await asyncio.sleep(0.3)
     finally:
