@@ -5,7 +5,8 @@ engine, same process:
   role's model: ``speedup`` (all edits) ≥ 1.8;
 - **fresh code** with a draft model: Qwen2.5-Coder-0.5B drafting for Qwen2.5-Coder-1.5B
   (``speculative = "draft"``): ``draft_speedup`` and ``draft_acceptance`` (share of
-  model-drafted tokens the target kept), reported as measured;
+  model-drafted tokens the target kept), reported as measured (where the adaptive policy
+  drafts nothing, the acceptance of a run verifying every draft: ``draft_acceptance_source``);
 - ``min_speedup``: the slowest prompt of either kind (goal ≥ 0.98: the adaptive policy
   never makes a request slower), ``identical``: every speculative text equals the plain one;
 - ``epyc_estimate``: the expected draft speedup on a memory-bound host (EPYC 7502P, 32
@@ -126,6 +127,26 @@ async def run_draft(target: Path, draft: Path, *, quick: bool, adaptive: bool, m
     return rows
 
 
+async def forced_acceptance(target: Path, draft: Path, *, quick: bool, max_tokens: int, draft_tokens: int) -> float | None:
+    """The draft model's acceptance with every draft verified (no timing): what the pair
+    would give where drafting pays, for the EPYC estimate when this host's policy drafts
+    nothing."""
+    from shared.llm.llama import EngineConfig, LlamaEngine
+
+    eng = LlamaEngine(EngineConfig(
+        model_path=target, name="coder-1.5b-forced", n_ctx=2048, speculative="draft", draft_model_path=draft,
+        draft_tokens=draft_tokens, spec_adaptive=False, cpus=sorted(os.sched_getaffinity(0)),
+    ))
+    try:
+        for prompt in FRESH[:2] if quick else FRESH:
+            await eng.generate(GenerationRequest(messages=[{"role": "user", "content": prompt}],
+                                                 max_tokens=max_tokens, temperature=0.0, speculative=True))
+        st = eng.stats()
+    finally:
+        await eng.aclose()
+    return st["spec_model_accepted"] / st["spec_model_drafted"] if st["spec_model_drafted"] else None
+
+
 def epyc_estimate(acceptance: float, target_bytes: int, draft_bytes: int, d_max: int = 8) -> dict:
     """Expected draft-model speedup where a decode step costs the time to read the weights
     (memory-bound: verifying d+1 tokens costs one target step, a draft token costs
@@ -137,12 +158,15 @@ def epyc_estimate(acceptance: float, target_bytes: int, draft_bytes: int, d_max:
             "speedup": round(speedup, 3)}
 
 
-def summary(edits: list[dict], fresh: list[dict], target: Path | None, draft: Path | None, **info) -> dict:  # type: ignore[no-untyped-def]
+def summary(edits: list[dict], fresh: list[dict], target: Path | None, draft: Path | None,
+            forced: float | None = None, **info) -> dict:  # type: ignore[no-untyped-def]
     def total(rows: list[dict]) -> float | None:
         return round(sum(r["plain_s"] for r in rows) / sum(r["spec_s"] for r in rows), 3) if rows else None
 
     model_drafted = sum(r["drafted"]["model"] for r in fresh)
     acceptance = sum(r["accepted"]["model"] for r in fresh) / model_drafted if model_drafted else None
+    source = "adaptive" if acceptance is not None else "forced" if forced is not None else None
+    acceptance = acceptance if acceptance is not None else forced
     rows = edits + fresh
     out = {
         "bench": "speculative", **info, "load_average": os.getloadavg()[0],
@@ -151,6 +175,8 @@ def summary(edits: list[dict], fresh: list[dict], target: Path | None, draft: Pa
         "ttft_ratio": round(sum(r["spec_ttft_s"] for r in rows) / sum(r["plain_ttft_s"] for r in rows), 3),
         "draft_speedup": total(fresh),
         "draft_acceptance": round(acceptance, 3) if acceptance is not None else None,
+        # "forced": the policy drafted nothing here, so every draft was verified in a run of its own
+        "draft_acceptance_source": source,
         "min_speedup": min(r["speedup"] for r in rows),
         "identical": all(r["identical"] for r in rows),
         "cases": rows,
@@ -193,7 +219,11 @@ def main() -> None:
     if target is not None and draft is not None:
         fresh = asyncio.run(run_draft(target, draft, quick=a.quick, adaptive=not a.no_adaptive,
                                       max_tokens=200 if a.quick else 400, draft_tokens=a.draft_tokens))
-    emit(summary(edits, fresh, target, draft, model=model.name, draft_pair=[p.name for p in (target, draft) if p],
+    forced = None
+    if fresh and not any(r["drafted"]["model"] for r in fresh):
+        forced = asyncio.run(forced_acceptance(target, draft, quick=a.quick, max_tokens=200 if a.quick else 400,  # type: ignore[arg-type]
+                                               draft_tokens=a.draft_tokens))
+    emit(summary(edits, fresh, target, draft, forced, model=model.name, draft_pair=[p.name for p in (target, draft) if p],
                  k=k, adaptive=not a.no_adaptive))
 
 

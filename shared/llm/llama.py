@@ -93,7 +93,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from shared.errors import Cancelled, DeadlineExceeded, EngineError, ModelUnavailable, QueueFull
 from shared.llm.base import GenerationRequest, GenerationResult, TokenCallback
-from shared.llm.speculation import DraftModel, DraftPolicy, LookupPolicy
+from shared.llm.speculation import DraftModel, DraftPolicy, LookupPolicy, update_average
 
 if TYPE_CHECKING:
     from shared.llm.roster import ResolvedRole
@@ -156,6 +156,7 @@ class EngineConfig:
     spec_max_pred_tokens: int = 32  # drafts grow up to this while fully accepted
     spec_exact_margin: float = 1.0  # logit margin a greedy choice needs on batch-made cache
     spec_adaptive: bool = True  # False: always verify a found draft (benchmarks)
+    spec_loss_steps: float = 4.0  # a request that lost this many plain steps to speculation stops it
     seed: int = 0
     role: str = ""
 
@@ -227,6 +228,7 @@ class _Seq:
     accepted: int = 0
     resyncs: int = 0
     dirty: int | None = None  # first cache position computed in a speculative verify batch
+    spec_net: float = 0.0  # seconds speculation has saved this request so far (< 0: lost)
     # this step's part of the batch
     row: int = -1  # batch index of the first row with this sequence's logits
     draft: list[int] = field(default_factory=list)
@@ -569,6 +571,11 @@ class LlamaEngine:
     # --- the worker thread ------------------------------------------------------------
     def _work(self) -> None:
         """The step loop: admit new requests, decode one batch, hand out tokens."""
+        if self.config.speculative != "off":
+            try:
+                self._calibrate()
+            except Exception:  # a measurement only: the policies measure as they go instead
+                self._spec_cost.clear()
         while True:
             with self._wake:
                 while not self._inbox and not self._active and not self._closed:
@@ -776,8 +783,12 @@ class LlamaEngine:
             t_resync = time.perf_counter()
             seq.nxt = self._resync(seq)
             seq.resyncs += 1
-            if alone:  # the recomputation is part of what this draft cost
-                self._record(seq, dt + time.perf_counter() - t_resync, 0)
+            spent = time.perf_counter() - t_resync
+            if alone:  # the recomputation is part of what this step's draft cost; a plain
+                # step's (cache dirty from an earlier draft) is not what plain steps cost
+                self._record(seq, dt + (spent if seq.draft else 0.0), 0)
+                if not seq.draft:
+                    self._account(seq, -spent)
             if self._emit(seq, seq.nxt):
                 self._end(seq)
 
@@ -787,6 +798,23 @@ class LlamaEngine:
         policy = seq.draft_policy if seq.draft_src == "model" else seq.policy
         if policy is not None:
             policy.record(1 + len(seq.draft), seconds, len(seq.draft), accepted)
+        elif not seq.draft:  # every lone plain step measures what a draft must beat
+            update_average(self._spec_cost, 1, seconds)
+        if seq.draft:
+            self._account(seq, (1 + accepted) * self._spec_cost.get(1, seconds) - seconds)
+
+    def _account(self, seq: _Seq, saved: float) -> None:
+        """Keep the request's ledger of what speculation saved (the plain steps its tokens
+        would have cost, minus what its drafts, verify batches and recomputations did
+        cost); once it has lost ``spec_loss_steps`` plain steps' worth, the request goes on
+        without it. The policies' estimates can be wrong for a request (a fresh answer
+        that copies nothing); the ledger bounds what that costs."""
+        if not self.config.spec_adaptive:
+            return
+        seq.spec_net += saved
+        c1 = self._spec_cost.get(1)
+        if c1 is not None and seq.spec_net < -self.config.spec_loss_steps * c1:
+            seq.spec = False
 
     def _after_decode(self, seq: _Seq, alone: bool, dt: float, resync: list[_Seq]) -> None:
         """Choose the next token from this step's logits, verifying a draft if there was one.
@@ -823,6 +851,10 @@ class LlamaEngine:
                 need_resync = True
             else:
                 nxt = tok
+        if draft and accepted == 0 and seq.dirty == seq.base and not need_resync:
+            # a draft rejected whole leaves one batch-computed entry: recompute it now, one
+            # token, rather than every token after it when a later choice is close
+            need_resync = True
         keep = seq.base + 1 + accepted
         if keep < len(seq.slot.kv):  # rejected draft positions leave the cache
             self._truncate(seq.slot, keep)
@@ -990,6 +1022,36 @@ class LlamaEngine:
             s.add_temp(req.temperature)
             s.add_dist(self.config.seed if req.seed is None else req.seed & 0xFFFFFFFF)
         return s
+
+    def _calibrate(self) -> None:
+        """Time what the speculation policies weigh before the first request needs them:
+        a plain step, verify batches of the sizes drafts will have, and a draft token of
+        the draft model. Without it a request's first drafts are guesses, and on a host
+        where drafting never pays the first request would pay for finding that out."""
+        slot = self._slots[0]
+        toks = self._model.tokenize(b"def add(a, b):\n    return a + b\n" * 16, add_bos=False, special=False)
+        sizes = sorted({1, 2, 3, 5, self.config.spec_num_pred_tokens + 1, self.config.draft_tokens + 1})
+        ctx = 16
+        toks = toks[: ctx + max(sizes)]
+        b = self._batch.batch
+        try:
+            self._decode_alone(slot, toks[:ctx])
+            for rep in range(3):  # the first pass allocates each batch shape: not timed
+                for n in sizes:
+                    b.n_tokens = self._put(b, 0, slot, toks[ctx : ctx + n], logits_all=n > 1)
+                    t0 = time.perf_counter()
+                    self._ctx.decode(self._batch)
+                    if rep:
+                        update_average(self._spec_cost, n, time.perf_counter() - t0)
+                    self._truncate(slot, ctx)
+            if self._drafter is not None:
+                self._drafter.draft(toks[:ctx], 1)  # its prompt evaluation: not a draft's cost
+                for i in range(2):
+                    self._drafter.draft(toks[: ctx + 1 + i], self.config.draft_tokens)
+        finally:
+            self._forget(slot)
+            if self._drafter is not None:
+                self._drafter.reset()
 
     def _decode_alone(self, slot: _Slot, tokens: list[int]) -> None:
         """Decode ``tokens`` of one sequence in a batch of their own (logits for the last)."""

@@ -28,10 +28,13 @@ class LookupPolicy:
     only when the tokens it is expected to yield, ``1 + acceptance * d``, come faster than
     plain steps: ``(1 + a*d) * cost(1) > cost(1 + d)``. Costs per batch size are running
     averages kept for the engine's life (properties of the machine and model); the
-    acceptance rate is a running average within the request. A size never measured is
-    tried once; a refused draft is still tried every ``probe_every`` refusals. The draft
-    length ``k`` doubles (up to ``k_max``) while whole drafts are accepted and falls back
-    to the base length after a miss.
+    acceptance rate is a running average within the request. Until a plain step has been
+    measured nothing is drafted; a size never measured is tried once; a refused draft is
+    tried again after ``probe_every`` refusals, then twice as many after each probe, but
+    never when even a draft accepted whole could not pay. A request's
+    first draft has at most ``first_k`` tokens; the draft length ``k`` doubles (up to
+    ``k_max``) while whole drafts are accepted and falls back to the base length after a
+    miss (to ``first_k`` while the request has had no draft token accepted).
     """
 
     def __init__(self, prior_acceptance: float = 0.8, probe_every: int = 16,
@@ -41,28 +44,46 @@ class LookupPolicy:
         self.acceptance = prior_acceptance
         self.probe_every = probe_every
         self._refused = 0
+        self._next_probe = probe_every
         self.k = self.k0 = self.k_max = 10
+        self.first_k = 3
+        self.copied = 0
 
     def start_request(self, k: int, k_max: int) -> None:
         self.acceptance = self.prior
         self._refused = 0
-        self.k = self.k0 = k
+        self._next_probe = self.probe_every
+        self.k0 = k
+        self.copied = 0  # draft tokens accepted in this request
+        self.k = min(k, self.first_k)  # a first guess that is wrong costs little; whole acceptance doubles it
         self.k_max = max(k, k_max)
 
     def want(self, d: int) -> bool:
         c1, cn = self.cost.get(1), batch_cost(self.cost, 1 + d)
-        if c1 is None or cn is None or (1 + self.acceptance * d) * c1 > cn:
+        if c1 is None:
+            return False  # a plain step first: it measures what a draft must beat
+        if cn is None or (1 + self.acceptance * d) * c1 > cn:
             return True
+        if (1 + d) * c1 <= cn:
+            return False  # even a draft accepted whole would not pay: nothing to probe
         self._refused += 1
-        return self._refused % self.probe_every == 0
+        if self._refused < self._next_probe:
+            return False
+        # each probe that fails doubles the wait for the next (a fresh answer rarely
+        # starts copying; a probe costs a whole verify batch)
+        self._refused, self._next_probe = 0, self._next_probe * 2
+        return True
 
     def record(self, n: int, seconds: float, drafted: int, accepted: int) -> None:
-        _average(self.cost, n, seconds)
+        update_average(self.cost, n, seconds)
         if drafted:
             self.acceptance = 0.6 * self.acceptance + 0.4 * (accepted / drafted)
             # inside a copied block whole drafts pass: ask for longer ones (bigger batches
-            # cost less per token); after a miss start again from the base length.
-            self.k = min(self.k_max, self.k * 2) if accepted == drafted == self.k else self.k0
+            # cost less per token); after a miss start again from the base length, or from
+            # a short one while this request has copied nothing yet.
+            self.copied += accepted
+            self.k = (min(self.k_max, self.k * 2) if accepted == drafted == self.k
+                      else self.k0 if self.copied else min(self.k0, self.first_k))
 
 
 class DraftPolicy:
@@ -71,7 +92,9 @@ class DraftPolicy:
     With per-token acceptance ``a``, a draft of ``d`` tokens yields ``1 + a + ... + a^d``
     tokens on average and costs ``d * c_draft + c_target(1 + d)``; a plain step yields one
     token for ``c_target(1)``. The best ``d`` maximises tokens per second; speculation
-    runs only when that beats the plain rate. ``c_target(n)`` is shared with the lookup
+    runs only when that beats the plain rate; where even a draft accepted whole would not
+    (a compute-bound host, where the draft model's token costs about as much as the
+    target's), nothing is drafted and nothing probed. ``c_target(n)`` is shared with the lookup
     policy (same target model), ``c_draft`` is the draft model's running cost per token.
     """
 
@@ -92,24 +115,27 @@ class DraftPolicy:
     def length(self) -> int:
         """The draft length for this step (0: no draft)."""
         c1, cd = self.cost.get(1), self.draft_cost.get("token")
-        if c1 is None or cd is None:
-            return self.d_max  # nothing measured yet: try, the first steps measure
-        best, best_rate = 0, 1.0 / c1
+        if c1 is None:
+            return 0  # a plain step first: it measures what a draft must beat
+        if cd is None:
+            return self.d_max  # the draft model's cost is measured by drafting once
+        best, best_rate, could_pay = 0, 1.0 / c1, False
         for d in range(1, self.d_max + 1):
             cn = batch_cost(self.cost, 1 + d)
             if cn is None:
                 return d  # an unmeasured size: measure it once
             rate = sum(self.acceptance ** i for i in range(d + 1)) / (d * cd + cn)
+            could_pay = could_pay or (d + 1) / (d * cd + cn) > 1.0 / c1
             if rate > best_rate:
                 best, best_rate = d, rate
-        if best == 0:
+        if best == 0 and could_pay:  # only a better acceptance would pay: probe it now and then
             self._refused += 1
             if self._refused % self.probe_every == 0:
                 return 1
         return best
 
     def record(self, n: int, seconds: float, drafted: int, accepted: int) -> None:
-        _average(self.cost, n, seconds)
+        update_average(self.cost, n, seconds)
         if drafted:
             self.acceptance = 0.7 * self.acceptance + 0.3 * (accepted / drafted)
 
@@ -132,7 +158,7 @@ def batch_cost(cost: dict[int, float], n: int) -> float | None:
     return cost[hi]  # type: ignore[index]  # only larger sizes measured: an upper bound
 
 
-def _average(table: dict[Any, float], key: Any, seconds: float) -> None:
+def update_average(table: dict[Any, float], key: Any, seconds: float) -> None:
     old = table.get(key)
     table[key] = seconds if old is None else 0.7 * old + 0.3 * seconds
 
@@ -204,7 +230,7 @@ class DraftModel:
                 break
             self._decode([tok])
         if len(catch_up) <= 8:  # a prompt's first evaluation is not a draft's running cost
-            _average(self.cost, "token", (time.perf_counter() - t0) / len(out))
+            update_average(self.cost, "token", (time.perf_counter() - t0) / len(out))
         return out
 
     def _top_prob(self, row: Any, tok: int) -> float:

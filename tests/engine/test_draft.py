@@ -104,12 +104,18 @@ speculative = "draft"
 def test_draft_policy_drafts_only_when_it_pays() -> None:
     from shared.llm.speculation import DraftPolicy
 
-    # Compute-bound host: a batch of n costs n singles, a draft token 1/3 of one: never pays.
+    # Compute-bound host: a batch of n costs n singles, a draft token 1/3 of one: even a
+    # draft accepted whole never pays, so nothing is drafted and nothing probed.
     cost = {n: 0.03 * n for n in range(1, 8)}
     p = DraftPolicy(cost, {"token": 0.01}, probe_every=4)
     p.start_request(4)
+    assert [p.length() for _ in range(8)] == [0] * 8
+    # Batches cheaper than their rows: whole acceptance would pay, this acceptance does
+    # not: only the probes draft (to find out whether the acceptance got better).
+    cost.update({n: 0.03 * (1 + 0.3 * (n - 1)) for n in range(1, 8)})
+    p.acceptance = 0.1
     lengths = [p.length() for _ in range(8)]
-    assert lengths.count(0) == 6 and lengths.count(1) == 2  # only the probes draft
+    assert lengths.count(0) == 6 and lengths.count(1) == 2
     # Memory-bound host: a batch of 5 costs ~1.2 singles, a draft token 1/4: drafts pay.
     cost.update({n: 0.03 * (1 + 0.05 * (n - 1)) for n in range(1, 8)})
     p.draft_cost["token"] = 0.0075
@@ -129,3 +135,30 @@ def test_unmeasured_batch_sizes_are_interpolated() -> None:
     assert batch_cost(cost, 3) == 2.0 and batch_cost(cost, 5) == 3.0
     assert batch_cost(cost, 14) == 8.0  # linear in rows past the largest
     assert batch_cost({1: 1.0, 9: 5.0}, 4) == 5.0  # only larger: its cost bounds it
+
+
+def test_draft_policies_wait_for_a_measured_plain_step() -> None:
+    from shared.llm.speculation import DraftPolicy, LookupPolicy
+
+    cost: dict[int, float] = {}
+    assert DraftPolicy(cost, {"token": 0.01}).length() == 0
+    assert not LookupPolicy(cost=cost).want(4)
+    cost[1] = 0.03
+    assert LookupPolicy(cost=cost).want(4)  # no batch size measured yet: try one
+
+
+def test_lookup_probes_back_off_and_first_drafts_are_short() -> None:
+    from shared.llm.speculation import LookupPolicy
+
+    cost = {1: 0.03, 11: 0.03 * 5}  # an 11-row batch costs 5 singles
+    p = LookupPolicy(cost=cost, probe_every=4)
+    p.start_request(10, 32)
+    assert p.k == 3  # a request's first draft is short
+    p.record(4, 0.06, drafted=3, accepted=0)
+    assert p.k == 3  # nothing copied yet: stay short
+    p.acceptance = 0.1
+    tried = [p.want(10) for _ in range(4 + 8 + 16)]
+    assert [i for i, t in enumerate(tried) if t] == [3, 11, 27]  # probes after 4, 8, 16 refusals
+    assert not LookupPolicy(cost={1: 0.03, 11: 0.4}).want(10)  # even whole acceptance cannot pay
+    p.record(11, 0.15, drafted=10, accepted=4)
+    assert p.k == 10  # once something was copied a miss falls back to the base length
