@@ -125,8 +125,11 @@ class Attempt(BaseModel):
     code: str
     tests: str = ""
     verdicts: list[SandboxRunSummary] = Field(default_factory=list)
-    passed: bool = False
-    disputed: list[str] = Field(default_factory=list)  # model-written checks the code kept failing, same value
+    passed: bool = False  # it ran and passed every check that stands
+    origin: str = ""  # coder: "greedy", "sampled" or "repair of N"
+    chosen: bool = False  # coder: the candidate that became the answer
+    # coder: model-written checks set aside (contradictory, or failed by most candidates)
+    dropped: list[str] = Field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
 

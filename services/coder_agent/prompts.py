@@ -14,9 +14,11 @@ SYSTEM = (
 )
 TESTS_SYSTEM = (
     "You write unit tests as plain Python assert statements. Answer with exactly one ```python code "
-    "block holding 3 to 6 assert statements, one per line, that check the behaviour the task asks "
-    "for on small inputs whose correct answers are certain. Call only the functions the solution "
-    "defines; do not redefine them; no prints, no loops."
+    "block holding 4 to 8 assert statements, one per line, each of the form "
+    "`assert function(arguments) == expected`. Together they cover every rule and special case the "
+    "task states (each branch, boundaries, empty input), each on the smallest input that shows it, "
+    "with an expected value you have worked out step by step. Call only the functions the task "
+    "names, by those names; do not define them; no prints, no loops."
 )
 
 _BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -40,11 +42,11 @@ def task_prompt(text: str, files: list[FileIn], context: str) -> str:
     return "\n\n".join(parts)
 
 
-def tests_prompt(task: str, code: str) -> str:
-    """Tests are written from the task and the solution's signatures only, not its body, so
-    they do not copy the implementation's own mistakes."""
-    return (f"Task:\n{task.strip()}\n\nThe solution defines:\n```python\n{signatures(code)}\n```\n\n"
-            "Write the assert statements.")
+def tests_prompt(task: str, defines: str = "") -> str:
+    """Tests are written from the task (and, when known, the solution's signatures) only,
+    never from a candidate's body, so they do not copy its mistakes."""
+    known = f"\n\nThe solution defines:\n```python\n{defines}\n```" if defines.strip() else ""
+    return f"Task:\n{task.strip()}{known}\n\nWrite the assert statements."
 
 
 def signatures(code: str) -> str:
@@ -82,27 +84,17 @@ def strip_scaffolding(code: str) -> str:
         keep = isinstance(node, _KEEP) or docstring or (isinstance(node, ast.If) and not is_main)
         if not keep and node.end_lineno is not None:
             drop.append((node.lineno, node.end_lineno))
-    if not drop:
-        return code
     kept = [ln for n, ln in enumerate(lines, 1) if not any(a <= n <= b for a, b in drop)]
+    while kept and (not kept[-1].strip() or kept[-1].lstrip().startswith("#")):
+        kept.pop()  # the "# Test the function" comment left behind
     return "".join(kept).rstrip() + "\n"
 
 
-def repair_prompt(verdict: str) -> str:
+def repair_prompt(traceback: str) -> str:
+    """A repair is asked only for a traceback (syntax error, exception, timeout)."""
     return (
-        "Running the code with its tests failed:\n"
-        f"```\n{verdict.strip()[-2500:]}\n```\n"
-        "Fix the code. Answer with the complete corrected code in one ```python block."
+        "Running the code failed with this error:\n"
+        f"```\n{traceback.strip()[-2500:]}\n```\n"
+        "Fix the code. Answer with the complete corrected code in one ```python block, "
+        "without the error text or tests."
     )
-
-
-def provided_tests(text: str, files: list[FileIn]) -> str:
-    """Tests the task brings itself: test files, or assert lines in its text."""
-    from services.coder_agent.checks import doctest_checks
-
-    tests = [f.content for f in files if f.path.rsplit("/", 1)[-1].startswith("test_")]
-    asserts = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("assert ")]
-    asserts += doctest_checks(text)
-    if asserts:
-        tests.append("\n".join(asserts))
-    return "\n\n".join(tests)

@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from shared.settings import Settings
 
 
 class CoderSettings(Settings):
-    max_attempts: int = 3  # write, then up to (max_attempts - 1) repairs from sandbox verdicts
+    # Sample, then verify: `candidates` programs are written at once in the engine's slots
+    # (the first greedy, the rest sampled), all run against the same checks in
+    # code-sandbox, the best is kept (ranking.py). While the best raises or fails a check
+    # of the task's own, another round of repairs (from tracebacks only) and fresh
+    # samples follows, up to `max_candidates` programs and `max_rounds` rounds.
+    candidates: int = Field(default=4, ge=1, le=16)
+    max_candidates: int = Field(default=8, ge=1, le=32)
+    max_rounds: int = Field(default=2, ge=1, le=8)
+    sample_temperature: float = 0.8
+    repair_temperature: float = 0.2
     max_tokens: int = 768
-    # Repairs sample (greedy decoding tends to repeat the failed program); the first attempt
-    # is greedy so a task's first answer is reproducible.
-    repair_temperature: float = 0.6
-    write_tests: bool = True  # when the task brings no tests, ask the model for some
-    tests_max_tokens: int = 256  # small models run on writing asserts until cut off
+    # The model writes tests when the task brings fewer checks than this (its own tests,
+    # asserts, doctest or prose examples); 0 never asks.
+    tests_below_trusted: int = 3
+    write_tests: bool = True
+    tests_max_tokens: int = 320  # small models run on writing asserts until cut off
+    check_timeout_s: float = 2.0  # per check inside the sandboxed program
     sandbox_timeout_s: float = 10.0
     sandbox_memory_mb: int = 256
     top_k: int = 4  # passages retrieved when the task names a collection

@@ -1,109 +1,108 @@
-"""coder-agent's loop: write code (and tests when the task has none), run them in
-code-sandbox, feed failures back to the model, stop at the first pass."""
+"""coder-agent's strategy: sample, then verify.
+
+1. The task's own checks are collected (trusted.py). When they are few, the model also
+   writes tests, from the task alone; tests that contradict each other or the task's
+   checks are discarded before anything runs.
+2. ``candidates`` programs are written at once in the engine's slots: the first greedy
+   (the answer a single call would give), the rest sampled with seeds.
+3. Each runs in code-sandbox against all checks; ranking.py picks the best (trusted checks
+   first, then CodeT's dual agreement over the model's tests, dropping the tests most
+   candidates fail).
+4. While the best raises, times out or fails a trusted check, one more round (up to
+   ``max_rounds``, ``max_candidates`` programs in all) repairs the best candidates that
+   have a traceback — never from a wrong value — and adds fresh samples when a trusted
+   check failed on its value. It stops as soon as the best is clean.
+5. The answer is the best candidate seen, with one sentence on what it passed.
+"""
 
 from __future__ import annotations
 
 import ast
-import difflib
-import time
+import asyncio
+import zlib
 from collections.abc import Awaitable, Callable
 
+from services.coder_agent.candidates import Ask, CandidateWriter
 from services.coder_agent.checks import (
+    consistent_checks,
     describe_failures,
     harness,
+    model_checks,
     read_outcomes,
-    split_checks,
     strip_report,
 )
+from services.coder_agent.probes import probe_calls
 from services.coder_agent.prompts import (
     SYSTEM,
     TESTS_SYSTEM,
     extract_code,
-    provided_tests,
     repair_prompt,
+    signatures,
     strip_scaffolding,
     task_prompt,
     tests_prompt,
 )
+from services.coder_agent.ranking import Candidate, Ranking, rank, summary_sentence
+from services.coder_agent.report import (
+    answer_text,
+    attempt_record,
+    edited_files,
+    summarize,
+    verdict_text,
+)
 from services.coder_agent.settings import CoderSettings
+from services.coder_agent.trusted import is_test_file, task_function_names, trusted_checks
 from shared.contracts import (
     AgentJob,
-    Attempt,
     Citation,
     ErrorInfo,
     ExecLimits,
     ExecRequest,
     ExecResult,
-    FileIn,
-    SandboxRunSummary,
     SearchReply,
     SearchRequest,
     StepResult,
     Usage,
 )
 from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
-from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
+from shared.llm.base import TextEngine, TokenCallback
 
 RunCode = Callable[[ExecRequest], Awaitable[ExecResult]]
 Search = Callable[[SearchRequest], Awaitable[SearchReply]]
 Progress = Callable[[str], Awaitable[None]]
 
 
-def summarize(name: str, r: ExecResult) -> SandboxRunSummary:
-    return SandboxRunSummary(
-        name=name, status=r.status, exit_code=r.exit_code, stdout=r.stdout[-4000:], stderr=r.stderr[-4000:],
-        wall_s=r.wall_s, isolation=r.isolation,
-    )
-
-
-def verdict_text(r: ExecResult) -> str:
-    """What the model is shown of a failed run: the status and the tail of the output."""
-    head = f"status: {r.status}, exit code: {r.exit_code}" + (f", signal: {r.signal}" if r.signal else "")
-    return f"{head}\n{(r.stderr or r.stdout or r.message).strip()[-2000:]}"
-
-
 class CodeSolver:
     def __init__(
         self, engine: TextEngine, run_code: RunCode, settings: CoderSettings,
         on_token: TokenCallback | None = None, progress: Progress | None = None, search: Search | None = None,
+        is_cancelled: Callable[[str], bool] | None = None,
     ) -> None:
-        self.search = search
+        self.engine, self.run_code, self.settings = engine, run_code, settings
+        self.on_token, self.progress, self.search, self.is_cancelled = on_token, progress, search, is_cancelled
         self.citations: list[Citation] = []
-        self.engine = engine
-        self.run_code = run_code
-        self.settings = settings
-        self.on_token = on_token
-        self.progress = progress
         self.usage = Usage(model=engine.name)
-
-    async def _generate(self, job: AgentJob, messages: list[dict[str, str]], stream: bool = True,
-                        max_tokens: int | None = None, temperature: float = 0.0) -> str:
-        req = GenerationRequest(
-            messages=messages, max_tokens=max_tokens or job.max_tokens or self.settings.max_tokens, temperature=temperature,
-            deadline=job.deadline, request_id=job.task_id,
-        )
-        out: GenerationResult = await self.engine.generate(req, self.on_token if stream else None)
-        self.usage.input_tokens += out.input_tokens
-        self.usage.output_tokens += out.output_tokens
-        self.usage.seconds += out.seconds
-        if self.usage.ttft_s is None:
-            self.usage.ttft_s = out.ttft_s
-        return out.text
+        self.pool: list[Candidate] = []
+        self.checks: list[str] = []
+        self.prelude: list[str] = []
+        self.probes: list[str] = []
+        self.n_trusted = 0
+        self.tests_asked = False
+        self.discarded: list[str] = []
 
     async def _say(self, text: str) -> None:
         if self.progress is not None:
             await self.progress(text)
 
     async def solve(self, job: AgentJob) -> StepResult:
-        attempts: list[Attempt] = []
         try:
-            return await self._solve(job, attempts)
+            return await self._solve(job)
         except Cancelled as exc:
-            return self._result(job, "cancelled", attempts, ErrorInfo(code=exc.code, message=exc.message))
+            return await self._result(job, "cancelled", ErrorInfo(code=exc.code, message=exc.message))
         except DeadlineExceeded as exc:
-            return self._result(job, "timeout", attempts, ErrorInfo(code=exc.code, message=exc.message))
+            return await self._result(job, "timeout", ErrorInfo(code=exc.code, message=exc.message))
         except SyndicateError as exc:
-            return self._result(job, "failed", attempts, ErrorInfo(code=exc.code, message=exc.message))
+            return await self._result(job, "failed", ErrorInfo(code=exc.code, message=exc.message))
 
     async def _retrieve(self, job: AgentJob) -> str:
         """Passages from the task's collection, labelled like the reasoner's citations."""
@@ -115,103 +114,164 @@ class CodeSolver:
         self.citations = [Citation(path=h.path, start_line=h.start_line, end_line=h.end_line, score=h.score) for h in hits]
         return "\n\n".join(f"[{h.path}:{h.start_line}-{h.end_line}]\n{h.text.strip()}" for h in hits)
 
-    async def _solve(self, job: AgentJob, attempts: list[Attempt]) -> StepResult:
+    async def _solve(self, job: AgentJob) -> StepResult:
+        s = self.settings
+        writer = CandidateWriter(self.engine, job, self.usage, s.max_tokens, self.on_token, self.is_cancelled)
         context = "\n\n".join(c for c in (job.context, await self._retrieve(job)) if c)
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task_prompt(job.text, job.files, context)}]
-        provided = provided_tests(job.text, job.files)
-        trusted = bool(provided)  # the task's own tests are never disputed
-        checks = task_checks(provided) if provided else []
-        disputed: set[int] = set()
-        last_failures: dict[int, str | None] = {}
-        for n in range(1, self.settings.max_attempts + 1):
-            started = time.monotonic()
-            tokens_before = self.usage.output_tokens
-            await self._say(f"writing code (attempt {n}/{self.settings.max_attempts})" if n == 1 else f"repairing (attempt {n}/{self.settings.max_attempts})")
-            answer = await self._generate(job, messages, temperature=0.0 if n == 1 else self.settings.repair_temperature)
-            code = strip_scaffolding(extract_code(answer))
-            if not checks and self.settings.write_tests:
-                await self._say("writing tests")
-                checks = split_checks(extract_code(await self._generate(job, [
-                    {"role": "system", "content": TESTS_SYSTEM},
-                    {"role": "user", "content": tests_prompt(job.text, code)},
-                ], stream=False, max_tokens=self.settings.tests_max_tokens)))
-            await self._say(f"running code and {len(checks)} checks in code-sandbox")
-            result = await self.run_code(ExecRequest(
-                code=code, test_code=harness(checks) if checks else None, task_id=job.task_id,
-                limits=ExecLimits(wall_s=self.settings.sandbox_timeout_s, memory_mb=self.settings.sandbox_memory_mb),
-            ))
-            outcomes = read_outcomes(result.stderr)
-            failing = [o for o in outcomes or [] if not o.ok and o.index not in disputed]
-            if not trusted and n > 1 and outcomes:
-                # Shown this check's failure, the model answered with a program that gives the
-                # same value again: it stands by its answer against a line it wrote itself.
-                # Only a minority of checks can be overruled so, and only when some pass.
-                insisted = {o.index for o in failing if o.actual is not None and last_failures.get(o.index) == o.actual}
-                passing = sum(o.ok for o in outcomes)
-                if insisted and passing and len(disputed | insisted) * 2 <= len(outcomes):
-                    disputed |= insisted
-                failing = [o for o in failing if o.index not in disputed]
-            last_failures = {o.index: o.actual for o in outcomes or [] if not o.ok}
-            if outcomes is None:
-                passed = result.status == "ok" and result.exit_code == 0 and not checks
-            else:
-                passed = not failing and result.status in ("ok", "runtime_error")
-            if passed and result.status != "ok" and disputed:
-                # Show the verdict of the checks that stand: run once more without the disputed ones.
-                kept = [c for i, c in enumerate(checks) if i not in disputed]
-                result = await self.run_code(ExecRequest(
-                    code=code, test_code=harness(kept) if kept else None, task_id=job.task_id,
-                    limits=ExecLimits(wall_s=self.settings.sandbox_timeout_s, memory_mb=self.settings.sandbox_memory_mb),
-                ))
-                passed = result.status == "ok" and result.exit_code == 0
-            summary = summarize("code+tests", result)
-            # The harness's machine-readable line becomes a readable list of failing checks.
-            summary.stderr = "\n".join(t for t in (strip_report(summary.stderr).strip(), describe_failures(checks, failing)) if t)
-            attempts.append(Attempt(
-                n=n, code=code, tests="\n".join(checks), verdicts=[summary], passed=passed,
-                disputed=[checks[i] for i in sorted(disputed)],
-                tokens=self.usage.output_tokens - tokens_before, seconds=round(time.monotonic() - started, 3),
-            ))
-            if passed:
-                await self._say(f"checks passed on attempt {n}" + (f" ({len(disputed)} disputed)" if disputed else ""))
-                return self._result(job, "done", attempts)
-            await self._say(f"attempt {n} failed: {result.status}, {len(failing)} failing checks")
-            feedback = describe_failures(checks, failing) if failing else verdict_text(result)
-            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair_prompt(feedback)}]
-        return self._result(job, "failed", attempts, ErrorInfo(
-            code="tests_failed", message=f"code did not pass its tests in {len(attempts)} attempts"))
+        base = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task_prompt(job.text, job.files, context)}]
+        trusted = trusted_checks(job.text, job.files)
+        self.prelude, self.n_trusted = trusted.prelude, len(trusted.checks)
+        self.tests_asked = s.write_tests and len(trusted.checks) < s.tests_below_trusted
+        seed = zlib.crc32(job.step_id.encode())
+        n = max(1, min(s.candidates, s.max_candidates))
+        asks = [Ask(base, 0.0, stream=True)] + [Ask(base, s.sample_temperature, seed=seed + k) for k in range(1, n)]
+        defines = "\n".join(signatures(f.content) for f in job.files if not is_test_file(f))
+        # Tests are written next to the candidates when the task says what to call.
+        tests_now = self.tests_asked and bool(task_function_names(job.text) or defines)
+        if tests_now:
+            asks.append(self._tests_ask(job, defines))
+        await self._say(f"writing {n} candidate{'s' * (n != 1)}" + (" and tests" if tests_now else "") + " in parallel")
+        outs = await writer.run(asks)
+        model_tests = outs[n].text if tests_now else ""
+        new = [self._candidate(out.text, "greedy" if k == 0 else "sampled", out.output_tokens, out.seconds, base)
+               for k, out in enumerate(outs[:n])]
+        if self.tests_asked and not tests_now:
+            await self._say("writing tests")
+            model_tests = (await writer.run([self._tests_ask(job, signatures(new[0].code))]))[0].text
+        model, self.discarded = consistent_checks(model_checks(extract_code(model_tests)) if model_tests else [],
+                                                  trusted.checks)
+        self.checks = trusted.checks + model
+        self.probes = probe_calls(self.checks, task_function_names(job.text) or _defined(new))
+        ranking = await self._evaluate(new)
+        for round_no in range(2, s.max_rounds + 1):
+            asks, origins = self._next_round(ranking, seed)
+            if not asks:
+                break
+            await self._say(f"round {round_no}: {', '.join(origins)}")
+            outs = await writer.run(asks)
+            ranking = await self._evaluate([
+                self._candidate(out.text, origin, out.output_tokens, out.seconds, ask.messages)
+                for out, ask, origin in zip(outs, asks, origins, strict=True)])
+        status = "done" if self._accepted(ranking) else "failed"
+        error = None if status == "done" else ErrorInfo(
+            code="tests_failed", message=summary_sentence(ranking, len(self.pool), self.tests_asked))
+        return await self._result(job, status, error, ranking)
 
-    def _result(self, job: AgentJob, status: str, attempts: list[Attempt], error: ErrorInfo | None = None) -> StepResult:
-        last = attempts[-1] if attempts else None
-        code = last.code if last else None
+    def _tests_ask(self, job: AgentJob, defines: str) -> Ask:
+        return Ask([{"role": "system", "content": TESTS_SYSTEM}, {"role": "user", "content": tests_prompt(job.text, defines)}],
+                   0.0, max_tokens=self.settings.tests_max_tokens)
+
+    def _candidate(self, answer: str, origin: str, tokens: int, seconds: float,
+                   messages: list[dict[str, str]]) -> Candidate:
+        code = strip_scaffolding(extract_code(answer))
+        c = Candidate(index=len(self.pool) + 1, origin=origin, code=code, answer=answer, tokens=tokens,
+                      seconds=round(seconds, 3), messages=messages)
+        if not code.strip():
+            c.parse_error = "the answer holds no code"
+        else:
+            try:
+                ast.parse(code)
+            except SyntaxError as exc:
+                c.parse_error = f"SyntaxError: {exc.msg} (line {exc.lineno})\n{(exc.text or '').rstrip()}"
+        self.pool.append(c)
+        return c
+
+    async def _evaluate(self, new: list[Candidate]) -> Ranking:
+        """Run the new candidates (each distinct program once) and rank the whole pool."""
+        seen = {c.code: c for c in self.pool if c.result is not None}
+        todo = {c.code: c for c in new if c.parse_error is None and c.code not in seen}
+        if todo:
+            await self._say(f"running {len(todo)} program{'s' * (len(todo) != 1)} against {len(self.checks)} checks in code-sandbox")
+        results = await asyncio.gather(*(self._run(c.code, self.checks, self.probes) for c in todo.values()))
+        for c, r in zip(todo.values(), results, strict=True):
+            c.result, c.outcomes = r, read_outcomes(r.stderr)
+            seen[c.code] = c
+        for c in new:
+            if c.parse_error is None and c.result is None:
+                c.result, c.outcomes = seen[c.code].result, seen[c.code].outcomes
+        ranking = rank(self.pool, self.n_trusted, len(self.checks))
+        b = ranking.best
+        await self._say(f"best so far: candidate {b.index} ({b.origin}), "
+                        f"{len(b.passed(ranking.trusted))}/{len(ranking.trusted)} task checks, "
+                        f"{len(b.passed(ranking.kept))}/{len(ranking.kept)} model tests")
+        return ranking
+
+    async def _run(self, code: str, checks: list[str], probes: list[str] | None = None) -> ExecResult:
+        s = self.settings
+        return await self.run_code(ExecRequest(
+            code=code, test_code=harness(checks, s.check_timeout_s, self.prelude, probes),
+            limits=ExecLimits(wall_s=s.sandbox_timeout_s, cpu_s=s.sandbox_timeout_s, memory_mb=s.sandbox_memory_mb),
+        ))
+
+    def _traceback(self, c: Candidate, r: Ranking) -> str | None:
+        """What went wrong in ``c`` as a traceback, or None when it only gave wrong values."""
+        if c.parse_error is not None:
+            return c.parse_error
+        if c.outcomes is None:
+            return verdict_text(c.result) if c.result else None
+        raised = c.raised(r.trusted + r.kept)
+        return describe_failures(self.checks, raised) if raised else None
+
+    def _next_round(self, r: Ranking, seed: int) -> tuple[list[Ask], list[str]]:
+        """Repairs of the best candidates with a traceback, then fresh samples when the best
+        fails a trusted check; nothing when the best is clean or the budget is spent."""
+        s = self.settings
+        room = min(s.candidates, s.max_candidates - len(self.pool))
+        if r.satisfied or room <= 0:
+            return [], []
+        repaired = {c.origin.removeprefix("repair of ") for c in self.pool if c.origin.startswith("repair of ")}
+        order = sorted(self.pool, key=lambda c: r.scores[c.index], reverse=True)
+        asks: list[Ask] = []
+        origins: list[str] = []
+        for c in order:
+            tb = self._traceback(c, r)
+            if tb is None or str(c.index) in repaired or len(asks) >= room:
+                continue
+            messages = [*c.messages, {"role": "assistant", "content": c.answer}, {"role": "user", "content": repair_prompt(tb)}]
+            asks.append(Ask(messages, s.repair_temperature, seed=seed + 1000 + c.index))
+            origins.append(f"repair of {c.index}")
+        if r.trusted and len(r.best.passed(r.trusted)) < len(r.trusted):
+            base = self.pool[0].messages
+            for k in range(room - len(asks)):
+                asks.append(Ask(base, s.sample_temperature, seed=seed + len(self.pool) + 1 + k))
+                origins.append("sampled")
+        return asks, origins
+
+    def _accepted(self, r: Ranking) -> bool:
+        """Done: the chosen code runs and passes every check of the task's own."""
+        return r.best.ran and len(r.best.passed(r.trusted)) == len(r.trusted)
+
+    async def _result(self, job: AgentJob, status: str, error: ErrorInfo | None = None,
+                      ranking: Ranking | None = None) -> StepResult:
+        if ranking is None and any(c.result is not None or c.parse_error for c in self.pool):
+            ranking = rank(self.pool, self.n_trusted, len(self.checks))  # stopped midway: the best seen
+        attempts, tests, answer, code = [], [], "", None
+        if ranking is not None:
+            attempts = [attempt_record(c, ranking, self.checks, self.discarded) for c in self.pool]
+            best = ranking.best
+            code, verdict = best.code, best.result
+            if best.ran and ranking.dropped and status == "done":
+                # The verdict shown is of the checks that stand, without the dropped ones.
+                verdict = await self._run(best.code, [self.checks[i] for i in ranking.trusted + ranking.kept])
+            if verdict is not None:
+                tests = [summarize("code+checks", verdict)]
+                tests[0].stderr = strip_report(tests[0].stderr)
+            answer = answer_text(ranking, self.checks, len(self.pool), self.tests_asked)
         files, diff = edited_files(job.files, code) if code else ([], "")
-        verdict = "passed" if last and last.passed else "failed"
-        answer = f"```python\n{code}```\n\nTests {verdict} (attempt {last.n} of {self.settings.max_attempts})." if last and code else ""
-        if last and last.disputed:
-            answer += f" Disputed model-written checks (the code kept its answer after seeing them fail): {'; '.join(last.disputed)}"
         return StepResult(
             task_id=job.task_id, step_id=job.step_id, agent="coder", status=status,  # type: ignore[arg-type]
-            answer=answer, code=code, tests=last.verdicts if last else [], attempts=attempts, citations=self.citations,
+            answer=answer, code=code, tests=tests, attempts=attempts, citations=self.citations,
             files=files, diff=diff, error=error, usage=self.usage,
         )
 
 
-def task_checks(tests: str) -> list[str]:
-    """The task's own tests as checks: its statements, then a call of each test_* function."""
-    checks = split_checks(tests, limit=200)
-    try:
-        names = [n.name for n in ast.parse(tests).body if isinstance(n, ast.FunctionDef) and n.name.startswith("test")]
-    except SyntaxError:
-        names = []
-    return checks + [f"{name}()" for name in names]
-
-
-def edited_files(files: list[FileIn], code: str) -> tuple[list[FileIn], str]:
-    """The task's (first non-test) file with its new content, and the unified diff."""
-    targets = [f for f in files if not f.path.rsplit("/", 1)[-1].startswith("test_")]
-    if not targets:
-        return [], ""
-    f = targets[0]
-    diff = "".join(difflib.unified_diff(
-        f.content.splitlines(keepends=True), code.splitlines(keepends=True), f"a/{f.path}", f"b/{f.path}"))
-    return [FileIn(path=f.path, content=code)], diff
+def _defined(pool: list[Candidate]) -> list[str]:
+    """Functions the candidates define at top level (when the task names none)."""
+    names: dict[str, None] = {}
+    for c in pool:
+        try:
+            tree = ast.parse(c.code)
+        except SyntaxError:
+            continue
+        names.update((n.name, None) for n in tree.body if isinstance(n, ast.FunctionDef))
+    return list(names)

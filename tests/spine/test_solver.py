@@ -1,4 +1,6 @@
-"""coder-agent's write → test → repair loop, with a scripted model and a fake sandbox."""
+"""coder-agent's sample-then-verify strategy, with scripted models and a fake sandbox:
+parallel candidates, ranking by the task's checks and by agreement, dropped and
+contradictory model tests, repair from tracebacks only, early stop, the best seen kept."""
 
 from __future__ import annotations
 
@@ -8,20 +10,27 @@ import time
 
 import pytest
 
-from services.coder_agent.prompts import extract_code, provided_tests
+from services.coder_agent.prompts import TESTS_SYSTEM, extract_code
 from services.coder_agent.settings import CoderSettings
 from services.coder_agent.solver import CodeSolver
 from shared.contracts import AgentJob, ExecRequest, ExecResult, FileIn
-from shared.llm.base import ScriptedEngine
+from shared.errors import QueueFull
+from shared.llm.base import GenerationRequest, GenerationResult, ScriptedEngine, TokenCallback
 
-BROKEN = "```python\ndef add(a, b):\n    return a - b\n```"
-FIXED = "```python\ndef add(a, b):\n    return a + b\n```"
-TESTS = "```python\nassert add(2, 3) == 5\nassert add(-1, 1) == 0\n```"
+ADD_1 = "```python\ndef add_1(a, b):\n    return a + b + 1\n```"
+ADD_1_WRONG = "```python\ndef add_1(a, b):\n    return a + b\n```"
+ADD_1_CRASH = "```python\ndef add_1(a, b):\n    return a + b + one\n```"
+ADD_1_TESTS = "```python\nassert add_1(1, 2) == 3\nassert add_1(0, 0) == 1\nassert add_1(2, 5) == 8\n```"
+ADD_1_TASK = "Write a Python function add_1(a, b) returning a + b + 1, with tests."
 
 
-def job(**kw) -> AgentJob:
-    kw.setdefault("text", "Write add(a, b).")
+def job(**kw) -> AgentJob:  # type: ignore[no-untyped-def]
+    kw.setdefault("text", ADD_1_TASK)
     return AgentJob(task_id="t-1", step_id="t-1.1", agent="coder", deadline=time.time() + 60, **kw)
+
+
+def settings(**kw) -> CoderSettings:  # type: ignore[no-untyped-def]
+    return CoderSettings(**{"candidates": 4, "max_candidates": 8, "max_rounds": 2, **kw})
 
 
 async def run_python(req: ExecRequest) -> ExecResult:
@@ -35,68 +44,213 @@ async def run_python(req: ExecRequest) -> ExecResult:
     return ExecResult(status=status, exit_code=proc.returncode, stdout=out.decode(), stderr=err.decode())
 
 
-async def test_repairs_from_failed_tests() -> None:
-    engine = ScriptedEngine([BROKEN, TESTS, FIXED])
-    events: list[str] = []
+def scripted(codes: list[str], tests: str = "", later: list[str] | None = None) -> ScriptedEngine:
+    """Candidates answer ``codes`` in the order asked, then ``later`` (repairs, new samples);
+    the test-writing request answers ``tests``."""
+    queue = [*codes, *(later or [])]
 
-    async def progress(text: str) -> None:
-        events.append(text)
+    def reply(req: GenerationRequest) -> str:
+        if req.messages[0]["content"] == TESTS_SYSTEM:
+            return tests
+        return queue.pop(0) if len(queue) > 1 else queue[0]
 
-    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3), progress=progress).solve(job())
+    return ScriptedEngine([reply])
+
+
+def code_requests(engine: ScriptedEngine) -> list[GenerationRequest]:
+    return [r for r in engine.requests if r.messages[0]["content"] != TESTS_SYSTEM]
+
+
+async def test_candidates_are_written_at_once_greedy_first_then_sampled_with_seeds() -> None:
+    engine = scripted([ADD_1] * 4, ADD_1_TESTS)
+    streamed: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        streamed.append(piece)
+
+    result = await CodeSolver(engine, run_python, settings(), on_token=on_token).solve(job())
+    reqs = code_requests(engine)
+    assert [r.temperature for r in reqs] == [0.0, 0.8, 0.8, 0.8]
+    assert reqs[0].seed is None and len({r.seed for r in reqs[1:]}) == 3
+    assert len({r.request_id for r in engine.requests}) == 5 and reqs[0].request_id == "t-1"
+    assert "".join(streamed) == ADD_1  # only the greedy candidate streams
+    assert result.status == "done" and len(result.attempts) == 4
+
+
+async def test_a_model_test_most_candidates_fail_is_dropped_not_shown() -> None:
+    # The add_i case: right code everywhere, the model's own test forgot the "+ 1".
+    engine = scripted([ADD_1] * 4, ADD_1_TESTS)
+    result = await CodeSolver(engine, run_python, settings()).solve(job())
     assert result.status == "done"
-    assert [a.passed for a in result.attempts] == [False, True]
-    assert "a + b" in (result.code or "")
-    # The repair prompt showed the model the failing check and what the code returned.
-    feedback = engine.requests[2].messages[-1]["content"]
-    assert "assert add(2, 3) == 5" in feedback and "evaluated to -1" in feedback
-    assert any("repairing" in e for e in events)
+    chosen = next(a for a in result.attempts if a.chosen)
+    assert chosen.dropped == ["assert add_1(1, 2) == 3"]
+    assert "add_1(1, 2) == 3" not in result.answer and "disputed" not in result.answer.lower()
+    assert "passes both tests the model wrote itself; chosen from 4 candidates" in result.answer
+    assert result.tests[0].status == "ok"  # the verdict shown is of the checks that stand
 
 
-async def test_gives_up_after_max_attempts() -> None:
-    engine = ScriptedEngine([BROKEN, TESTS, BROKEN])
-    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=2)).solve(job())
-    assert result.status == "failed"
-    assert len(result.attempts) == 2
-    assert result.error is not None and result.error.code == "tests_failed"
+async def test_agreement_picks_the_majority_behaviour_over_the_greedy_answer() -> None:
+    engine = scripted([ADD_1_WRONG, ADD_1, ADD_1, ADD_1], ADD_1_TESTS)
+    result = await CodeSolver(engine, run_python, settings()).solve(job())
+    assert result.status == "done" and "a + b + 1" in (result.code or "")
+    assert [a.n for a in result.attempts if a.chosen] == [2]
+    # The wrong greedy code passes only the wrong test, which is dropped.
+    assert "candidate 2, sampled" in result.answer
 
 
-async def test_uses_tests_from_the_task_instead_of_writing_them() -> None:
-    engine = ScriptedEngine([FIXED])
+async def test_contradictory_model_tests_are_discarded_before_running() -> None:
+    pal = "```python\ndef is_palindrome(s):\n    t = [c.lower() for c in s if c.isalnum()]\n    return t == t[::-1]\n```"
+    tests = ('```python\nassert is_palindrome("Was it a car or a cat I saw?") == True\n'
+             'assert is_palindrome("Was it a car or a cat I saw?") == False\nassert is_palindrome("ab") == False\n```')
     seen: list[ExecRequest] = []
 
     async def sandbox(req: ExecRequest) -> ExecResult:
         seen.append(req)
         return await run_python(req)
 
-    result = await CodeSolver(engine, sandbox, CoderSettings()).solve(job(text="Write add(a, b).\nassert add(1, 2) == 3"))
+    engine = scripted([pal] * 4, tests)
+    text = "Write a Python function is_palindrome(s) that ignores case and non-alphanumeric characters, with tests."
+    result = await CodeSolver(engine, sandbox, settings()).solve(job(text=text))
     assert result.status == "done"
-    assert len(engine.requests) == 1  # no test-writing generation
-    assert "assert add(1, 2) == 3" in (seen[0].test_code or "")
-    assert result.attempts[0].tests == "assert add(1, 2) == 3"
+    assert all("car or a cat" not in (r.test_code or "") for r in seen)
+    assert 'is_palindrome("ab") == False' in (result.attempts[0].tests)
+    assert len(seen) == 1  # four identical programs: one sandbox run
 
 
-async def test_cancel_ends_the_step_cancelled() -> None:
-    engine = ScriptedEngine([FIXED], token_delay_s=0.01)
-    engine.cancel("t-1")
-    result = await CodeSolver(engine, run_python, CoderSettings()).solve(job())
-    assert result.status == "cancelled"
+async def test_early_stop_when_the_first_round_is_clean() -> None:
+    engine = scripted([ADD_1] * 4, ADD_1_TESTS, later=[ADD_1_CRASH])
+    result = await CodeSolver(engine, run_python, settings(max_rounds=3)).solve(job())
+    assert len(code_requests(engine)) == 4 and len(result.attempts) == 4
 
 
-async def test_deadline_ends_the_step_timeout() -> None:
-    engine = ScriptedEngine([FIXED])
-    j = job()
-    j.deadline = time.time() - 1
-    result = await CodeSolver(engine, run_python, CoderSettings()).solve(j)
-    assert result.status == "timeout"
+async def test_a_traceback_is_repaired_and_the_repair_shows_it() -> None:
+    text = "Write add_1(a, b).\nassert add_1(1, 2) == 4"
+    engine = scripted([ADD_1_CRASH] * 2, later=[ADD_1])
+    result = await CodeSolver(engine, run_python, settings(candidates=2, max_candidates=4)).solve(job(text=text))
+    assert result.status == "done"
+    assert [(a.origin, a.chosen) for a in result.attempts] == [
+        ("greedy", False), ("sampled", False), ("repair of 1", True), ("repair of 2", False)]
+    repair = code_requests(engine)[2]
+    assert "NameError" in repair.messages[-1]["content"] and repair.messages[-2]["role"] == "assistant"
+
+
+async def test_a_wrong_value_is_never_sent_back_as_a_repair_prompt() -> None:
+    text = "Write add_1(a, b).\nassert add_1(1, 2) == 4"
+    engine = scripted([ADD_1_WRONG] * 2, later=[ADD_1])
+    result = await CodeSolver(engine, run_python, settings(candidates=2, max_candidates=4)).solve(job(text=text))
+    later = code_requests(engine)[2:]
+    assert later and all(len(r.messages) == 2 for r in later)  # fresh samples, no conversation
+    assert all(r.temperature > 0 and r.seed is not None for r in later)
+    assert result.status == "done" and next(a for a in result.attempts if a.chosen).origin == "sampled"
+
+
+async def test_the_best_candidate_seen_is_kept_over_a_worse_repair() -> None:
+    text = "Write add_1(a, b).\nassert add_1(1, 2) == 4\nassert add_1(0, 0) == 1\nassert add_1(2, 2) == 5"
+    partial = "```python\ndef add_1(a, b):\n    if a == 0:\n        raise ValueError('zero')\n    return a + b + 1\n```"
+    engine = scripted([partial], later=["```python\ndef add_1(a, b):\n    return (a + b\n```"])
+    result = await CodeSolver(engine, run_python, settings(candidates=1, max_candidates=2)).solve(job(text=text))
+    assert len(result.attempts) == 2 and result.attempts[1].origin == "repair of 1"
+    assert result.attempts[0].chosen and "raise ValueError" in (result.code or "")
+    assert result.status == "failed" and result.error is not None
+    assert "passes 2 of the 3 checks from the task" in result.error.message
+
+
+async def test_the_tasks_own_checks_decide_before_agreement() -> None:
+    text = "Write add_1(a, b).\nassert add_1(1, 2) == 4\nassert add_1(0, 0) == 1\nassert add_1(0, 1) == 2"
+    engine = scripted([ADD_1_WRONG, ADD_1_WRONG, ADD_1_WRONG, ADD_1])
+    result = await CodeSolver(engine, run_python, settings()).solve(job(text=text))
+    assert [a.n for a in result.attempts if a.chosen] == [4]
+    assert "passes all 3 checks from the task; chosen from 4 candidates" in result.answer
+    assert len(engine.requests) == 4  # three checks from the task would be enough: no test-writing
+
+
+async def test_doctest_and_prose_examples_are_trusted_checks() -> None:
+    text = ('def add(a, b):\n    """Add.\n    >>> add(2, 3)\n    5\n\n    For example add(1, 1) should return 2.\n'
+            '    add(0, 0) => 0\n    """\n')
+    engine = scripted(["```python\ndef add(a, b):\n    return a * b\n```"])
+    result = await CodeSolver(engine, run_python, settings(candidates=1, max_rounds=1)).solve(job(text=text))
+    assert result.attempts[0].tests.splitlines() == ["assert add(2, 3) == 5", "assert add(1, 1) == 2", "assert add(0, 0) == 0"]
+    assert result.status == "failed"
+
+
+async def test_pytest_style_task_tests_are_called() -> None:
+    tests = FileIn(path="test_add.py", content="import math\n\ndef test_add():\n    assert add(2, 2) == 4\n")
+    engine = scripted(["```python\ndef add(a, b):\n    return a - b\n```"])
+    result = await CodeSolver(engine, run_python, settings(candidates=1, max_rounds=1)).solve(job(text="Write add.", files=[tests]))
+    assert result.attempts[0].tests == "test_add()" and result.status == "failed"
 
 
 async def test_edits_a_given_file_and_returns_a_diff() -> None:
-    engine = ScriptedEngine([FIXED, TESTS])
+    engine = scripted(["```python\ndef add(a, b):\n    return a + b\n```"], "```python\nassert add(2, 3) == 5\n```")
     original = FileIn(path="calc.py", content="def add(a, b):\n    return a - b\n")
-    result = await CodeSolver(engine, run_python, CoderSettings()).solve(job(files=[original]))
-    assert result.files[0].path == "calc.py"
-    assert "return a + b" in result.files[0].content
+    result = await CodeSolver(engine, run_python, settings()).solve(job(text="Fix add in calc.py.", files=[original]))
+    assert result.files[0].path == "calc.py" and "return a + b" in result.files[0].content
     assert "-    return a - b" in result.diff and "+    return a + b" in result.diff
+    tests_req = next(r for r in engine.requests if r.messages[0]["content"] == TESTS_SYSTEM)
+    assert "def add(a, b): ..." in tests_req.messages[1]["content"]  # signatures, never the body
+
+
+async def test_cancel_ends_the_step_cancelled() -> None:
+    engine = ScriptedEngine([ADD_1], token_delay_s=0.01)
+    engine.cancel("t-1")
+    result = await CodeSolver(engine, run_python, settings()).solve(job())
+    assert result.status == "cancelled"
+
+
+async def test_a_cancel_seen_by_the_agent_stops_every_candidate() -> None:
+    engine = ScriptedEngine([ADD_1 + "\n# " + "x" * 400], token_delay_s=0.01)
+    cancelled: set[str] = set()
+    solver = CodeSolver(engine, run_python, settings(), is_cancelled=lambda t: t in cancelled)
+    task = asyncio.create_task(solver.solve(job()))
+    await asyncio.sleep(0.1)
+    cancelled.add("t-1")
+    started = time.monotonic()
+    result = await asyncio.wait_for(task, 5)
+    assert result.status == "cancelled" and time.monotonic() - started < 2
+    assert engine.stats()["running"] == 0
+
+
+async def test_deadline_ends_the_step_timeout() -> None:
+    j = job()
+    j.deadline = time.time() - 1
+    result = await CodeSolver(ScriptedEngine([ADD_1]), run_python, settings()).solve(j)
+    assert result.status == "timeout"
+
+
+class FullOnce(ScriptedEngine):
+    """An engine whose queue is full for the first two asks (other jobs hold its slots)."""
+
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__(replies)
+        self.refused = 0
+
+    async def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> GenerationResult:
+        if self.refused < 2:
+            self.refused += 1
+            raise QueueFull("full")
+        return await super().generate(request, on_token)
+
+
+async def test_a_full_engine_queue_is_waited_out() -> None:
+    engine = FullOnce([ADD_1])
+    result = await CodeSolver(engine, run_python, settings(candidates=2, write_tests=False)).solve(job())
+    assert result.status == "done" and engine.refused == 2 and len(result.attempts) == 2
+
+
+async def test_uses_retrieval_when_the_task_names_a_collection() -> None:
+    from shared.contracts import SearchHit, SearchReply
+
+    async def search(req):  # type: ignore[no-untyped-def]
+        return SearchReply(collection=req.collection, hits=[
+            SearchHit(text="def add_1(a, b): use the + operator", path="docs/add.md", start_line=1, end_line=3, score=0.9),
+            SearchHit(text="noise", path="x.md", start_line=1, end_line=1, score=0.01),
+        ])
+
+    engine = scripted([ADD_1], ADD_1_TESTS)
+    result = await CodeSolver(engine, run_python, settings(), search=search).solve(job(collection="docs"))
+    assert result.status == "done"
+    assert "[docs/add.md:1-3]" in engine.requests[0].messages[-1]["content"]
+    assert [(c.path, c.start_line) for c in result.citations] == [("docs/add.md", 1)]
 
 
 @pytest.mark.parametrize(
@@ -113,43 +267,6 @@ def test_extract_code(answer: str, code: str) -> None:
     assert extract_code(answer) == code
 
 
-def test_provided_tests_from_files_and_text() -> None:
-    files = [FileIn(path="tests/test_x.py", content="assert f() == 1"), FileIn(path="x.py", content="")]
-    assert provided_tests("do it\nassert g(2) == 4", files) == "assert f() == 1\n\nassert g(2) == 4"
-    assert provided_tests("no tests here", []) == ""
-
-
-PRIME = "```python\ndef is_prime(n):\n    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))\n```"
-PRIME_2 = "```python\ndef is_prime(n):\n    if n < 2:\n        return False\n    return all(n % d != 0 for d in range(2, n))\n```"
-WRONG_TESTS = "```python\nassert is_prime(2) == True\nassert is_prime(51) == True\nassert is_prime(4) == False\nassert is_prime(\n```"
-
-
-async def test_a_wrong_model_test_is_disputed_when_the_repair_keeps_the_value() -> None:
-    engine = ScriptedEngine([PRIME, WRONG_TESTS, PRIME_2])
-    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job(text="Write is_prime(n)."))
-    assert result.status == "done"
-    assert [a.passed for a in result.attempts] == [False, True]
-    assert result.attempts[-1].disputed == ["assert is_prime(51) == True"]
-    # The truncated last line never became a check.
-    assert result.attempts[0].tests.splitlines() == ["assert is_prime(2) == True", "assert is_prime(51) == True", "assert is_prime(4) == False"]
-    assert "Disputed" in result.answer
-
-
-async def test_the_tasks_own_tests_are_never_disputed() -> None:
-    engine = ScriptedEngine([PRIME, PRIME_2, PRIME])
-    text = "Write is_prime(n).\nassert is_prime(51) == True"
-    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job(text=text))
-    assert result.status == "failed"
-    assert all(not a.disputed for a in result.attempts)
-
-
-async def test_pytest_style_task_tests_are_called() -> None:
-    tests = FileIn(path="test_add.py", content="def test_add():\n    assert add(2, 2) == 4\n")
-    engine = ScriptedEngine([BROKEN, FIXED])
-    result = await CodeSolver(engine, run_python, CoderSettings()).solve(job(files=[tests]))
-    assert [a.passed for a in result.attempts] == [False, True]
-
-
 def test_strip_scaffolding_keeps_definitions_and_drops_demo_code() -> None:
     from services.coder_agent.prompts import signatures, strip_scaffolding
 
@@ -163,50 +280,3 @@ def test_strip_scaffolding_keeps_definitions_and_drops_demo_code() -> None:
     assert "check()\n" not in clean.replace("def check():", "") and "print" not in clean and "__main__" not in clean
     assert signatures(clean) == "def f(x, *, y=2): ...\ndef check(): ..."
     assert strip_scaffolding("def broken(:\n") == "def broken(:\n"
-
-
-async def test_the_same_program_again_disputes_its_own_wrong_check() -> None:
-    engine = ScriptedEngine([PRIME, WRONG_TESTS, PRIME])
-    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job(text="Write is_prime(n)."))
-    assert result.status == "done" and result.attempts[-1].disputed == ["assert is_prime(51) == True"]
-    assert result.tests[0].status == "ok"  # the final verdict is of the checks that stand
-
-
-async def test_a_real_bug_is_repaired_not_disputed() -> None:
-    engine = ScriptedEngine([BROKEN, TESTS, BROKEN.replace("a - b", "b - a"), FIXED])
-    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job())
-    # b - a gives a different (still wrong) value, so nothing is disputed; the fix passes.
-    assert result.status == "done" and [a.passed for a in result.attempts] == [False, False, True]
-    assert result.attempts[-1].disputed == []
-
-
-async def test_doctest_examples_in_the_task_are_trusted_checks() -> None:
-    text = 'def add(a, b):\n    """Add.\n    >>> add(2, 3)\n    5\n    >>> add(0, 0)\n    0\n    """\n'
-    engine = ScriptedEngine([BROKEN, BROKEN, BROKEN])
-    result = await CodeSolver(engine, run_python, CoderSettings(max_attempts=3)).solve(job(text=text))
-    assert result.attempts[0].tests == "assert add(2, 3) == 5\nassert add(0, 0) == 0"
-    assert result.status == "failed"  # task checks are never disputed, even when the model insists
-    assert len(engine.requests) == 3  # no test-writing generation
-
-
-async def test_uses_retrieval_when_the_task_names_a_collection() -> None:
-    from shared.contracts import SearchHit, SearchReply
-
-    async def search(req):  # type: ignore[no-untyped-def]
-        return SearchReply(collection=req.collection, hits=[
-            SearchHit(text="def add(a, b): use the + operator", path="docs/add.md", start_line=1, end_line=3, score=0.9),
-            SearchHit(text="noise", path="x.md", start_line=1, end_line=1, score=0.01),
-        ])
-
-    engine = ScriptedEngine([FIXED, TESTS])
-    result = await CodeSolver(engine, run_python, CoderSettings(), search=search).solve(job(collection="docs"))
-    assert result.status == "done"
-    assert "[docs/add.md:1-3]" in engine.requests[0].messages[-1]["content"]
-    assert [(c.path, c.start_line) for c in result.citations] == [("docs/add.md", 1)]
-
-
-async def test_first_attempt_is_greedy_and_repairs_sample() -> None:
-    engine = ScriptedEngine([BROKEN, TESTS, FIXED])
-    await CodeSolver(engine, run_python, CoderSettings(repair_temperature=0.7)).solve(job())
-    code_requests = [r for r in engine.requests if r.messages[0]["content"].startswith("You are an expert")]
-    assert [r.temperature for r in code_requests] == [0.0, 0.7]
