@@ -105,7 +105,7 @@ async def main_async(args: argparse.Namespace, model: str, settings: CoderSettin
                           "dropped": next((a.dropped for a in result.attempts if a.chosen), [])},
                 # What ranking saw, so other selection rules can be replayed offline.
                 "checks": solver.checks, "n_trusted": solver.n_trusted,
-                "outcomes": [None if c.outcomes is None else [(o.ok, o.raised) for o in c.outcomes]
+                "outcomes": [None if c.outcomes is None else [(o.ok, o.raised, o.actual) for o in c.outcomes]
                              for c in solver.pool],
                 "load": os.getloadavg()[0],
             }
