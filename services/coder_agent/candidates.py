@@ -1,10 +1,10 @@
 """Several generations of one job at once, in the engine's batching slots.
 
 Each generation gets its own request id (the first the job's task id, the rest
-``<task_id>/<k>``) so the engine can tell them apart; all of them stop together: when
-one is cancelled or passes its deadline the rest are cancelled too, and a cancel of the
-task that reaches the agent while none of them carries the task id (``is_cancelled``) is
-noticed within a fraction of a second. A full engine queue (``QueueFull``, other jobs
+``<task_id>.<k>``, the sub-ids the agent's cancel reaches too, shared/agent.py) so the
+engine can tell them apart; all of them stop together: when one is cancelled or passes
+its deadline the rest are cancelled too, and a cancel that reached the agent between
+generations (``is_cancelled``) is noticed before the next one starts. A full engine queue (``QueueFull``, other jobs
 fill the slots) is waited out up to the deadline rather than failing the job.
 """
 
@@ -48,7 +48,7 @@ class CandidateWriter:
     def _request_id(self) -> str:
         k = self._issued
         self._issued += 1
-        return self.job.task_id if k == 0 else f"{self.job.task_id}/{k}"
+        return self.job.task_id if k == 0 else f"{self.job.task_id}.{k}"
 
     def check_cancelled(self) -> None:
         if self.is_cancelled is not None and self.is_cancelled(self.job.task_id):

@@ -69,7 +69,7 @@ async def handle(job: AgentJob) -> None:
         return
     solver = CodeSolver(
         agent.engine, run_in_sandbox, settings, on_token=agent.token_sink(job),
-        progress=lambda text: agent.progress(job, text), search=agent.search, is_cancelled=agent.is_cancelled,
+        progress=lambda text: agent.progress(job, text), search=agent.search, is_cancelled=lambda task_id: task_id in agent.cancelled,
     )
     result = await solver.solve(job)
     # Still ours while the result is published (retried through a bus outage).
