@@ -61,7 +61,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                 continue
             bench.fresh()
             t0 = time.monotonic()
-            job = AgentJob(task_id=f"case{k}", step_id=f"case{k}.1", agent="coder", text=task, deadline=time.time() + 1800)
+            job = AgentJob(task_id=f"case{k}", step_id=f"case{k}.1", agent="coder", text=task, deadline=time.time() + 4 * 3600)
             result = await CodeSolver(bench.engine, bench.run, settings).solve(job)
             chosen = next((a for a in result.attempts if a.chosen), None)
             checks = chosen.tests.splitlines() if chosen and chosen.tests else []

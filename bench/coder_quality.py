@@ -70,7 +70,10 @@ async def main_async(args: argparse.Namespace, model: str, settings: CoderSettin
         async def judge(item, code: str | None) -> bool:  # type: ignore[no-untyped-def]
             if not code:
                 return False
-            r = await run(ExecRequest(code=program(item, code), limits=ExecLimits(wall_s=15, cpu_s=10)))
+            for _ in range(3):  # a run the busy machine cut short is no verdict: run it again
+                r = await run(ExecRequest(code=program(item, code), limits=ExecLimits(wall_s=60, cpu_s=20)))
+                if r.status in ("ok", "runtime_error", "memory_limit", "output_limit"):
+                    break
             return r.status == "ok" and r.exit_code == 0
 
         rows = []
@@ -87,7 +90,7 @@ async def main_async(args: argparse.Namespace, model: str, settings: CoderSettin
             single_s = time.monotonic() - t0
             single_code = strip_scaffolding(extract_code(out.text))
             fresh()
-            job = AgentJob(task_id=f"b{i}", step_id=f"b{i}.1", agent="coder", text=item.prompt, deadline=time.time() + 1800)
+            job = AgentJob(task_id=f"b{i}", step_id=f"b{i}.1", agent="coder", text=item.prompt, deadline=time.time() + 4 * 3600)  # quality, not latency
             t1 = time.monotonic()
             solver = CodeSolver(engine, run, settings)
             result = await solver.solve(job)
@@ -95,13 +98,14 @@ async def main_async(args: argparse.Namespace, model: str, settings: CoderSettin
             verdicts = await asyncio.gather(*(judge(item, a.code) for a in result.attempts))
             row = {
                 "id": item.id,
-                "single": {"pass": await judge(item, single_code), "tokens": out.output_tokens,
+                "single": {"pass": await judge(item, single_code), "tokens": out.output_tokens, "code": single_code,
                            "input_tokens": out.input_tokens, "seconds": round(single_s, 2)},
-                "agent": {"pass": await judge(item, result.code), "status": result.status,
+                "agent": {"pass": await judge(item, result.code), "status": result.status, "code": result.code,
                           "tokens": result.usage.output_tokens, "input_tokens": result.usage.input_tokens,
                           "seconds": round(agent_s, 2), "summary": sentence(result.answer, result.code),
                           "candidates": [{"n": a.n, "origin": a.origin, "passed": a.passed, "chosen": a.chosen,
-                                          "hidden": ok, "tokens": a.tokens} for a, ok in zip(result.attempts, verdicts, strict=True)],
+                                          "hidden": ok, "tokens": a.tokens, "code": a.code}
+                                         for a, ok in zip(result.attempts, verdicts, strict=True)],
                           "dropped": next((a.dropped for a in result.attempts if a.chosen), [])},
                 # What ranking saw, so other selection rules can be replayed offline.
                 "checks": solver.checks, "n_trusted": solver.n_trusted,

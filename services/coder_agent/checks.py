@@ -18,7 +18,8 @@ from dataclasses import dataclass
 MARKER = "__SYNDICATE_CHECKS__"
 MAX_CHECKS = 12
 
-# Appended after the solution inside the sandbox: runs each check under a time limit and
+# Appended after the solution inside the sandbox: runs each check under a CPU-time limit
+# (CPU, not wall time: a busy machine must not turn a right program into a timeout) and
 # prints one JSON line. ``assert X == Y`` evaluates X once and compares, so the report
 # carries X's value (in a canonical form: sets and dicts sorted, floats rounded, so equal
 # results of different programs read the same); a probe (no source, no expected value)
@@ -55,7 +56,7 @@ def __syndicate_run_checks(prelude, checks, limit_s):
     def _alarm(signum, frame):
         raise _CheckTimeout()
 
-    _signal.signal(_signal.SIGALRM, _alarm)
+    _signal.signal(_signal.SIGPROF, _alarm)
     out, stuck = [], False
     for i, (src, lhs, rhs) in enumerate(checks):
         rec = {"i": i, "ok": False, "actual": None, "error": ""}
@@ -63,7 +64,7 @@ def __syndicate_run_checks(prelude, checks, limit_s):
             rec["error"] = "skipped: an earlier check timed out"
             out.append(rec)
             continue
-        _signal.setitimer(_signal.ITIMER_REAL, limit_s)
+        _signal.setitimer(_signal.ITIMER_PROF, limit_s)
         try:
             if src is None:  # a probe
                 rec["actual"] = _canon(eval(lhs, globals()))[:200]
@@ -80,12 +81,12 @@ def __syndicate_run_checks(prelude, checks, limit_s):
         except AssertionError as e:
             rec["error"] = "AssertionError" + (": " + str(e) if str(e) else "")
         except _CheckTimeout:
-            rec["error"] = "Timeout: the check ran longer than %s s" % limit_s
+            rec["error"] = "Timeout: the check used more than %s s of CPU" % limit_s
             stuck = True
         except BaseException as e:
             rec["error"] = type(e).__name__ + ": " + str(e)[:300]
         finally:
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
+            _signal.setitimer(_signal.ITIMER_PROF, 0)
         out.append(rec)
     print("@MARKER@" + _json.dumps(out), file=_sys.stderr)
     _sys.exit(0 if all(r["ok"] for r, (src, _, _) in zip(out, checks) if src is not None) else 1)

@@ -23,7 +23,10 @@ class CoderSettings(Settings):
     write_tests: bool = True
     tests_max_tokens: int = 320  # small models run on writing asserts until cut off
     check_timeout_s: float = 2.0  # per check inside the sandboxed program
-    sandbox_timeout_s: float = 10.0
+    # Each candidate's run: wall time generous (a busy machine must not fail a right
+    # program), CPU time tight (what a runaway program really spends).
+    sandbox_timeout_s: float = 30.0
+    sandbox_cpu_s: float = 10.0
     sandbox_memory_mb: int = 256
     top_k: int = 4  # passages retrieved when the task names a collection
     min_score: float = 0.25

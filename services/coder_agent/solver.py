@@ -201,7 +201,7 @@ class CodeSolver:
         s = self.settings
         return await self.run_code(ExecRequest(
             code=code, test_code=harness(checks, s.check_timeout_s, self.prelude, probes),
-            limits=ExecLimits(wall_s=s.sandbox_timeout_s, cpu_s=s.sandbox_timeout_s, memory_mb=s.sandbox_memory_mb),
+            limits=ExecLimits(wall_s=s.sandbox_timeout_s, cpu_s=s.sandbox_cpu_s, memory_mb=s.sandbox_memory_mb),
         ))
 
     def _traceback(self, c: Candidate, r: Ranking) -> str | None:
