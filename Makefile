@@ -9,12 +9,14 @@ SYNDICATE := $(VENV)/bin/syndicate
 STAMP := $(VENV)/.installed
 DEMO ?= Write a Python function is_prime(n) that returns True when the integer n is a prime number and False otherwise.
 
-.PHONY: help install models run stop test test-fast test-slow lint lock bench clean
+.PHONY: help install models run stop test test-fast test-slow lint lock bench clean images compose-test
 
 help:
 	@echo "make run    install what is missing, start the local stack, run a demo task"
 	@echo "make test   install what is missing, run every test"
 	@echo "make stop   stop the local stack;  make lint   ruff + mypy"
+	@echo "make images        build the container images with podman (no Docker engine or registry needed)"
+	@echo "make compose-test  run the containerised stack end to end under podman-compose (not in make test)"
 
 # Everything a fresh clone needs: system packages (bubblewrap), a virtualenv, the
 # llama-cpp-python wheel (built once per machine into ~/.cache/syndicate), the locked deps.
@@ -52,14 +54,29 @@ stop:
 # pytest exits 5 when it collected no test: that must fail CI, as any other failure.
 # `slow` marks the full-size variant of a load test whose smaller case runs here.
 test: models
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not compose"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 # Nightly: the full-size load tests (1000 tasks at once).
 test-slow: models
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
 test-fast: install
-	$(PY) -m pytest -q -m "not e2e and not integration"
+	$(PY) -m pytest -q -m "not e2e and not integration and not compose"
+
+# Containers without a Docker engine or a registry (docs/deploy.md, "Without a registry"):
+# podman + runc, a Debian base made by mmdebstrap, the three images and the local stand-ins
+# (nats-server and rotel from PyPI). Build caches (pip, the llama.cpp wheel) stay in
+# podman's storage, so a rebuild after a code change compiles and downloads nothing.
+CONTAINERS := CONTAINERS_CONF=$(CURDIR)/infra/containers/containers.conf
+
+images:
+	bash infra/scripts/install-system-deps.sh containers
+	$(CONTAINERS) bash infra/containers/build-images.sh
+
+# The stack from those images under podman-compose: a code task from the host CLI, its
+# trace in the collector, the agents' cpusets, a kill of the coder mid-task.
+compose-test: images models
+	$(CONTAINERS) $(PY) -m pytest -q -p no:cacheprovider -m compose -s --timeout 3600 tests/compose
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
 # Install the system packages the syndicate needs that pip cannot provide.
-# Today: bubblewrap (bwrap), the namespace layer of code-sandbox.
-# Idempotent and fast when everything is present: it only touches apt when a
-# binary is missing, and refreshes the package index only if the install fails
-# without it. Needs root (or sudo) only when something must be installed.
+#   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox
+#   install-system-deps.sh containers   what `make images` / `make compose-test` need: podman
+#                                       with runc, buildah, mmdebstrap, catatonit (init: true),
+#                                       netavark + aardvark-dns (networks, service names), iptables
+# Idempotent and fast when everything is present: it only touches apt when a binary is
+# missing, and refreshes the package index only if the install fails without it. Needs
+# root (or sudo) only when something must be installed.
 set -euo pipefail
 
+# Each entry: a command on PATH (or an absolute path) and the Debian package providing it.
+case "${1:-sandbox}" in
+  sandbox) wanted=(bwrap=bubblewrap) ;;
+  containers)
+    wanted=(podman=podman runc=runc buildah=buildah mmdebstrap=mmdebstrap
+            /usr/libexec/podman/catatonit=catatonit /usr/lib/podman/netavark=netavark
+            /usr/lib/podman/aardvark-dns=aardvark-dns iptables=iptables) ;;
+  *) echo "install-system-deps: unknown set ${1} (sandbox | containers)" >&2; exit 2 ;;
+esac
+
+present() { if [[ "$1" == /* ]]; then [ -e "$1" ]; else command -v "$1" >/dev/null 2>&1; fi; }
 missing=()
-command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+for entry in "${wanted[@]}"; do
+  present "${entry%%=*}" || missing+=("${entry#*=}")
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -34,4 +50,6 @@ if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-command -v bwrap >/dev/null 2>&1 || { echo "install-system-deps: bwrap still missing" >&2; exit 1; }
+for entry in "${wanted[@]}"; do
+  present "${entry%%=*}" || { echo "install-system-deps: ${entry%%=*} still missing" >&2; exit 1; }
+done
