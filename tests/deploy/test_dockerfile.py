@@ -93,3 +93,19 @@ def test_cli_images_carry_the_operators_package(target: str) -> None:
     assert "COPY syndicate ./syndicate" in all_stages[target]
     assert "COPY syndicate ./syndicate" in all_stages[f"venv-{target}"]  # pip install "." packages it
     assert not any("syndicate ./syndicate" in line for line in lineage("sandbox", all_stages))
+
+
+def test_the_base_is_a_build_arg_and_the_official_python_image_by_default() -> None:
+    """infra/containers/base-image.sh's local base goes in as BASE_IMAGE; without it the
+    images start from python:3.11-slim-bookworm as before."""
+    first = next(line for line in DOCKERFILE.splitlines() if line.startswith("FROM "))
+    assert first.split()[1] == "${BASE_IMAGE}"
+    defaults = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", DOCKERFILE, re.MULTILINE))
+    base = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], defaults["BASE_IMAGE"])
+    assert base == "python:3.11-slim-bookworm"
+
+
+def test_pip_and_the_llama_wheel_are_cached_between_builds_not_in_layers() -> None:
+    runs = [line for lines in stages().values() for line in lines if line.startswith("RUN") and "pip " in line]
+    assert runs and all("--mount=type=cache" in line for line in runs), runs
+    assert "PIP_NO_CACHE_DIR" not in DOCKERFILE  # any value would turn the cache mounts off
