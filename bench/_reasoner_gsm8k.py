@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from shared.evaluation import metrics, prompts  # noqa: E402
-from shared.evaluation.suites import QAItem, load_suite  # noqa: E402
+from shared.evaluation.items import QAItem  # noqa: E402
+from shared.evaluation.suites import load_suite  # noqa: E402
 
 
 def gsm8k_items(limit: int) -> list[QAItem]:

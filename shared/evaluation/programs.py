@@ -26,7 +26,7 @@ import re
 from typing import Any, Literal
 
 from shared.errors import SuiteError
-from shared.evaluation.suites import CodeItem
+from shared.evaluation.items import CodeItem
 
 Shape = Literal["stub", "module", "text"]
 # Top-level statements of a ``module`` prompt that are kept: they define, never execute.

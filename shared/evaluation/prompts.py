@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
+from shared.evaluation.items import ChoiceItem, CodeItem, QAItem
 from shared.evaluation.programs import prompt_shape
-from shared.evaluation.suites import ChoiceItem, CodeItem, QAItem
 
 # HumanEval's stop sequences for plain completion: the function body ends at the next
 # top-level statement.

@@ -17,6 +17,7 @@ from shared.contracts import ExecLimits, ExecRequest, TaskResult, TaskState, Tas
 from shared.errors import ConfigError, SyndicateError
 from shared.evaluation import metrics, programs, prompts
 from shared.evaluation.executors import UNSAFE_LABEL, RunProgram, passed
+from shared.evaluation.items import ChoiceItem, CodeItem, QAItem, SpeedItem
 from shared.evaluation.models import ModelRef, resolve_model
 from shared.evaluation.results import (
     AGGREGATORS,
@@ -29,15 +30,7 @@ from shared.evaluation.results import (
     running_score,
 )
 from shared.evaluation.settings import EvaluatorSettings
-from shared.evaluation.suites import (
-    ChoiceItem,
-    CodeItem,
-    QAItem,
-    SpeedItem,
-    Suite,
-    SuiteType,
-    load_suite,
-)
+from shared.evaluation.suites import Suite, SuiteType, load_suite
 
 if TYPE_CHECKING:  # scoring is imported lazily at run time (default_scorer)
     from shared.evaluation.scoring import Generation

@@ -26,49 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from shared.errors import ConfigError, SuiteError
 from shared.evaluation import sources
+from shared.evaluation.items import ChoiceItem, CodeItem, Item, QAItem, SpeedItem, TextItem
+from shared.evaluation.programs import check_item, code_record
 
 SuiteType = Literal["code", "qa", "choice", "text", "speed"]
 SUITE_TYPES: tuple[str, ...] = ("code", "qa", "choice", "text", "speed")
 
 
-class _Item(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: str
-
-
-class CodeItem(_Item):
-    prompt: str  # a stub (HumanEval), a module docstring (MBPP/EvalPlus) or plain task text
-    test: str  # defines check(candidate) (HumanEval) or asserts calling the function by name
-    entry_point: str | None = None  # the function under test (needed when the test defines check)
-
-
-class QAItem(_Item):
-    question: str
-    answer: str
-
-
-class ChoiceItem(_Item):
-    question: str
-    choices: list[str] = Field(min_length=2)
-    answer_index: int
-
-
-class SpeedItem(_Item):
-    prompt: str
-    max_tokens: int = 128
-
-
-class TextItem(_Item):
-    """One text; the scorer cuts it into n_ctx chunks."""
-
-    text: str
-
-
-ITEM_TYPES: dict[str, type[_Item]] = {
+ITEM_TYPES: dict[str, type[Item]] = {
     "code": CodeItem, "qa": QAItem, "choice": ChoiceItem, "speed": SpeedItem, "text": TextItem,
 }
 
@@ -106,7 +75,6 @@ def detect_type(record: dict[str, Any]) -> SuiteType:
 def parse_records(records: list[dict[str, Any]], kind: SuiteType, source: str) -> list[Any]:
     """Validate records of one format; ids default to the line number. A code item whose
     program cannot be assembled is refused here, naming it (``SuiteError``)."""
-    from shared.evaluation.programs import check_item, code_record
 
     model = ITEM_TYPES[kind]
     items = []
