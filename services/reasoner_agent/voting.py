@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Literal
+
+# the scorer's rule for numbers: a vote counts as equal what GSM8K scoring counts as equal
+from shared.evaluation.metrics import normalize_number
 
 Kind = Literal["number", "choice"]
 
@@ -51,18 +53,6 @@ def question_kind(question: str) -> Kind | None:
 def options(question: str) -> str:
     """The option letters a choice question lists, in order ('ABCD')."""
     return "".join(dict.fromkeys(m.group(1) for m in _OPTION.finditer(question)))
-
-
-def normalize_number(text: str) -> str | None:
-    """'$1,234.50' -> '1234.5', '18.00' -> '18'; None when it is not a finite number."""
-    s = text.strip().replace(",", "").replace("$", "").rstrip(".")
-    try:
-        d = Decimal(s)
-    except InvalidOperation:
-        return None
-    if not d.is_finite():
-        return None
-    return str(d.quantize(Decimal(1))) if d == d.to_integral_value() else format(d.normalize(), "f")
 
 
 def final_answer(text: str, kind: Kind, letters: str = "ABCDEFGHIJ") -> str | None:
