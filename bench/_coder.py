@@ -18,6 +18,7 @@ from _common import nats_server
 from shared import subjects
 from shared.bus import make_broker, request
 from shared.contracts import ExecRequest, ExecResult
+from shared.errors import BusError
 from shared.llm.base import TextEngine
 from shared.llm.factory import load_engine
 from shared.llm.roster import load_roster
@@ -63,9 +64,14 @@ async def coder_bench(cpus: str | None = None) -> AsyncIterator[CoderBench]:
             engine = await asyncio.to_thread(load_engine, "coder", Settings(nats_url=url, state_dir=state, cpus=cpus))
 
             async def run(req: ExecRequest) -> ExecResult:
+                # The answer may take the run's whole wall limit plus its wait in the
+                # sandbox's queue: a shorter timeout would run a looping program again and again.
+                timeout = (req.limits.wall_s or 30.0) * 3 + 30.0
                 for attempt in range(30):  # the sandbox may still be starting
                     try:
-                        return await request(broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=60)
+                        return await request(broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=timeout)
+                    except BusError:
+                        raise  # it listened and did not answer in time: no verdict to wait for
                     except Exception:
                         if attempt == 29:
                             raise
