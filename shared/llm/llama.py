@@ -806,14 +806,18 @@ class LlamaEngine:
     def _account(self, seq: _Seq, saved: float) -> None:
         """Keep the request's ledger of what speculation saved (the plain steps its tokens
         would have cost, minus what its drafts, verify batches and recomputations did
-        cost); once it has lost ``spec_loss_steps`` plain steps' worth, the request goes on
-        without it. The policies' estimates can be wrong for a request (a fresh answer
+        cost); once it has lost ``spec_loss_steps`` plain steps' worth while most of its
+        drafted tokens were rejected, the request goes on without it. The policies' estimates can be wrong for a request (a fresh answer
         that copies nothing); the ledger bounds what that costs."""
         if not self.config.spec_adaptive:
             return
         seq.spec_net += saved
         c1 = self._spec_cost.get(1)
-        if c1 is not None and seq.spec_net < -self.config.spec_loss_steps * c1:
+        # Sunk cost alone is no reason: an edit's opening tokens (the fence, the first line)
+        # often miss before the long copies come. Judged from the 16th token on, and only
+        # when most drafted tokens were rejected.
+        if (c1 is not None and len(seq.out) >= 16 and seq.accepted * 2 < seq.drafted
+                and seq.spec_net < -self.config.spec_loss_steps * c1):
             seq.spec = False
 
     def _after_decode(self, seq: _Seq, alone: bool, dt: float, resync: list[_Seq]) -> None:
