@@ -58,7 +58,7 @@ git -C "$work/src" checkout -q --detach "$sha"
 
 SYNDICATE_BASE_IMAGE="$BASE" bash infra/containers/base-image.sh
 run_args=(--detach --name "$NAME" --hostname fresh --init --privileged --cgroupns=private
-          --shm-size=2g --pids-limit=-1 --cpuset-cpus="$CPUS" --workdir "$DEST")
+          --shm-size=2g --pids-limit=-1 --cpuset-cpus="$CPUS")
 [ -f "$CA" ] && run_args+=(--volume "$CA:/etc/ssl/certs/ca-certificates.crt:ro")
 podman run "${run_args[@]}" "$BASE" sleep infinity >/dev/null
 podman exec "$NAME" mkdir -p "$DEST"
@@ -69,22 +69,45 @@ names=() rcs=() secs=()
 # step NAME TIMEOUT COMMAND: run COMMAND in the clone inside the container, log and time it.
 step() {
   local name=$1 limit=$2 cmd=$3 start rc
+  if [ -n "${timed_out:-}" ]; then  # the timed-out command may still run in the container
+    names+=("$name") rcs+=("-") secs+=(0); echo "== $name: skipped ($timed_out timed out)"; return 0
+  fi
   echo "== $name  ($(date +%H:%M:%S), log $OUT/${name// /-}.log)"
   start=$(date +%s)
   set +e
-  timeout --kill-after=30 "$limit" podman exec "$NAME" bash -c "$cmd" >"$OUT/${name// /-}.log" 2>&1
+  timeout --kill-after=30 "$limit" podman exec -w "$DEST" "$NAME" bash -c "$cmd" >"$OUT/${name// /-}.log" 2>&1
   rc=$?
   set -e
   names+=("$name") rcs+=("$rc") secs+=("$(( $(date +%s) - start ))")
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then timed_out=$name; echo "   $name timed out after $limit s" >>"$OUT/${name// /-}.log"; fi
   echo "   rc $rc in ${secs[-1]} s"
   return 0
 }
 
 step "prepare" 900 "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make >/dev/null"
+# The stack of `make run`, as `syndicate status` shows it: one "service pid state restarts"
+# line per service, and code-sandbox's isolation tier.
+snapshot() {
+  podman exec -w "$DEST" "$NAME" bash -c ".venv/bin/python -m syndicate.cli status --json 2>/dev/null" 2>/dev/null |
+    python3 -c '
+import json, sys
+rows = json.load(sys.stdin)["services"]
+for r in sorted(rows, key=lambda r: r["service"]):
+    print(r["service"], r["pid"], r["state"], r["restarts"], (r["details"] or {}).get("isolation", ""))' 2>/dev/null || true
+}
+
 step "make run" "$RUN_TIMEOUT" "make run"
-tier=$(podman exec "$NAME" bash -c ".venv/bin/python -m syndicate.cli status --json 2>/dev/null" 2>/dev/null |
-  python3 -c 'import json,sys; r={s["service"]: s for s in json.load(sys.stdin)["services"]}; d=r.get("code-sandbox",{}); print(d.get("details",{}).get("isolation") or d.get("state","?"))' 2>/dev/null || echo "?")
+before=$(snapshot)
+tier=$(awk '$1 == "code-sandbox" {print $5}' <<<"$before")
 step "make test" "$TEST_TIMEOUT" "make test"
+after=$(snapshot)
+# make test must leave make run's stack alone: the same processes, none restarted, all serving.
+if [ -z "$before" ]; then stack="no stack after make run"
+elif [ "$before" = "$after" ] && ! awk '$3 != "ready" && $3 != "degraded" {bad=1} END {exit !bad}' <<<"$after"; then
+  stack="untouched by make test ($(wc -l <<<"$after") services, same pids, none restarted, all serving)"
+else
+  stack="CHANGED by make test"$'\n'"    before: ${before//$'\n'/; }"$'\n'"    after:  ${after//$'\n'/; }"
+fi
 step "make stop" 300 "make stop"
 
 pytest_line=$(grep -aE '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$OUT/make-test.log" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//' || true)
@@ -97,7 +120,8 @@ for i in "${!names[@]}"; do
   printf '  %-10s rc %-3s %6s s\n' "${names[$i]}" "${rcs[$i]}" "${secs[$i]}"
 done
 echo "  demo:       ${demo:-no status line}"
-echo "  sandbox:    code-sandbox isolation tier after make run: $tier"
+echo "  sandbox:    code-sandbox isolation tier in the container: ${tier:-?}"
+echo "  stack:      $stack"
 echo "  pytest:     ${pytest_line:-no pytest summary line}"
 for i in "${!names[@]}"; do
   if [ "${rcs[$i]}" != 0 ]; then
@@ -109,5 +133,6 @@ ok=1
 for i in "${!names[@]}"; do
   case "${names[$i]}" in "make run"|"make test"|prepare) [ "${rcs[$i]}" = 0 ] || ok=0 ;; esac
 done
+[[ "$stack" == untouched* ]] || ok=0
 if [ $ok = 1 ]; then echo "fresh-check: PASS (logs: $OUT)"; exit 0; fi
 echo "fresh-check: FAIL (logs: $OUT)"; exit 1
