@@ -120,7 +120,7 @@ for r in sorted(json.load(sys.stdin)["services"], key=lambda r: r["service"]):
     step "make stop" 300 "make stop"
   fi
 
-  pytest_line=$(grep -aE '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$OUT/make-test.log" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//' || true)
+  pytest_line=$(grep -aE '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$OUT/make-test.log" 2>/dev/null | tail -1 | sed 's/=//g; s/^ *//; s/ *$//' || true)
   demo=$(grep -aE '^status: ' "$OUT/make-run.log" 2>/dev/null | tail -1 || true)
 
   echo
@@ -134,7 +134,7 @@ for r in sorted(json.load(sys.stdin)["services"], key=lambda r: r["service"]):
   echo "  stack:      $stack"
   echo "  pytest:     ${pytest_line:-no pytest summary line}"
   for i in "${!names[@]}"; do
-    if [ "${rcs[$i]}" != 0 ]; then
+    if [ "${rcs[$i]}" != 0 ] && [ "${rcs[$i]}" != - ]; then
       echo "---- tail of ${names[$i]} (rc ${rcs[$i]}):"
       tail -n 40 "$OUT/${names[$i]// /-}.log" | cut -c1-300
     fi
