@@ -11,7 +11,7 @@ class CoderSettings(Settings):
     # code-sandbox, the best is kept (ranking.py). While the best raises or fails a check
     # of the task's own, another round of repairs (from tracebacks only) and fresh
     # samples follows, up to `max_candidates` programs and `max_rounds` rounds.
-    candidates: int = Field(default=1, ge=1, le=16)  # the first round: the greedy answer (+ samples)
+    candidates: int = Field(default=4, ge=1, le=16)  # the first round: the greedy answer + samples
     samples: int = Field(default=4, ge=0, le=16)  # fresh samples of a later round, while the evidence does not decide
     early_stop: bool = True  # cancel a round's generations once the evidence decides
     max_candidates: int = Field(default=8, ge=1, le=32)

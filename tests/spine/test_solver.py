@@ -264,14 +264,14 @@ async def test_a_check_from_the_tasks_rules_beats_a_mistake_most_candidates_shar
     assert "passes the only check the model wrote from the task's rules" in result.answer
 
 
-async def test_the_default_schedule_samples_only_while_the_evidence_does_not_decide() -> None:
+async def test_greedy_first_samples_only_while_the_evidence_does_not_decide() -> None:
     text = "Write add_1(a, b).\nassert add_1(1, 2) == 4"
     engine = scripted([ADD_1], "```python\nassert add_1(0, 0) == 1\n```")
-    result = await CodeSolver(engine, run_python, CoderSettings()).solve(job(text=text))
+    result = await CodeSolver(engine, run_python, CoderSettings(candidates=1)).solve(job(text=text))
     assert result.status == "done" and len(result.attempts) == 1  # the greedy answer passes all: no samples
     assert len(engine.requests) == 2  # it and the tests
     engine = scripted([ADD_1_WRONG], later=[ADD_1])
-    result = await CodeSolver(engine, run_python, CoderSettings(early_stop=False)).solve(job(text=text))
+    result = await CodeSolver(engine, run_python, CoderSettings(candidates=1, early_stop=False)).solve(job(text=text))
     assert result.status == "done" and [a.origin for a in result.attempts] == ["greedy"] + ["sampled"] * 4
     assert next(a for a in result.attempts if a.chosen).n == 2
 
