@@ -177,7 +177,8 @@ class ModelServer:
                 for event in choice.feed(piece):
                     await events.send(event)
 
-            greq = self.engine_request(req, i, seed + i, native=native, use_tools=use_tools)
+            # Off the event loop: a grammar from large schemas takes a while to build.
+            greq = await asyncio.to_thread(self.engine_request, req, i, seed + i, native=native, use_tools=use_tools)
             results[i] = await engine.generate(greq, on_token)
             for event in choice.close():
                 await events.send(event)
