@@ -167,6 +167,9 @@ class TaskResult(Message):
     diff: str = ""
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
+    # done, but no check the task stated stands behind the answer (coder: only tests the
+    # model wrote itself); the answer says so
+    unverified: bool = False
     submitted_at: float = 0.0
     finished_at: float = Field(default_factory=now)
 
@@ -250,6 +253,7 @@ class StepResult(Message):
     diff: str = ""
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
+    unverified: bool = False  # done, but no check the task stated stands behind the answer
 
 
 # --- code-sandbox -----------------------------------------------------------------------
