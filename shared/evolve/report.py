@@ -72,7 +72,8 @@ def summary(run: EvolveRun, gens: list[EvolveGeneration], programs: list[EvolveP
         "seed_score": seed, "improvement": (top - seed) if seed is not None and top is not None else None,
         "candidates": len(candidates), "verdicts": _verdicts(programs),
         "lineage": [{"program_id": p.program_id, "score": p.score, "validation": p.validation, "island": p.island,
-                     "sample": p.sample, "generation": p.generation, "parents": p.parents}
+                     "sample": p.sample, "generation": p.generation, "parents": p.parents,
+                     "trace_id": p.traceparent.split("-")[1] if p.traceparent.count("-") == 3 else None}
                     for p in lineage(by_id, final_id)],
     }
     if islands_mode:

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from rich.console import Console, Group
 from rich.live import Live
 from rich.syntax import Syntax
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from shared import subjects
@@ -99,6 +99,8 @@ def with_overrides(spec: EvolveSpec, overrides: dict[str, Any], islands: int | N
     data.update(overrides)
     if "minutes" in overrides and "samples" not in overrides:
         data["samples"] = None  # --minutes alone: the time is the budget
+    if "samples" in overrides and "minutes" not in overrides:
+        data["minutes"] = None  # --samples alone: the count is the budget
     if islands is not None:
         data["database"] = {**data["database"], "islands": islands}
     return EvolveSpec.model_validate(data)
@@ -308,7 +310,8 @@ async def _list() -> None:
     async with connected_broker(cli_settings()) as broker:
         kv = await open_bucket(broker.connection.jetstream(), create=False)
         runs = await RunStore(kv).runs() if kv is not None else []
-    table = Table("run", "name", "mode", "status", "progress", "seed", "best", "owner")
+    table = Table("name", "mode", "status", "progress", "seed", "best", "owner")
+    table.columns.insert(0, Column("run", no_wrap=True, min_width=16))
     for r in runs:
         if r.spec.mode == "islands":
             budget = r.spec.sample_budget

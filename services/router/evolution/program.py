@@ -10,7 +10,9 @@ helpers the model wrote beside it. Prompts show the evolved code only.
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from dataclasses import dataclass
 
 
@@ -45,8 +47,18 @@ def split_program(code: str, function: str) -> Split:
 
 
 def rename(code: str, old: str, new: str) -> str:
-    """``code`` with every whole-word ``old`` (its definition and calls) named ``new``."""
-    return re.sub(rf"\b{re.escape(old)}\b", new, code)
+    """``code`` with the name ``old`` (its definition and calls: identifiers, not words in
+    strings or comments) named ``new``. Code that does not tokenize is renamed word-wise."""
+    try:
+        spots = [t.start for t in tokenize.generate_tokens(io.StringIO(code).readline)
+                 if t.type == tokenize.NAME and t.string == old]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return re.sub(rf"\b{re.escape(old)}\b", new, code)
+    lines = code.splitlines(keepends=True)
+    for row, col in reversed(spots):
+        line = lines[row - 1]
+        lines[row - 1] = line[:col] + new + line[col + len(old):]
+    return "".join(lines)
 
 
 def _version_re(function: str) -> re.Pattern[str]:
