@@ -437,6 +437,9 @@ class EvolveDatabase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     islands: Annotated[int, Field(ge=1, le=64)] = 4
     programs_per_prompt: Annotated[int, Field(ge=1, le=8)] = 2  # versions v0..v{k-1} shown in a prompt
+    # Consecutive samples asked with one prompt (FunSearch: 4): they differ by their sampling
+    # seed, and an engine that shares a common prefix's prefill pays for it once.
+    samples_per_prompt: Annotated[int, Field(ge=1, le=16)] = 2
     # Cluster sampling: softmax over the island's cluster scores normalised to 0..1, with a
     # temperature falling from temperature to 0 over temperature_period samples, repeatedly.
     temperature: Annotated[float, Field(gt=0, le=100)] = 0.1

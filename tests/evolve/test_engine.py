@@ -44,7 +44,7 @@ FULL_CASCADE = {"stages": ["quick", "train"], "validation": "validation", "test"
 def make_spec(**kw) -> EvolveSpec:
     base = {
         "task": "Make f(x) large.", "seed": SEED, "scorer": SCORER, "function": "f", "samples": 6, "concurrency": 2,
-        "cascade": {"stages": ["train"]}, "database": {"islands": 2, "reset_every": 1000},
+        "cascade": {"stages": ["train"]}, "database": {"islands": 2, "reset_every": 1000, "samples_per_prompt": 1},
         "limits": {"score_wall_s": 5, "job_timeout_s": 30},
     }
     for k, v in kw.items():
@@ -111,7 +111,7 @@ async def test_steady_state_run_climbs_and_keeps_every_verdict() -> None:
 async def test_cascade_rejects_weak_candidates_before_the_expensive_stage() -> None:
     engine = ScriptedEngine([answer("return -100 * x"), answer("return 2 * x"), answer("return x - 1")])
     store = await new_run(make_spec(samples=3, cascade={"stages": ["quick", "train"], "tolerance": 0.2},
-                                    database={"islands": 1}))
+                                    database={"islands": 1, "samples_per_prompt": 1}))
     ports = FakePorts(engine)
     run = await engine_for(store, ports).run("evo-test")
     programs = {p.program_id: p for p in await store.programs("evo-test")}
@@ -125,9 +125,16 @@ async def test_cascade_rejects_weak_candidates_before_the_expensive_stage() -> N
 
 async def test_a_sample_budget_stops_asking_and_old_specs_get_one() -> None:
     engine = ScriptedEngine([lambda req: answer(f"return {len(engine.requests) + 1} * x")])
-    store = await new_run(make_spec(samples=None, generations=2, children=3, concurrency=4))
+    store = await new_run(make_spec(samples=None, generations=2, children=3, concurrency=4,
+                                    database={"samples_per_prompt": 2}))
     run = await engine_for(store, FakePorts(engine)).run("evo-test")
     assert run.asked == 6 and len(engine.requests) == 6  # generations x children
+    # Two samples per prompt: the pairs share their prompt (and island), seeds differ.
+    programs = {p.program_id: p for p in await store.programs("evo-test")}
+    for a, b in (("s1", "s2"), ("s3", "s4"), ("s5", "s6")):
+        assert programs[a].prompt == programs[b].prompt and programs[a].island == programs[b].island
+    assert programs["s1"].island != programs["s3"].island
+    assert len({r.seed for r in engine.requests}) == 6
 
 
 async def test_a_time_budget_stops_asking_and_cancels_the_jobs_out() -> None:

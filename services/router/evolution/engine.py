@@ -7,8 +7,9 @@ copy), and whenever one comes back it is scored and the next job goes out:
 
 1. **seed**: the seed program is scored at every cascade stage (and validation) and
    founds every island;
-2. **ask** sample n: island n mod I; k programs of it by cluster (``database``) become
-   ``<function>_v0 .. _v{k-1}``; the record (verdict "asked", prompt, parents, deadline)
+2. **ask** sample n: the islands take turns; k programs of the island by cluster
+   (``database``) become ``<function>_v0 .. _v{k-1}``, asked ``samples_per_prompt`` times
+   in a row (they differ by sampling seed); the record (verdict "asked", prompt, parents, deadline)
    is written before the job goes to the JOBS stream (``mode="mutate"``) and flagged
    ``published`` after;
 3. **answer**: the candidate's evolved function is cut out of the answer and put back
@@ -352,15 +353,20 @@ class IslandEngine:
                 await self.store.put_island(self.db.islands[i])
             if changed:
                 await self.ports.progress(self.head, f"migration ({cfg.migration}) at sample {n - 1}: islands {changed}")
-        island = (n - 1) % len(self.db.islands)
-        versions = self.db.choose_versions(island, rng)
-        hint = self.spec.hints[n % len(self.spec.hints)] if self.spec.hints else None
+        group = (n - 1) // cfg.samples_per_prompt  # consecutive samples of one prompt
+        island = group % len(self.db.islands)
         model = self._model(rng)
-        text = versions_prompt(self.spec, self.split.skeleton, versions, self._failure(island, n), hint)
+        prev = self.programs.get(f"s{n - 1}")
+        if (n - 1) % cfg.samples_per_prompt and prev is not None and prev.island == island and prev.prompt:
+            text, parents = prev.prompt, list(prev.parents)
+        else:
+            versions = self.db.choose_versions(island, rng)
+            hint = self.spec.hints[group % len(self.spec.hints)] if self.spec.hints else None
+            text = versions_prompt(self.spec, self.split.skeleton, versions, self._failure(island, n), hint)
+            parents = [p.program_id for p in reversed(versions)]
         prog = EvolveProgram(
             run_id=self.run_id, program_id=f"s{n}", sample=n, island=island, verdict="asked", model=model.name,
-            parents=[p.program_id for p in reversed(versions)], prompt=text,
-            deadline=self.clock() + self.spec.limits.job_timeout_s,
+            parents=parents, prompt=text, deadline=self.clock() + self.spec.limits.job_timeout_s,
         )
         self.programs[prog.program_id] = prog
         await self.store.put_prog(prog)
