@@ -41,16 +41,17 @@ print(json.dumps({"score": scale * value, "fingerprint": repr(value), "metrics":
 """
 
 
-def write_spec(tmp: Path) -> Path:
+def write_spec(tmp: Path, full: bool = True) -> Path:
+    """The toy spec; ``full``: with validation, test and a baseline (the resume test needs none)."""
     (tmp / "seed.py").write_text("def f():\n    return 1\n")
     (tmp / "score.py").write_text(SCORER)
     spec = tmp / "spec.toml"
+    cascade = ('[cascade]\nvalidation = "validation"\ntest = "test"\nmetric = "value"\n'
+               '[baselines]\nthree = "def f():\\n    return 3\\n"\n') if full else ""
     spec.write_text(
         'name = "toy"\ntask = "Make f() return a larger number."\nfunction = "f"\nsamples = 8\nconcurrency = 4\n'
-        '[seed]\nfile = "seed.py"\n[scorer]\nfile = "score.py"\n'
-        '[cascade]\nstages = ["quick", "train"]\nvalidation = "validation"\ntest = "test"\nmetric = "value"\n'
-        '[database]\nislands = 2\n[baselines]\nthree = "def f():\\n    return 3\\n"\n'
-        '[limits]\nscore_wall_s = 5\njob_timeout_s = 120\n'
+        '[seed]\nfile = "seed.py"\n[scorer]\nfile = "score.py"\n' + cascade +
+        '[database]\nislands = 2\n[limits]\nscore_wall_s = 5\njob_timeout_s = 120\n'
     )
     return spec
 
@@ -138,7 +139,7 @@ def test_evolve_improves_with_two_coder_copies_and_traces_each_sample(services: 
 
 def test_a_run_resumes_after_the_router_is_killed(services: Services, tmp_path: Path) -> None:
     start(services, tmp_path, delay="0.2")  # slow model: the kill lands mid-run
-    spec = write_spec(tmp_path)
+    spec = write_spec(tmp_path, full=False)
     run_id = services.cli("evolve", str(spec), "--samples", "12", "--detach").stdout.strip()
     assert run_id.startswith("evo-")
     deadline = time.time() + 120

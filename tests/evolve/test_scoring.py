@@ -3,11 +3,10 @@ and non-numbers score nothing but keep their verdict. Also the SPEC file format.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-
-import json
 
 from services.router.evolution.scoring import read_score, read_stage, scoring_request
 from shared.contracts import EvolveSpec, ExecResult
