@@ -20,6 +20,7 @@ INBOX = "_INBOX.>"  # nats-py's reply inboxes (requests, JetStream deliveries, a
 # JetStream clients need its API (stream/consumer admin, pull fetch, KV gets) and acks.
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 TASK_STATE_KV = f"$KV.{s.TASK_STATE_BUCKET}.>"
+THREAD_KV = f"$KV.{s.THREAD_BUCKET}.>"
 EVOLVE_KV = f"$KV.{s.EVOLVE_BUCKET}.>"
 EVOLVE_RESULTS = s.evolve_results("*")
 TASK_EVENTS = s.task_events("*")
@@ -123,10 +124,10 @@ SERVICES: tuple[Service, ...] = (
         "router", "services.router", "agent", role="router", weight=0.5, dispatches_jobs=True,
         permissions=Permissions(
             # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket.
-            publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV),
+            publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV, THREAD_KV),
             # Advisories: a message that exhausted max_deliver becomes a dead letter + failed task.
-            subscribe=(s.TASK_SUBMIT, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>",
-                       EVOLVE_RESULTS, EVOLVE_KV),
+            subscribe=(s.TASK_SUBMIT, s.TASK_REVIEW, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>",
+                       EVOLVE_RESULTS, EVOLVE_KV, THREAD_KV),
             jetstream=True,
         ),
     ),
@@ -160,8 +161,8 @@ SERVICES: tuple[Service, ...] = (
         "gateway", "services.gateway", "gateway",  # HTTP: OpenAI-compatible API, MCP, A2A, /metrics
         permissions=Permissions(
             # MCP's tools: run_code in code-sandbox, ingest into the retriever.
-            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.METRICS_PING,
-                     s.SANDBOX_EXEC, s.RETRIEVER_INGEST),
+            publish=(s.TASK_SUBMIT, s.TASK_REVIEW, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED,
+                     s.METRICS_PING, s.SANDBOX_EXEC, s.RETRIEVER_INGEST),
             subscribe=(TASK_EVENTS,),
             jetstream=True,
         ),
@@ -173,7 +174,7 @@ SERVICES: tuple[Service, ...] = (
 CLI_USER = "cli"
 CLI_PERMISSIONS = Permissions(
     publish=(
-        s.TASK_SUBMIT, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
+        s.TASK_SUBMIT, s.TASK_REVIEW, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
         s.SANDBOX_EXEC,  # `syndicate exec`: run a program through code-sandbox
     ),
     subscribe=(TASK_EVENTS, INGEST_EVENTS),
