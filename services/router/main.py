@@ -272,7 +272,7 @@ async def announce_pause(store: TaskStore, state: TaskState) -> None:
     trace continues under it), its thread the proposed turn, its followers the event."""
     threads: Threads = app.context.get("threads")
     task_id, n = state.task.task_id, state.review[-1].n
-    with tracer.start_as_current_span("task input_required", attributes={
+    with tracer.start_as_current_span("task input_required", context=review.in_task_trace(state), attributes={
         "syndicate.task_id": task_id, "syndicate.status": "input_required", "syndicate.review.round": n,
     }) as span:
         span_id = format(span.get_span_context().span_id, "016x")

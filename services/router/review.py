@@ -12,8 +12,13 @@ sweeper of any replica ends it at the deadline).
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from services.router.state import set_status
 from services.router.threads import turn_of
@@ -114,3 +119,14 @@ def revision_job(state: TaskState, step_id: str) -> tuple[str, list[ThreadTurn]]
         if rnd.revision_step == step_id:
             return revision_text(rnd.feedback), [r.proposed for r in state.review[: k + 1]]
     return None
+
+
+def in_task_trace(state: TaskState) -> otel_context.Context | None:
+    """The current context when it is the task's trace (an agent carried it, as agents
+    do), else one that puts a new span in the task's trace all the same."""
+    current = trace.get_current_span().get_span_context()
+    if not state.trace_id or (current.is_valid and format(current.trace_id, "032x") == state.trace_id):
+        return None
+    parent = SpanContext(int(state.trace_id, 16), random.getrandbits(64) | 1, is_remote=True,
+                         trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return trace.set_span_in_context(NonRecordingSpan(parent))

@@ -5,6 +5,8 @@ deadline and can be cancelled."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shared.contracts import TaskSubmit
@@ -41,6 +43,13 @@ def test_a_review_is_revised_then_approved(stack: Stack) -> None:
 
     again = stack.cli("review", tid, "--reject")
     assert again.returncode == 2 and "wrong_state" in again.stderr  # a task ends once
+
+    # The trace: each pause is a router span, each decision a CLI span under it.
+    spans = json.loads(stack.cli("trace", tid, "--json").stdout)
+    pauses = [s for s in spans if s["name"] == "task input_required"]
+    decisions = [s for s in spans if s["name"] == "syndicate review"]
+    assert [p["service"] for p in pauses] == ["router", "router"] and len(decisions) == 2
+    assert {d["parent_id"] for d in decisions} == {p["span_id"] for p in pauses}
 
 
 def test_a_rejected_review_ends_the_task_rejected(stack: Stack) -> None:
