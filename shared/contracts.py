@@ -257,6 +257,9 @@ class TaskResult(Message):
     checks: list[CheckRecord] = Field(default_factory=list)  # coder: each check, its origin, held or not
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
+    # done, but no check the task stated stands behind the answer (coder: only tests the
+    # model wrote itself); the answer says so
+    unverified: bool = False
     submitted_at: float = 0.0
     finished_at: float = Field(default_factory=now)
     thread_id: str = ""  # the conversation it belongs to ("": none yet)
@@ -355,6 +358,7 @@ class StepResult(Message):
     checks: list[CheckRecord] = Field(default_factory=list)
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
+    unverified: bool = False  # done, but no check the task stated stands behind the answer
 
 
 # --- code-sandbox -----------------------------------------------------------------------

@@ -182,4 +182,6 @@ def task_of(state: SyndicateState, history_length: int | None = None) -> Task:
         out.metadata.update({"thread_id": state.thread_id})
     if state.review:
         out.metadata.update({"review_round": state.review[-1].n})
+    if result is not None and result.unverified:  # done, but no check the task stated stands behind it
+        out.metadata["unverified"] = True
     return out

@@ -263,7 +263,7 @@ def result_from_step(state: TaskState, res: StepResult) -> TaskResult:
         kind=registry.kind_of_agent(state.route[-1]),  # type: ignore[arg-type]
         answer=res.answer, code=res.code, tests=res.tests, attempts=res.attempts, citations=res.citations,
         files=res.files, diff=res.diff, checks=res.checks, error=res.error, usage=res.usage,
-        submitted_at=state.task.submitted_at, thread_id=state.thread_id,
+        submitted_at=state.task.submitted_at, thread_id=state.thread_id, unverified=res.unverified,
     )
 
 

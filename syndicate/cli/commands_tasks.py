@@ -163,9 +163,10 @@ def _print_result(out: dict[str, Any], json_out: bool) -> None:
         print(json.dumps(out))
         return
     status = out.get("status")
-    colour = {"done": "green", "input_required": "yellow"}.get(str(status), "red")
+    colour = {"done": "yellow" if out.get("unverified") else "green", "input_required": "yellow"}.get(str(status), "red")
+    shown = f"{status} (unverified)" if out.get("unverified") else status
     pause = f" · review round {out['review'][-1]['n']}" if status == "input_required" and out.get("review") else ""
-    console.rule(f"[{colour}]{status}[/] · task {out.get('task_id')}{pause}")
+    console.rule(f"[{colour}]{shown}[/] · task {out.get('task_id')}{pause}")
     if out.get("answer"):
         console.print(Markdown(out["answer"]))
     for v in out.get("tests") or []:

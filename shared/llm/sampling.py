@@ -1,0 +1,73 @@
+"""Choosing tokens: a sampler chain per request (temperature, JSON-schema grammar), and
+the greedy shortcut.
+
+At temperature 0 without a grammar the next token is the argmax of the logits row (first
+maximum, as llama.cpp's greedy sampler), read in place: no candidate array of the whole
+vocabulary is built per token. ``json_schema`` compiles to a llama.cpp grammar, cached per
+schema (agents reuse a few); each sequence gets its own grammar state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.llm.base import GenerationRequest
+    from shared.llm.context import ModelContext
+    from shared.llm.sequence import Seq
+
+
+class Sampling:
+    """Sampler chains from requests, and the choice of a sequence's next token."""
+
+    def __init__(self, llama: ModelContext, seed: int) -> None:
+        self._llama = llama
+        self._seed = seed
+        self._grammars: dict[str, Any] = {}
+
+    def chain(self, req: GenerationRequest) -> Any:
+        """A new llama.cpp sampler chain for ``req`` (one per sequence: it holds state)."""
+        lc = self._llama.lc
+        s = self._llama.internals.LlamaSampler()
+        if req.json_schema is not None:
+            key = json.dumps(req.json_schema)  # key order matters: it is the output order
+            grammar = self._grammars.get(key)
+            if grammar is None:  # agents reuse a few schemas: compile each once
+                grammar = lc.LlamaGrammar.from_json_schema(key, verbose=False)
+                self._grammars[key] = grammar
+            s.add_grammar(self._llama.model, grammar)  # a new grammar state per sequence
+        if req.temperature <= 0:
+            s.add_greedy()
+        else:
+            s.add_top_k(40)
+            s.add_top_p(0.95, 1)
+            s.add_min_p(0.05, 1)
+            s.add_temp(req.temperature)
+            s.add_dist(self._seed if req.seed is None else req.seed & 0xFFFFFFFF)
+        return s
+
+    @staticmethod
+    def is_greedy(req: GenerationRequest) -> bool:
+        """Temperature 0 without a grammar: the argmax, no sampler chain."""
+        return req.temperature <= 0 and req.json_schema is None
+
+    def choose(self, seq: Seq, i: int) -> tuple[int, float]:
+        """The next token from logits row ``i``: the argmax when greedy (with its margin
+        while the cache holds verify-batch entries, see shared/llm/speculator.py), else the
+        sequence's own sampler chain (temperature, grammar)."""
+        if seq.greedy:
+            return self.argmax(i, margin=seq.dirty is not None)
+        return seq.sampler.sample(self._llama.ctx, i), float("inf")
+
+    def argmax(self, i: int, margin: bool = False) -> tuple[int, float]:
+        """Greedy choice from logits row ``i`` (first max, like llama.cpp's greedy sampler)
+        and, if asked, its margin over the runner-up (inf otherwise)."""
+        import numpy as np
+
+        row = self._llama.logits_row(i)
+        tok = int(np.argmax(row))
+        if not margin:
+            return tok, float("inf")
+        top2 = np.partition(row, -2)[-2:]
+        return tok, float(top2[1] - top2[0])
