@@ -18,14 +18,14 @@ from faststream.nats import NatsBroker
 
 from shared.contracts import AgentJob, TaskResult, TaskState, TaskSubmit, ThreadRecord
 from shared.task_client import TaskClient
-from tests.conftest import NatsServer, Services
+from tests.conftest import NatsServer, Services, write_script
 from tests.gateway.fake_agent import FakeAgents
 
 
 @dataclass
 class Stack:
     services: Services
-    agents: FakeAgents
+    agents: FakeAgents | None
     url: str
 
     def cli(self, *args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
@@ -90,6 +90,7 @@ class Stack:
         raise AssertionError(f"{task_id} never reached {status}: {state.status if state else None}")
 
     def jobs_of(self, task_id: str) -> list[AgentJob]:
+        assert self.agents is not None
         return [j for j in self.agents.jobs if j.task_id == task_id]
 
     def restart_router(self) -> None:
@@ -130,5 +131,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(services, agents, server.url)
     finally:
         agents.stop()
+        services.stop()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def code_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The router, code-sandbox and a real coder-agent whose scripted model answers the
+    test module's ``CODER_REPLIES`` in order (one candidate a round, no tests written)."""
+    root = tmp_path_factory.mktemp("code-threads")
+    server = NatsServer(root)
+    server.start()
+    state = root / "state"
+    state.mkdir()
+    services = Services(server, state)
+    try:
+        start_router(services)
+        services.start("code-sandbox", "services.code_sandbox", SYNDICATE_SANDBOX_ALLOW_DEGRADED="1")
+        services.start("coder-agent", "services.coder_agent",
+                       SYNDICATE_ENGINE_SCRIPT=write_script(root / "coder.json", request.module.CODER_REPLIES),
+                       SYNDICATE_CANDIDATES="1", SYNDICATE_SAMPLES="1", SYNDICATE_WRITE_TESTS="false")
+        services.wait_ready(["code-sandbox", "coder-agent"], timeout_s=120)
+        yield Stack(services, None, server.url)
+    finally:
         services.stop()
         server.stop()
