@@ -95,6 +95,7 @@ async def startup() -> None:
     if settings.router_classifier:
         try:
             await classifier.load(settings)
+            await classifier.serve_model()  # its model answers model requests too
             runtime.details["classifier"] = runtime.model
         except Exception as exc:  # rules still route every task
             log.warning("classifier model unavailable, routing by rules only", error=str(exc))
@@ -369,6 +370,7 @@ async def finish(state: TaskState) -> None:
 @app.on_shutdown
 async def shutdown() -> None:
     await evolution.stop()
+    await classifier.stop_jobs()  # running model requests end with an error event
 
 
 @broker.subscriber(subjects.TASK_CANCEL)
