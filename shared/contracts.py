@@ -71,7 +71,10 @@ class ErrorReply(Message):
 
 # --- tasks ------------------------------------------------------------------------------
 TaskKind = Literal["auto", "code", "reason", "evolve"]
-TaskStatus = Literal["queued", "routed", "running", "done", "failed", "timeout", "cancelled", "rejected"]
+# input_required: the task waits for a person's review decision (TaskSubmit.review); not final.
+TaskStatus = Literal[
+    "queued", "routed", "running", "input_required", "done", "failed", "timeout", "cancelled", "rejected",
+]
 FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "timeout", "cancelled", "rejected"})
 
 
@@ -94,9 +97,11 @@ class TaskSubmit(Message):
     submitted_at: float = Field(default_factory=now)
     evolve: EvolveSpec | None = None  # kind="evolve": the run to start (or resume: task_id = run id)
     agent: AgentName | None = None  # straight to this agent, without routing
-    # A2A: the conversation the task belongs to, kept with the task so GetTask on any
-    # gateway replica answers with it.
+    # The conversation (thread) the task belongs to: an A2A contextId, or the thread of an
+    # earlier task; a task in a thread sees the exchange before it (docs/threads.md).
     context_id: TaskId | None = None
+    follows: TaskId | None = None  # continue after this earlier task (`syndicate submit --continue`)
+    review: bool = False  # pause before the final answer for a person's decision (status input_required)
 
     @model_validator(mode="after")
     def _prompt_size(self) -> TaskSubmit:
@@ -151,6 +156,90 @@ class Usage(BaseModel):
     ttft_s: float | None = None
 
 
+# --- threads and review ------------------------------------------------------------------
+MAX_TURN_TEXT = 8_000  # characters of a request kept in its thread turn
+MAX_TURN_ANSWER = 12_000  # ... of an answer
+MAX_TURN_CODE = 60_000  # ... of a program
+MAX_TURN_CHECKS = 200  # checks kept per turn
+MAX_FEEDBACK = 10_000  # characters of a reviewer's feedback
+CheckSource = Literal["task", "model"]
+ReviewChoice = Literal["approve", "revise", "reject"]
+
+
+class CheckRecord(BaseModel):
+    """One check of a code answer: who stated it, the thread turn it was carried from, and
+    whether the chosen code passed it."""
+
+    model_config = ConfigDict(extra="forbid")
+    check: Annotated[str, Field(max_length=4_000)]  # an assert statement or a test call
+    source: CheckSource = "task"  # the task's own (its text or test files), or a test the model wrote
+    turn: str = ""  # task id of the earlier turn it was carried from ("": this task's own)
+    held: bool | None = None  # passed by the chosen code; None: not run (superseded or set aside)
+    note: Annotated[str, Field(max_length=500)] = ""  # why it was not run
+
+
+class ThreadTurn(BaseModel):
+    """One task of a thread as later turns see it: the request and what came of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    task_id: str
+    follows: str | None = None  # the turn it continues (None: the thread's first)
+    kind: TaskKind = "auto"
+    agent: str = ""  # the agent that answered (the last of its route)
+    text: Annotated[str, Field(max_length=MAX_TURN_TEXT)]
+    status: TaskStatus = "queued"
+    answer: Annotated[str, Field(max_length=MAX_TURN_ANSWER)] = ""
+    code: Annotated[str, Field(max_length=MAX_TURN_CODE)] | None = None
+    checks: Annotated[list[CheckRecord], Field(max_length=MAX_TURN_CHECKS)] = Field(default_factory=list)
+    submitted_at: float = 0.0
+    finished_at: float | None = None
+
+
+class ThreadRecord(Message):
+    """A conversation in the thread KV bucket: its turns in the order they came."""
+
+    thread_id: str
+    turns: list[ThreadTurn] = Field(default_factory=list)
+    created_at: float = Field(default_factory=now)
+    updated_at: float = Field(default_factory=now)
+
+
+class ReviewRound(BaseModel):
+    """One pause of a task submitted with ``review``: what the reviewer was shown and what
+    they decided."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int  # 1, 2, ...: a revision pauses again with the next
+    step_id: str  # the step whose answer waits
+    proposed: ThreadTurn  # the answer, code and checks held
+    asked_at: float = Field(default_factory=now)
+    span_id: str = ""  # the router's "input_required" span: a decision's trace continues under it
+    decision: ReviewChoice | None = None
+    feedback: str = ""
+    reviewer: str = ""
+    decided_at: float | None = None
+    decision_id: str = ""  # the ReviewDecision applied (a redelivered one is recognised by it)
+    revision_step: str = ""  # revise: the step that writes the revision
+
+
+class ReviewDecision(Message):
+    """A person's decision on a task waiting in ``input_required`` (TASKS stream, router)."""
+
+    task_id: TaskId
+    decision: ReviewChoice
+    feedback: Annotated[str, Field(max_length=MAX_FEEDBACK)] = ""  # revise: what to change; reject: why
+    round: Annotated[int, Field(ge=1)] | None = None  # the pause it answers (None: the current one)
+    reviewer: Annotated[str, Field(max_length=200)] = ""
+    decision_id: TaskId = Field(default_factory=lambda: new_id("rv-"))
+    at: float = Field(default_factory=now)
+
+    @model_validator(mode="after")
+    def _feedback(self) -> ReviewDecision:
+        if self.decision == "revise" and not self.feedback.strip():
+            raise ValueError("a revision needs feedback: what should change")
+        return self
+
+
 class TaskResult(Message):
     """The final answer of a task: published on its events subject and kept in the KV."""
 
@@ -165,6 +254,7 @@ class TaskResult(Message):
     citations: list[Citation] = Field(default_factory=list)
     files: list[FileIn] = Field(default_factory=list)  # edited files (new content)
     diff: str = ""
+    checks: list[CheckRecord] = Field(default_factory=list)  # coder: each check, its origin, held or not
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
     # done, but no check the task stated stands behind the answer (coder: only tests the
@@ -172,6 +262,8 @@ class TaskResult(Message):
     unverified: bool = False
     submitted_at: float = 0.0
     finished_at: float = Field(default_factory=now)
+    thread_id: str = ""  # the conversation it belongs to ("": none yet)
+    review: list[ReviewRound] = Field(default_factory=list)  # its review rounds (TaskSubmit.review)
 
 
 class StepRecord(BaseModel):
@@ -193,8 +285,17 @@ class TaskState(Message):
     steps: list[StepRecord] = Field(default_factory=list)
     trace_id: str = ""
     history: list[tuple[str, float]] = Field(default_factory=list)  # (status, at)
+    # The final result; while the task waits in input_required, the proposed one (that status).
     result: TaskResult | None = None
     updated_at: float = Field(default_factory=now)
+    thread_id: str = ""  # the conversation it belongs to ("": none yet)
+    follows: str | None = None  # the earlier turn it continues, as the router resolved it
+    review: list[ReviewRound] = Field(default_factory=list)
+
+
+def thread_of(state: TaskState) -> str:
+    """The thread a task belongs to, or would found when continued (its own id)."""
+    return state.thread_id or state.task.context_id or state.task.task_id
 
 
 EventType = Literal["status", "progress", "token", "result"]
@@ -235,6 +336,9 @@ class AgentJob(Message):
     # loop); its StepResult goes to subjects.evolve_results(task_id), not STEP_RESULT.
     mode: Literal["solve", "mutate"] = "solve"
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None  # None: the agent's default (greedy)
+    # The thread's earlier turns this task continues, oldest first: their requests, answers,
+    # code and held checks (coder: the last program is the starting point, its checks regressions).
+    thread: Annotated[list[ThreadTurn], Field(max_length=64)] = Field(default_factory=list)
 
 
 class StepResult(Message):
@@ -251,6 +355,7 @@ class StepResult(Message):
     citations: list[Citation] = Field(default_factory=list)
     files: list[FileIn] = Field(default_factory=list)
     diff: str = ""
+    checks: list[CheckRecord] = Field(default_factory=list)
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
     unverified: bool = False  # done, but no check the task stated stands behind the answer
