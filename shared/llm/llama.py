@@ -227,7 +227,7 @@ class LlamaEngine:
             "speculative": self.config.speculative,
             "draft_model": str(self.config.draft_model_path) if self._spec.drafter else None,
             "load_seconds": round(self.load_seconds, 3),
-            **st.steps, **st.counts, **{f"spec_{k}": v for k, v in self._spec.counts.items()},
+            **st.steps, **st.prompt, **{k: round(v, 3) for k, v in st.time.items()}, **st.counts, **{f"spec_{k}": v for k, v in self._spec.counts.items()},
             **{f"last_{k}": v for k, v in st.last.items()},
         }
 
@@ -258,7 +258,7 @@ class LlamaEngine:
         """Empty every slot's cache."""
         self._llama.clear()
         for slot in self._slots:
-            slot.kv.clear()
+            slot.cut(0)
         self._spec.reset()
 
     def _prompt_tokens(self, req: GenerationRequest) -> list[int]:

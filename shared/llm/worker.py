@@ -23,7 +23,7 @@ from shared.llm.base import GenerationResult
 from shared.llm.batch import exact_calls, prompt_chunks
 from shared.llm.queue import Outcome, Ticket
 from shared.llm.sequence import Seq, TextStream
-from shared.llm.slots import Slot, common_prefix, pick_slot, reusable
+from shared.llm.slots import Slot, place, usable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +47,7 @@ class Worker:
         self._sampling, self._spec, self._stats = sampling, spec, stats
         self._exact, self._deliver = exact, deliver
         self.active: list[Seq] = []  # worker thread only
+        self.waiting: list[Seq] = []  # admitted, waiting for a prefix another sequence evaluates
         self._inbox: deque[Ticket] = deque()  # loop -> worker
         self._wake = threading.Condition()
         self._closed = False
@@ -78,22 +79,25 @@ class Worker:
             self._spec.calibrate(self._slots[0])
         while True:
             with self._wake:
-                while not self._inbox and not self.active and not self._closed:
+                while not self._inbox and not self.active and not self.waiting and not self._closed:
                     self._wake.wait()
-                if self._closed and not self._inbox and not self.active:
+                if self._closed and not self._inbox and not self.active and not self.waiting:
                     return
                 new = list(self._inbox)
                 self._inbox.clear()
+            t_busy = time.perf_counter()
             for ticket in new:
                 self._admit(ticket)
-            if self.active:
+            if self.active or self.waiting:
                 try:
                     self._step()
+                    self._resolve()
                 except Exception as e:  # a bug or llama.cpp failure: fail the batch, keep serving
-                    for seq in list(self.active):
+                    for seq in [*self.active, *self.waiting]:
                         self._llama.forget(seq.slot)
                         self._end(seq, EngineError(f"llama.cpp generation failed: {e}"))
             self._flush()
+            self._stats.time["worker_busy_s"] += time.perf_counter() - t_busy
 
     def _step(self) -> None:
         """One scheduling step: a token (plus a draft when alone) of every generating
@@ -103,7 +107,7 @@ class Worker:
         every row on the kernels it would get alone (shared/llm/batch.py); otherwise the
         whole step is one call, as llama-server does.
         """
-        for seq in list(self.active):
+        for seq in [*self.active, *self.waiting]:
             try:
                 self._check(seq.ticket, len(seq.out))
             except (Cancelled, DeadlineExceeded) as e:
@@ -111,7 +115,7 @@ class Worker:
         if not self.active:
             return
         decoding = [s for s in self.active if not s.pending]
-        alone = len(self.active) == 1 and not self._inbox
+        alone = len(self.active) == 1 and not self.waiting and not self._inbox
         for seq in decoding:
             seq.draft = self._spec.draft(seq) if alone and seq.spec else []
         chunks = prompt_chunks(self.config, self.active, decoding, exact=self._exact)
@@ -139,12 +143,14 @@ class Worker:
                 self._end(seq, EngineError(f"llama.cpp generation failed: {e}"))
             return
         dt = time.perf_counter() - t_step
-        self._stats.step(len(decoding) + len(chunks))
+        self._stats.step(len(decoding) + len(chunks), dt, bool(chunks))
         for seq in decoding:
             seq.slot.kv.extend([seq.nxt, *seq.draft])
         for seq, k in chunks:
             seq.slot.kv.extend(seq.pending[:k])
+            seq.slot.prompt_end = len(seq.slot.kv)
             seq.pending = seq.pending[k:]
+            self._stats.prompt["prompt_tokens_evaluated"] += k
         resync: list[Seq] = []
         for seq in decoding:
             verdict = self._spec.verify(seq, alone, dt, self._emit)
@@ -156,6 +162,7 @@ class Worker:
             if seq.pending:
                 continue
             seq.t_prompt = time.monotonic()
+            seq.slot.prompt_done(llama.logits_row(seq.row).copy())  # for requests of the same prompt
             seq.nxt = self._sampling.choose(seq, seq.row)[0]
             if self._emit(seq, seq.nxt):
                 self._end(seq)
@@ -166,8 +173,9 @@ class Worker:
 
     # --- joining and leaving -------------------------------------------------------------------
     def _admit(self, ticket: Ticket) -> None:
-        """Give a new request a free slot: the one whose cache shares most of its prompt."""
-        req = ticket.request
+        """Give a new request a free slot and the longest cached prefix of its prompt
+        (shared/llm/slots.py): it starts now, or once the sequence evaluating that prefix has."""
+        req, cfg = ticket.request, self.config
         try:
             self._check(ticket, 0)
             prompt = self._prompts.tokens(req)
@@ -176,29 +184,71 @@ class Worker:
                     f"prompt of {len(prompt)} tokens does not fit the context of {self._llama.n_ctx}",
                     detail={"input_tokens": len(prompt), "n_ctx": self._llama.n_ctx},
                 )
-            slot = pick_slot(self._slots, prompt)
-            if slot is None:  # the loop side hands over at most `slots` requests
+            where = place(self._slots, {s.slot: s for s in self.active}, prompt, min_eval=cfg.exact_min_chunk,
+                          min_copy=cfg.share_min_tokens, exact=self._exact)
+            if where is None:  # the loop side hands over at most `slots` requests
                 raise EngineError(f"no free slot in {self.name} (internal error)")
-            common = reusable(common_prefix(slot.kv, prompt), len(prompt), self.config.exact_min_chunk)
-            if common < len(slot.kv):
-                self._llama.truncate(slot, common)
             spec = self._spec.wants(req.speculative, len(prompt))
             greedy = self._sampling.is_greedy(req)
             seq = Seq(
-                ticket=ticket, slot=slot, prompt=prompt, pending=prompt[len(slot.kv):],
+                ticket=ticket, slot=where.slot, prompt=prompt, pending=prompt,
                 sampler=self._sampling.chain(req), stream=TextStream(list(req.stop), lambda p: self._push(ticket, p)),
                 max_out=min(req.max_tokens, self._llama.n_ctx - len(prompt)), spec=spec,
                 # Exact mode (speculation, greedy, no grammar): see Speculator.verify.
-                exact=spec and greedy, greedy=greedy,
+                exact=spec and greedy, greedy=greedy, wait=where.wait, share=where.share,
             )
             if spec:
                 self._spec.start(seq)
         except BaseException as e:
             self._finish(ticket, Outcome(error=e))
             return
-        slot.busy = True
-        slot.last_used = time.monotonic()
+        seq.slot.busy = True
+        seq.slot.last_used = time.monotonic()
+        if seq.wait is not None:
+            self._llama.forget(seq.slot)  # it will hold a copy
+            self.waiting.append(seq)
+        else:
+            self._start(seq, where.source)
+
+    def _start(self, seq: Seq, source: Slot | None) -> None:
+        """Take the prompt's cached prefix — in place, or copied from ``source`` when that
+        saves at least ``share_min_tokens`` — and join the step loop. A prompt cached
+        whole with its logits evaluates nothing: its first token is chosen now."""
+        llama, slot, prompt, cfg = self._llama, seq.slot, seq.prompt, self.config
+        have = usable(slot, prompt, cfg.exact_min_chunk, self._exact)
+        copy = 0 if source is None else usable(source, prompt, cfg.exact_min_chunk, self._exact)
+        if copy >= have + cfg.share_min_tokens:
+            assert source is not None
+            llama.copy(source, slot, copy)
+            self._stats.prompt["prompt_tokens_copied"] += copy
+            self._stats.prompt["kv_copies"] += 1
+        else:
+            if have < len(slot.kv):
+                llama.truncate(slot, have)
+            self._stats.prompt["prompt_tokens_reused"] += have
+        seq.wait = None
+        seq.pending = prompt[len(slot.kv):]
         self.active.append(seq)
+        if not seq.pending:
+            seq.t_prompt = time.monotonic()
+            try:
+                seq.nxt = self._sampling.choose_saved(seq, slot.logits)
+            except Exception as e:
+                self._end(seq, EngineError(f"sampling failed: {e}"))
+                return
+            if self._emit(seq, seq.nxt):
+                self._end(seq)
+
+    def _resolve(self) -> None:
+        """Start the waiting sequences whose prefix is now cached (or whose source left:
+        they take what its slot holds and evaluate the rest themselves)."""
+        for seq in list(self.waiting):
+            src = seq.wait
+            assert src is not None
+            if src in self.active and len(src.slot.kv) < seq.share:
+                continue
+            self.waiting.remove(seq)
+            self._start(seq, src.slot)
 
     def _check(self, ticket: Ticket, n_out: int) -> None:
         if ticket.cancel.is_set():
@@ -230,6 +280,8 @@ class Worker:
         """The sequence leaves: its slot (and the cache it filled) is free for the next."""
         if seq in self.active:
             self.active.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
         seq.slot.busy = False
         seq.slot.last_used = time.monotonic()
         ticket = seq.ticket
