@@ -9,7 +9,13 @@ reach, each sample evaluates the prompt in its own slot: the engine before issue
 the prompt tokens each way evaluated (``stats()["prompt_tokens_evaluated"]``). Rounds
 alternate the three runs so machine-load drift hits all.
 
-    python bench/shared_prefill.py [--quick] [--model PATH] [--samples N] [--rounds N] [--max-tokens N]
+``--kv-compare`` adds how the fork itself is done, measured on bare llama.cpp contexts:
+the engine's layout (one KV stream per slot, ``kv_unified=false``: ``llama_memory_seq_cp``
+copies the whole stream buffer at the next decode) against one unified KV buffer whose
+cells the samples share (``kv_unified=true``: the copy is metadata only) — the first
+decode after forking 3 sequences, and a decode step of 4 rows on the forked prefix.
+
+    python bench/shared_prefill.py [--quick] [--model PATH] [--samples N] [--rounds N] [--max-tokens N] [--kv-compare]
 """
 
 from __future__ import annotations
@@ -105,6 +111,67 @@ async def run(model: Path, *, n: int, rounds: int, max_tokens: int, slots: int) 
     }
 
 
+def timed_decode(ctx: Any, batch: Any, rows: list[tuple[int, int, int]]) -> float:
+    """Seconds of one llama_decode of (token, position, sequence) rows."""
+    b = batch.batch
+    for i, (tok, pos, seq) in enumerate(rows):
+        b.token[i], b.pos[i], b.n_seq_id[i] = tok, pos, 1
+        b.logits[i] = len(rows) <= 16 or i == len(rows) - 1  # a prompt: the last row only
+        b.seq_id[i][0] = seq
+    b.n_tokens = len(rows)
+    t0 = time.perf_counter()
+    ctx.decode(batch)
+    return time.perf_counter() - t0
+
+
+def kv_compare(model: Path, *, threads: int, n_ctx: int = 2048, slots: int = 4, prompt_len: int = 400,
+               steps: int = 16) -> dict[str, Any]:
+    """Fork a ``prompt_len``-token prefix into ``slots - 1`` more sequences and decode
+    ``slots`` rows per step, with one stream per sequence and with one unified buffer."""
+    from llama_cpp import _internals
+
+    from shared.llm.context import import_llama_cpp
+
+    lc = import_llama_cpp()
+    lm = _internals.LlamaModel(path_model=str(model), params=lc.llama_model_default_params(), verbose=False)
+    text = (SYSTEM + " " + TASK + " ") * 20
+    toks = lm.tokenize(text.encode(), add_bos=False, special=False)[:prompt_len]
+    out: dict[str, Any] = {"kv_prompt_tokens": len(toks), "kv_n_ctx_per_seq": n_ctx}
+    try:
+        for unified in (False, True):
+            cp = lc.llama_context_default_params()
+            cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = n_ctx * slots, 512, 512, slots
+            cp.kv_unified = unified
+            cp.n_threads = cp.n_threads_batch = threads
+            cp.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            ctx = _internals.LlamaContext(model=lm, params=cp, verbose=False)
+            batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
+
+            def decode(rows: list[tuple[int, int, int]], ctx: Any = ctx, batch: Any = batch) -> float:
+                return timed_decode(ctx, batch, rows)
+
+            step_s, fork_s = [], []
+            for rnd in range(3):
+                ctx.kv_cache_clear()
+                decode([(t, i, 0) for i, t in enumerate(toks)])
+                for s in range(1, slots):
+                    lc.llama_memory_seq_cp(ctx.memory, 0, s, -1, -1)
+                pos = len(toks)
+                first = decode([(toks[s], pos, s) for s in range(slots)])  # carries the copies
+                times = [decode([(toks[(j + s) % len(toks)], pos + j, s) for s in range(slots)]) for j in range(1, steps)]
+                if rnd:  # the first round allocates
+                    step_s.append(statistics.median(times))
+                    fork_s.append(first - statistics.median(times))
+            key = "unified" if unified else "streams"
+            out[f"kv_{key}_step_ms"] = round(1000 * statistics.median(step_s), 2)
+            out[f"kv_{key}_fork_ms"] = round(1000 * max(0.0, statistics.median(fork_s)), 2)
+            batch.close()
+            ctx.close()
+    finally:
+        lm.close()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one round, 16 tokens per sample")
@@ -112,13 +179,17 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--kv-compare", action="store_true", help="also time the fork: KV streams vs a unified KV buffer")
     a = p.parse_args()
     from shared.llm.fetch import ensure_model
     from shared.llm.roster import load_roster
 
     model = a.model or ensure_model(load_roster().role("coder"))
-    emit(asyncio.run(run(model, n=a.samples, rounds=a.rounds or (1 if a.quick else 3),
-                         max_tokens=a.max_tokens or (16 if a.quick else 48), slots=max(4, a.samples))))
+    result = asyncio.run(run(model, n=a.samples, rounds=a.rounds or (1 if a.quick else 3),
+                             max_tokens=a.max_tokens or (16 if a.quick else 48), slots=max(4, a.samples)))
+    if a.kv_compare:
+        result.update(kv_compare(model, threads=result["threads"]))
+    emit(result)
 
 
 if __name__ == "__main__":

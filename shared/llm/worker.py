@@ -3,16 +3,15 @@
 Each step admits new requests into free slots, decodes one batch (``_call``: the next
 token of every generating sequence plus prompt chunks of joining ones, shared/llm/batch.py),
 chooses each sequence's next token, and hands the step's text pieces and results to the
-event loops in one ``call_soon_threadsafe`` per loop (a wake-up per token would put the
-loop thread on the cores the decode threads are using once per token). A finished,
+event loops in one wake-up per loop (a wake-up per token would put the loop thread on the
+cores the decode threads are using once per token; shared/llm/handoff.py says why the
+wake-up never makes the worker wait for the loop). A finished,
 cancelled or timed-out sequence leaves at the next step and frees its slot while the
 others continue; a running request is stopped before its next decode step.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 import time
 from collections import deque
@@ -26,10 +25,9 @@ from shared.llm.sequence import Seq, TextStream
 from shared.llm.slots import Slot, place, usable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from shared.llm.config import EngineConfig
     from shared.llm.context import ModelContext
+    from shared.llm.handoff import LoopWaker
     from shared.llm.prompt import PromptRenderer
     from shared.llm.sampling import Sampling
     from shared.llm.speculator import Speculator
@@ -40,12 +38,11 @@ class Worker:
     """The step loop over ``slots`` sequences of one model (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, llama: ModelContext, slots: list[Slot], prompts: PromptRenderer,
-                 sampling: Sampling, spec: Speculator, stats: EngineStats, *, exact: bool,
-                 deliver: Callable[[list[tuple[Ticket, Any]]], None]) -> None:
+                 sampling: Sampling, spec: Speculator, stats: EngineStats, *, exact: bool) -> None:
         self.config, self.name = config, config.name
         self._llama, self._slots, self._prompts = llama, slots, prompts
         self._sampling, self._spec, self._stats = sampling, spec, stats
-        self._exact, self._deliver = exact, deliver
+        self._exact = exact
         self.active: list[Seq] = []  # worker thread only
         self.waiting: list[Seq] = []  # admitted, waiting for a prefix another sequence evaluates
         self._inbox: deque[Ticket] = deque()  # loop -> worker
@@ -318,11 +315,10 @@ class Worker:
         per step."""
         if not self._outgoing:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, Any]]] = {}
+        by_loop: dict[LoopWaker, list[tuple[Ticket, Any]]] = {}
         for ticket, item in self._outgoing:
-            if ticket.loop is not None and not ticket.loop.is_closed():
-                by_loop.setdefault(ticket.loop, []).append((ticket, item))
+            if ticket.waker is not None and not ticket.waker.loop.is_closed():
+                by_loop.setdefault(ticket.waker, []).append((ticket, item))
         self._outgoing = []
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._deliver, items)
+        for waker, items in by_loop.items():
+            waker.send(items)
