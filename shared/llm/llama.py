@@ -131,6 +131,7 @@ class LlamaEngine:
         meta = self._llama.model.metadata()
         self.gguf_name = meta.get("general.name", path.stem)
         self._prompts = PromptRenderer(self._llama.lc, self._llama.model, meta)
+        self.chat_template = self._prompts.template  # model requests render tools with it
         self._sampling = Sampling(self._llama, config.seed)
         self._spec = Speculator(config, self._llama, self._sampling, self.threads)
         self._slots = [Slot(i) for i in range(config.slots)]
