@@ -84,7 +84,7 @@ class RequestQueue:
             self._abandon(ticket)
             raise DeadlineExceeded(
                 f"request waited {time.monotonic() - ticket.submitted:.2f}s in the queue of "
-                f"{self.name} and passed its deadline"
+                f"{self.name} and passed its deadline", detail={"output_tokens": 0, "text": ""},
             ) from None
         except asyncio.CancelledError:
             self._abandon(ticket)

@@ -197,6 +197,8 @@ class Worker:
             if spec:
                 self._spec.start(seq)
         except BaseException as e:
+            if isinstance(e, (Cancelled, DeadlineExceeded)):  # as for a running request
+                e.detail.update({"output_tokens": 0, "text": ""})
             self._finish(ticket, Outcome(error=e))
             return
         seq.slot.busy = True
