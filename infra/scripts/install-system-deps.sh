@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the syndicate needs that pip cannot provide.
-#   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox
+#   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox, and
+#                                       chromium, the real browser the console's tests drive
 #   install-system-deps.sh containers   what `make images` / `make compose-test` need: podman
 #                                       with runc, buildah, mmdebstrap, catatonit (init: true),
 #                                       netavark + aardvark-dns (networks, service names), iptables
@@ -11,7 +12,7 @@ set -euo pipefail
 
 # Each entry: a command on PATH (or an absolute path) and the Debian package providing it.
 case "${1:-sandbox}" in
-  sandbox) wanted=(bwrap=bubblewrap) ;;
+  sandbox) wanted=(bwrap=bubblewrap chromium=chromium) ;;
   containers)
     wanted=(podman=podman runc=runc buildah=buildah mmdebstrap=mmdebstrap
             /usr/libexec/podman/catatonit=catatonit /usr/lib/podman/netavark=netavark

@@ -71,19 +71,23 @@ def describe(path: str | Path) -> dict[str, Any]:
     """Architecture, name, quant type (file type name) and context length of a model."""
     meta = read_gguf_metadata(path)
     arch = meta.get("general.architecture")
-    ftype = meta.get("general.file_type")
-    quant = None
-    if ftype is not None:
-        try:
-            from gguf import LlamaFileType
-
-            quant = LlamaFileType(ftype).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except (ImportError, ValueError):
-            quant = str(ftype)
     return {
         "architecture": arch,
         "name": meta.get("general.name"),
-        "quant": quant,
+        "quant": quant_name(meta.get("general.file_type")),
         "context_length": meta.get(f"{arch}.context_length") if arch else None,
         "has_chat_template": "tokenizer.chat_template" in meta,
     }
+
+
+def quant_name(ftype: Any) -> str | None:
+    """'Q4_K_M' for a GGUF ``general.file_type`` (an int, or its text as llama.cpp's
+    metadata gives it); None when the file does not say."""
+    if ftype is None:
+        return None
+    try:
+        from gguf import LlamaFileType
+
+        return LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except (ImportError, ValueError):
+        return str(ftype)

@@ -93,6 +93,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from shared.errors import Cancelled, DeadlineExceeded, EngineError, ModelUnavailable, QueueFull
 from shared.llm.base import GenerationRequest, GenerationResult, TokenCallback
+from shared.llm.gguf_meta import quant_name
 from shared.llm.speculation import DraftModel, DraftPolicy, LookupPolicy, update_average
 
 if TYPE_CHECKING:
@@ -323,6 +324,7 @@ class LlamaEngine:
         self._last_resyncs = 0
         meta = self._model.metadata()
         self.gguf_name = meta.get("general.name", path.stem)
+        self.quant = quant_name(meta.get("general.file_type"))
         eos, bos = self._model.token_eos(), self._model.token_bos()
         self._formatter = lc.llama_chat_format.Jinja2ChatFormatter(
             template=meta.get("tokenizer.chat_template") or _FALLBACK_TEMPLATE,
@@ -458,7 +460,7 @@ class LlamaEngine:
         `syndicate status`. ``tokens_per_s``: output tokens of all sequences in the last
         RATE_WINDOW_S seconds divided by that window."""
         return {
-            "model": self.name, "gguf_name": self.gguf_name, "role": self.config.role,
+            "model": self.name, "gguf_name": self.gguf_name, "quant": self.quant, "role": self.config.role,
             "path": str(self.config.model_path), "cpus": list(self.cpus), "threads": self.threads,
             "queue_depth": len(self._queue), "waiting": len(self._queue), "queue_limit": self.config.queue_limit,
             "running": len(self._running), "slots": self.slots, "tokens_per_s": round(self._rate(), 2),

@@ -1,0 +1,197 @@
+"""The console's adapter over evolution runs in the EVOLVE_BUCKET KV (shared/evolve/store.py
+names the keys): runs are read as plain JSON records, so the pages depend on a few fields
+only, and a record format that grows (islands, new verdicts) changes this file alone.
+
+Per run the console shows score against samples (every evaluated program is a sample, in
+the order it was recorded) for each island, the best program and its lineage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+
+from shared import subjects
+
+DEFAULT_ISLAND = "population"  # runs without islands: one population
+WATCH_WAIT_S = 2.0  # how long the initial values of a watch may take before giving up
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluated program: its place in the run's order of evaluation and its score."""
+
+    n: int
+    program_id: str
+    island: str
+    generation: int
+    score: float | None
+    verdict: str
+
+
+@dataclass
+class RunView:
+    """What the run's page shows."""
+
+    run_id: str
+    name: str
+    status: str
+    generation: int
+    generations_planned: int | None
+    seed_score: float | None
+    best_id: str
+    best_score: float | None
+    best_code: str
+    error: str
+    islands: dict[str, list[Sample]] = field(default_factory=dict)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    updated_at: float = 0.0
+
+    @property
+    def samples(self) -> int:
+        return sum(len(s) for s in self.islands.values())
+
+    @property
+    def running(self) -> bool:
+        return self.status not in ("done", "failed", "cancelled", "stopped")
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def build_view(run: dict[str, Any], programs: dict[str, dict[str, Any]]) -> RunView:
+    """A run's view from its head record and its program records (raw JSON objects)."""
+    spec = run.get("spec") or {}
+    ordered = sorted(programs.values(), key=lambda p: (_float(p.get("created_at")) or 0.0, str(p.get("program_id"))))
+    islands: dict[str, list[Sample]] = {}
+    for n, p in enumerate(ordered, start=1):
+        island = str(p.get("island", DEFAULT_ISLAND) if p.get("island") is not None else DEFAULT_ISLAND)
+        islands.setdefault(island, []).append(Sample(
+            n=n, program_id=str(p.get("program_id", "")), island=island, generation=int(p.get("generation") or 0),
+            score=_float(p.get("score")), verdict=str(p.get("verdict", "")),
+        ))
+    best_id = str(run.get("best_id") or "")
+    error = run.get("error") or {}
+    return RunView(
+        run_id=str(run.get("run_id", "")), name=str(spec.get("name", "")), status=str(run.get("status", "")),
+        generation=int(run.get("generation") or 0), generations_planned=spec.get("generations"),
+        seed_score=_float(run.get("seed_score")), best_id=best_id, best_score=_float(run.get("best_score")),
+        best_code=str((programs.get(best_id) or {}).get("code", "")),
+        error=f"{error.get('code')}: {error.get('message')}" if isinstance(error, dict) and error else "",
+        islands=dict(sorted(islands.items())), lineage=lineage(programs, best_id),
+        updated_at=_float(run.get("updated_at")) or 0.0,
+    )
+
+
+def lineage(programs: dict[str, dict[str, Any]], best_id: str) -> list[dict[str, Any]]:
+    """The best program, the program it was a mutation of (its first parent), and so on
+    back to the seed."""
+    chain: list[dict[str, Any]] = []
+    pid: str | None = best_id
+    while pid and pid in programs and all(c["program_id"] != pid for c in chain):
+        p = programs[pid]
+        chain.append({"program_id": pid, "generation": p.get("generation"), "score": _float(p.get("score")),
+                      "verdict": p.get("verdict", ""), "parents": list(p.get("parents") or [])})
+        pid = chain[-1]["parents"][0] if chain[-1]["parents"] else None
+    return chain
+
+
+class EvolveSource:
+    """Reads runs from the bucket over one NATS connection (None: the bus is down)."""
+
+    def __init__(self, nc: nats.NATS | None) -> None:
+        self.nc = nc
+
+    async def _bucket(self) -> Any:
+        if self.nc is None:
+            return None
+        try:
+            return await self.nc.jetstream().key_value(subjects.EVOLVE_BUCKET)
+        except Exception:  # no run yet (the bucket is created by the first), or bus trouble
+            return None
+
+    async def _snapshot(self, kv: Any, keys: str) -> dict[str, dict[str, Any]]:
+        """The current value of every key matching ``keys`` (one watch, stopped after the
+        initial values)."""
+        out: dict[str, dict[str, Any]] = {}
+        watcher = await kv.watch(keys, ignore_deletes=True)
+        try:
+            while True:
+                entry = await watcher.updates(timeout=WATCH_WAIT_S)
+                if entry is None:
+                    return out
+                with contextlib.suppress(ValueError, TypeError):
+                    out[entry.key] = json.loads(entry.value)
+        except nats.errors.TimeoutError:
+            return out
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def runs(self) -> list[dict[str, Any]]:
+        """Every run's head record, newest first."""
+        kv = await self._bucket()
+        if kv is None:
+            return []
+        heads = await self._snapshot(kv, "*.run")
+        return sorted(heads.values(), key=lambda r: _float(r.get("created_at")) or 0.0, reverse=True)
+
+    async def run(self, run_id: str) -> RunView | None:
+        """One run's view now (None: no such run)."""
+        kv = await self._bucket()
+        if kv is None:
+            return None
+        return _view(run_id, await self._snapshot(kv, f"{run_id}.>"))
+
+    async def follow(self, run_id: str, every_s: float = 1.0) -> AsyncIterator[RunView]:
+        """The run's view now and after each change (at most one per ``every_s``), until it
+        ends (its last view included)."""
+        kv = await self._bucket()
+        if kv is None:
+            return
+        records: dict[str, dict[str, Any]] = {}
+        watcher = await kv.watch(f"{run_id}.>", ignore_deletes=True)
+        loop = asyncio.get_running_loop()
+        loaded, dirty, sent_at = False, False, -every_s
+        try:
+            while True:
+                wait = max(0.01, sent_at + every_s - loop.time()) if dirty and loaded else 30.0
+                try:
+                    entry = await watcher.updates(timeout=wait)
+                except nats.errors.TimeoutError:
+                    entry = None
+                if entry is None:  # the end of the initial values, or a quiet spell
+                    loaded = True
+                else:
+                    with contextlib.suppress(ValueError, TypeError):
+                        records[entry.key] = json.loads(entry.value)
+                        dirty = True
+                if dirty and loaded and loop.time() >= sent_at + every_s:
+                    dirty, sent_at = False, loop.time()
+                    view = _view(run_id, records)
+                    if view is not None:
+                        yield view
+                        if not view.running:
+                            return
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+
+def _view(run_id: str, records: dict[str, dict[str, Any]]) -> RunView | None:
+    run = records.get(f"{run_id}.run")
+    if run is None:
+        return None
+    prefix = f"{run_id}.prog."
+    programs = {k[len(prefix):]: v for k, v in records.items() if k.startswith(prefix)}
+    return build_view(run, programs)
