@@ -112,12 +112,24 @@ def test_evolve_view_orders_samples_and_traces_the_lineage() -> None:
 
 
 def test_evolve_view_draws_one_series_per_island() -> None:
-    run = {"run_id": "evo-2", "status": "done", "best_id": "b", "spec": {}}
-    programs = {"a": _prog("a", 1, 2.0, [], 1.0, island=0), "b": _prog("b", 1, 5.0, [], 2.0, island=1),
-                "c": _prog("c", 2, 3.0, ["a"], 3.0, island=0)}
-    view = build_view(run, programs)
-    assert {k: [s.n for s in v] for k, v in view.islands.items()} == {"0": [1, 3], "1": [2]}
-    assert [s.best for s in score_chart(view).series] == [3.0, 5.0] and not view.running
+    """Island runs (FunSearch-style records): samples numbered as asked, jobs still out are
+    not samples yet, an island's line is its recorded curve (a reset can lower it)."""
+    run = {"run_id": "evo-2", "status": "running", "best_id": "s3", "final_id": "", "asked": 5,
+           "spec": {"mode": "islands", "samples": 40}}
+    programs = {p["program_id"]: p for p in [
+        _prog("seed", 0, 1.0, [], 1.0), _prog("s1", 0, 2.0, ["seed"], 2.0, island=0, sample=1),
+        _prog("s2", 0, None, ["seed"], 2.1, island=1, sample=2), _prog("s3", 0, 5.0, ["seed"], 2.2, island=1, sample=3),
+        _prog("s4", 0, 3.0, ["s1"], 2.0, island=0, sample=4), _prog("s5", 0, None, ["s1"], 2.5, island=0, sample=5) | {"verdict": "asked"},
+    ]}
+    islands = {"evo-2.island.00": {"island": 0, "curve": [[1, 2.0], [4, 3.0]]},
+               "evo-2.island.01": {"island": 1, "curve": [[3, 5.0], [4, 2.0]]}}
+    view = build_view(run, programs, islands)
+    assert {k: [s.n for s in v] for k, v in view.islands.items()} == {
+        "seed & baselines": [0], "island 0": [1, 4], "island 1": [2, 3]}
+    assert (view.samples, view.asked, view.budget, view.best_id, view.generations_planned) == (5, 5, 40, "s3", None)
+    chart = score_chart(view)
+    assert [(s.island, s.best) for s in chart.series] == [("seed & baselines", 1.0), ("island 0", 3.0), ("island 1", 2.0)]
+    assert [len(s.failed) for s in chart.series] == [0, 0, 1] and view.running
 
 
 def test_waterfall_hides_create_spans_and_places_bars() -> None:
@@ -193,6 +205,8 @@ def test_write_console_accepts_only_its_own_page(make_client) -> None:
     assert r.status_code == 503 and "unreachable" in r.text
     r = client.post("/ui/tasks", data={"text": "hi", "kind": "poetry"}, headers={"hx-request": "true"})
     assert r.status_code == 400
+    r = client.post("/ui/tasks", data={"text": "  \n "}, headers={"hx-request": "true"})
+    assert r.status_code == 400 and "no text" in r.text
 
 
 def test_api_key_guards_the_console_with_a_cookie(make_client) -> None:

@@ -50,6 +50,7 @@ class AgentRow:
     restarts: int | None
     uptime: str  # coarse ("3 min"): the table changes only when something real does
     note: str = ""
+    waiting: int | None = None  # its JetStream queue: tasks/jobs no copy has taken yet
 
 
 def read_stack_record(state_dir: Path) -> dict[str, Any] | None:
@@ -73,9 +74,12 @@ def read_stack_record(state_dir: Path) -> dict[str, Any] | None:
 NOTE_KEYS = ("isolation", "url", "classifier", "embedder")
 
 
-def agent_rows(replies: list[HealthReply], record: dict[str, Any] | None) -> list[AgentRow]:
-    """One row per answering instance, in the supervisor's order of services, plus a
-    ``down`` row for each service the supervisor runs that did not answer."""
+def agent_rows(replies: list[HealthReply], record: dict[str, Any] | None,
+               waiting: dict[str, int] | None = None) -> list[AgentRow]:
+    """One row per answering instance, in the registry's order of services, plus a
+    ``down`` row for each service the supervisor runs that did not answer. ``waiting``:
+    work on the bus each service's copies have not taken yet (JetStream)."""
+    waiting = waiting or {}
     supervised: dict[str, Any] = (record or {}).get("services") or {}
     order = {name: i for i, name in enumerate([*[s.name for s in registry.SERVICES], *supervised])}
     rows: list[AgentRow] = []
@@ -90,6 +94,7 @@ def agent_rows(replies: list[HealthReply], record: dict[str, Any] | None) -> lis
             threads=r.threads, slots_busy=r.running, slots_total=int(slots) if slots else None,
             queue_depth=r.queue_depth, tokens_per_s=float(rate) if rate is not None else None,
             restarts=_restarts(supervised, r.service), uptime=uptime(d.get("uptime_s")), note=note,
+            waiting=waiting.get(r.service),
         ))
     answered = {r.service for r in replies}
     for name, sup in supervised.items():
@@ -99,6 +104,7 @@ def agent_rows(replies: list[HealthReply], record: dict[str, Any] | None) -> lis
                 service=name, instance="", pid=sup.get("pid"), state="down", model="", quant="",
                 cores=format_cpus(cpus) if cpus else "", threads=None, slots_busy=0, slots_total=None,
                 queue_depth=0, tokens_per_s=None, restarts=_restarts(supervised, name), uptime="",
+                waiting=waiting.get(name),
             ))
     return rows
 

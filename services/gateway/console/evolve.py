@@ -52,6 +52,9 @@ class RunView:
     islands: dict[str, list[Sample]] = field(default_factory=dict)
     lineage: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = 0.0
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # island -> (samples, best)
+    asked: int = 0  # island runs: candidates asked so far
+    budget: int | None = None  # island runs: the samples budget
 
     @property
     def samples(self) -> int:
@@ -69,27 +72,57 @@ def _float(v: Any) -> float | None:
         return None
 
 
-def build_view(run: dict[str, Any], programs: dict[str, dict[str, Any]]) -> RunView:
-    """A run's view from its head record and its program records (raw JSON objects)."""
+NOT_EVALUATED = frozenset({"asked", "pending"})  # island runs: a job out, or written and not yet scored
+
+
+def _island_name(p: dict[str, Any], has_islands: bool) -> str:
+    island = p.get("island")
+    if island is not None:
+        return f"island {island}"
+    return "seed & baselines" if has_islands else DEFAULT_ISLAND
+
+
+def build_view(run: dict[str, Any], programs: dict[str, dict[str, Any]],
+               island_records: dict[str, dict[str, Any]] | None = None) -> RunView:
+    """A run's view from its head record, its program records and (runs with islands) its
+    island records, all raw JSON objects.
+
+    Samples are the evaluated programs in the order they were asked for (``sample``, when
+    the run numbers them; else the order they were recorded); a program still out or not
+    yet scored is not a sample yet. An island's best-so-far line is its record's ``curve``
+    when it has one (resets and migrations move it), else the running best of its samples."""
     spec = run.get("spec") or {}
-    ordered = sorted(programs.values(), key=lambda p: (_float(p.get("created_at")) or 0.0, str(p.get("program_id"))))
+    evaluated = [p for p in programs.values() if p.get("verdict") not in NOT_EVALUATED]
+    numbered = any(int(p.get("sample") or 0) > 0 for p in evaluated)
+    has_islands = any(p.get("island") is not None for p in evaluated)
+    ordered = sorted(evaluated, key=lambda p: (int(p.get("sample") or 0), _float(p.get("created_at")) or 0.0,
+                                               str(p.get("program_id"))))
     islands: dict[str, list[Sample]] = {}
-    for n, p in enumerate(ordered, start=1):
-        island = str(p.get("island", DEFAULT_ISLAND) if p.get("island") is not None else DEFAULT_ISLAND)
-        islands.setdefault(island, []).append(Sample(
-            n=n, program_id=str(p.get("program_id", "")), island=island, generation=int(p.get("generation") or 0),
-            score=_float(p.get("score")), verdict=str(p.get("verdict", "")),
+    for i, p in enumerate(ordered, start=1):
+        name = _island_name(p, has_islands)
+        islands.setdefault(name, []).append(Sample(
+            n=int(p.get("sample") or 0) if numbered else i, program_id=str(p.get("program_id", "")), island=name,
+            generation=int(p.get("generation") or 0), score=_float(p.get("score")), verdict=str(p.get("verdict", "")),
         ))
-    best_id = str(run.get("best_id") or "")
+    curves = {}
+    for rec in (island_records or {}).values():
+        points = [(int(x), float(y)) for x, y in rec.get("curve") or [] if y is not None]
+        if rec.get("island") is not None and points:
+            curves[f"island {rec['island']}"] = points
+    best_id = str(run.get("final_id") or run.get("best_id") or "")
     error = run.get("error") or {}
+    budget = spec.get("samples")
     return RunView(
         run_id=str(run.get("run_id", "")), name=str(spec.get("name", "")), status=str(run.get("status", "")),
-        generation=int(run.get("generation") or 0), generations_planned=spec.get("generations"),
-        seed_score=_float(run.get("seed_score")), best_id=best_id, best_score=_float(run.get("best_score")),
+        generation=int(run.get("generation") or 0),
+        generations_planned=spec.get("generations") if spec.get("mode", "generations") == "generations" else None,
+        seed_score=_float(run.get("seed_score")), best_id=best_id,
+        best_score=_float((programs.get(best_id) or {}).get("score")) if run.get("final_id") else _float(run.get("best_score")),
         best_code=str((programs.get(best_id) or {}).get("code", "")),
         error=f"{error.get('code')}: {error.get('message')}" if isinstance(error, dict) and error else "",
-        islands=dict(sorted(islands.items())), lineage=lineage(programs, best_id),
-        updated_at=_float(run.get("updated_at")) or 0.0,
+        islands=dict(sorted(islands.items(), key=lambda kv: (not kv[0].startswith("seed"), kv[0]))),
+        lineage=lineage(programs, best_id), updated_at=_float(run.get("updated_at")) or 0.0,
+        curves=curves, asked=int(run.get("asked") or 0), budget=int(budget) if budget else None,
     )
 
 
@@ -192,6 +225,7 @@ def _view(run_id: str, records: dict[str, dict[str, Any]]) -> RunView | None:
     run = records.get(f"{run_id}.run")
     if run is None:
         return None
-    prefix = f"{run_id}.prog."
-    programs = {k[len(prefix):]: v for k, v in records.items() if k.startswith(prefix)}
-    return build_view(run, programs)
+    prog, isl = f"{run_id}.prog.", f"{run_id}.island."
+    programs = {k[len(prog):]: v for k, v in records.items() if k.startswith(prog)}
+    islands = {k: v for k, v in records.items() if k.startswith(isl)}
+    return build_view(run, programs, islands)

@@ -25,7 +25,7 @@ from services.gateway.console.data import (
     read_stack_record,
     summarize,
 )
-from shared import subjects
+from shared import registry, subjects
 from shared.contracts import HealthPing, HealthReply
 
 log = structlog.get_logger("gateway.console")
@@ -38,6 +38,11 @@ KEEP_TASKS = 500  # summaries kept in memory (the newest by submission)
 BACKLOG = 2_000  # KV updates replayed at start (about the last few hundred tasks)
 QUEUE = 256  # updates a slow page may lag behind before it misses some
 KV_STREAM = f"KV_{subjects.TASK_STATE_BUCKET}"
+# Service -> the JetStream consumer its copies share (what waits for them on the bus).
+QUEUES = {
+    "router": (subjects.TASKS_STREAM, subjects.ROUTER_TASKS_DURABLE),
+    **{svc.name: (subjects.JOBS_STREAM, svc.durable) for svc in registry.SERVICES if svc.agent is not None},
+}
 KV_PREFIX = f"$KV.{subjects.TASK_STATE_BUCKET}."
 
 
@@ -82,6 +87,7 @@ class AgentsFeed:
         self.render = render
         self.channel = Channel()
         self.replies: dict[str, tuple[HealthReply, float]] = {}
+        self.waiting: dict[str, int] = {}
         self.html = ""  # the last table drawn
 
     def on_reply(self, data: bytes) -> None:
@@ -95,7 +101,18 @@ class AgentsFeed:
         now = time.monotonic()
         fresh = [r for r, at in self.replies.values() if now - at < FORGET_S]
         self.replies = {r.instance: (r, at) for r, at in self.replies.values() if now - at < FORGET_S}
-        return agent_rows(fresh, read_stack_record(self.state_dir))
+        return agent_rows(fresh, read_stack_record(self.state_dir), self.waiting)
+
+    async def count_waiting(self, nc: nats.NATS) -> None:
+        """Work waiting in JetStream for each consuming service: tasks not yet taken by the
+        router, jobs not yet taken by an agent's copies (unknown when the bus says nothing)."""
+        js = nc.jetstream()
+        waiting: dict[str, int] = {}
+        for service, (stream, durable) in QUEUES.items():
+            with contextlib.suppress(Exception):
+                info = await js.consumer_info(stream, durable, timeout=0.5)
+                waiting[service] = int(info.num_pending or 0)
+        self.waiting = waiting
 
     async def run(self, nc: nats.NATS) -> None:
         inbox = nc.new_inbox()
@@ -113,7 +130,7 @@ class AgentsFeed:
                 started = time.monotonic()
                 with contextlib.suppress(Exception):  # the bus reconnecting: try again next round
                     await nc.publish(subjects.HEALTH_PING, ping, reply=inbox)
-                await asyncio.sleep(REPLY_WAIT_S)
+                await asyncio.gather(self.count_waiting(nc), asyncio.sleep(REPLY_WAIT_S))
                 html = self.render(self.snapshot())
                 if html != self.html:
                     self.html = html

@@ -75,12 +75,14 @@ async def _overview(request: Request) -> AsyncIterator[str]:
             if summary.task_id in listed:
                 yield sse("task", f'<div hx-swap-oob="outerHTML:#task-{summary.task_id}">{row}</div>')
                 continue
+            placeholder = not listed  # the list shows "no task yet": remove it
             listed.insert(0, summary.task_id)
             gone = listed[LIST_TASKS:]
             del listed[LIST_TASKS:]
             drop = "".join(f'<div id="task-{t}" hx-swap-oob="delete"></div>' for t in gone)
-            yield sse("task", f'<div hx-swap-oob="afterbegin:#task-list">{row}</div>{drop}'
-                              '<div id="no-tasks" hx-swap-oob="delete"></div>')
+            if placeholder:
+                drop += '<div id="no-tasks" hx-swap-oob="delete"></div>'
+            yield sse("task", f'<div hx-swap-oob="afterbegin:#task-list">{row}</div>{drop}')
 
 
 @router.get("/tasks/{task_id}")
