@@ -149,7 +149,7 @@ def scripted(args: argparse.Namespace) -> dict[str, Any]:
                 pages[0].screenshot(path=str(shots / "console-overview.png"))
                 pages[0].goto(f"{stack.console_url}/tasks/{with_pages['ids'][0]}")
                 pages[0].wait_for_selector("#trace .span-row")
-                pages[0].wait_for_function("!document.querySelector('#trace').hasAttribute('hx-get')")
+                pages[0].wait_for_function("() => !document.querySelector('#trace').hasAttribute('hx-get')")
                 pages[0].screenshot(path=str(shots / "console-task.png"), full_page=True)
             close_pages(pages)
             # Five task pages, each following one running task's token stream.
@@ -246,13 +246,13 @@ def real(args: argparse.Namespace) -> dict[str, Any]:
             page.wait_for_selector("#task-page")
             streamed = 0
             if page.locator("#tokens").count():
-                page.wait_for_function("document.querySelector('#tokens').textContent.length > 20"
+                page.wait_for_function("() => document.querySelector('#tokens').textContent.length > 20"
                                        " || document.querySelector('#result-status') !== null")
                 streamed = page.evaluate("document.querySelector('#tokens') ? document.querySelector('#tokens').textContent.length : 0")
             page.wait_for_selector("#result-status")
             status = page.inner_text("#result-status")
             page.wait_for_selector("#trace .span-row")
-            page.wait_for_function("!document.querySelector('#trace').hasAttribute('hx-get')")
+            page.wait_for_function("() => !document.querySelector('#trace').hasAttribute('hx-get')")
             services = sorted(set(page.locator("#trace .span-row").evaluate_all("rs => rs.map(r => r.dataset.service)")))
             if args.screenshots:
                 shots = Path(args.screenshots)

@@ -62,10 +62,8 @@ async def _overview(request: Request) -> AsyncIterator[str]:
         listed = [t.task_id for t in h.tasks.recent(LIST_TASKS)]
         rows = "".join(task_row_html(t) for t in h.tasks.recent(LIST_TASKS))
         yield sse("tasks", rows or render("no_tasks.html"))
-        while True:
-            try:
-                kind, item = await asyncio.wait_for(q.get(), KEEPALIVE_S)
-            except TimeoutError:
+        async for kind, item in _drain(q, lambda: hub(request)):
+            if kind == "keepalive":
                 yield ": keepalive\n\n"
                 continue
             if kind == "agents":
@@ -83,6 +81,27 @@ async def _overview(request: Request) -> AsyncIterator[str]:
             if placeholder:
                 drop += '<div id="no-tasks" hx-swap-oob="delete"></div>'
             yield sse("task", f'<div hx-swap-oob="afterbegin:#task-list">{row}</div>{drop}')
+
+
+async def _drain(q: asyncio.Queue[Any], on_idle: Any) -> AsyncIterator[tuple[str, Any]]:
+    """The queue's items, and ("keepalive", None) after each quiet KEEPALIVE_S (``on_idle``
+    runs then: the feeds start once the bus is up, even if no page loads meanwhile). One
+    getter stays pending across the waits, so no item is lost to a timeout."""
+    getter: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if getter is None:
+                getter = asyncio.ensure_future(q.get())
+            done, _ = await asyncio.wait({getter}, timeout=KEEPALIVE_S)
+            if not done:
+                on_idle()
+                yield "keepalive", None
+                continue
+            item, getter = getter.result(), None
+            yield item
+    finally:
+        if getter is not None:
+            getter.cancel()
 
 
 @router.get("/tasks/{task_id}")
