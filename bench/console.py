@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
 import json
 import os
+import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 from _common import emit, pct
 
@@ -52,27 +57,42 @@ def cpu_s(pid: int) -> float:
 
 
 async def connect(stack: ConsoleStack) -> nats.NATS:
-    creds = json.loads((stack.state / "credentials.json").read_text())
-    return await nats.connect(f"nats://127.0.0.1:{stack.nats_port}", user="cli", password=creds["cli"])
+    """The bus as the CLI reaches it (user "cli" when the stack runs with NATS auth)."""
+    url = f"nats://127.0.0.1:{stack.nats_port}"
+    try:
+        creds = json.loads((stack.state / "credentials.json").read_text())
+    except OSError:
+        return await nats.connect(url)
+    return await nats.connect(url, user="cli", password=creds["cli"])
 
 
-async def run_tasks(stack: ConsoleStack, n: int, *, on_submit: Any = None, text: str = "Write f().") -> tuple[list[str], dict[str, float]]:
-    """Publish ``n`` tasks at once; wait until the KV records each one final. Returns the
-    ids and each one's submit time (epoch ms, taken just before its publish)."""
+def in_thread(coro: Any) -> Any:
+    """Run a coroutine to its end in a thread of its own: Playwright's sync API holds this
+    thread's event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def submit(stack: ConsoleStack, ids: list[str], kinds: list[str]) -> dict[str, float]:
+    """Publish tasks with these ids as the CLI does; each one's epoch ms just before its publish."""
     nc = await connect(stack)
     js = nc.jetstream()
-    ids, sent = [], {}
-    for i in range(n):
-        task = TaskSubmit(task_id=new_id("t-"), kind="code" if i % 2 == 0 else "reason", text=text, timeout_s=300)
-        sent[task.task_id] = time.time() * 1000
+    sent = {}
+    for tid, kind in zip(ids, kinds, strict=True):
+        task = TaskSubmit(task_id=tid, kind=kind, text="Write f()." if kind == "code" else "Hello.", timeout_s=300)  # type: ignore[arg-type]
+        sent[tid] = time.time() * 1000
         await js.publish(subjects.TASK_SUBMIT, task.model_dump_json().encode(), stream=subjects.TASKS_STREAM,
-                         headers={"Nats-Msg-Id": task.task_id})
-        ids.append(task.task_id)
-    if on_submit is not None:
-        await asyncio.to_thread(on_submit, ids)
-    kv = await js.key_value(subjects.TASK_STATE_BUCKET)
+                         headers={"Nats-Msg-Id": tid})
+    await nc.close()
+    return sent
+
+
+async def wait_done(stack: ConsoleStack, ids: list[str], timeout_s: float = 300.0) -> None:
+    """Until the task-state KV records every task final."""
+    nc = await connect(stack)
+    kv = await nc.jetstream().key_value(subjects.TASK_STATE_BUCKET)
     pending = set(ids)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline:
         for tid in list(pending):
             try:
@@ -85,13 +105,54 @@ async def run_tasks(stack: ConsoleStack, n: int, *, on_submit: Any = None, text:
     await nc.close()
     if pending:
         raise RuntimeError(f"{len(pending)} tasks did not end")
-    return ids, sent
+
+
+class StreamClock:
+    """A plain HTTP client on the overview's event stream, noting when each task's row
+    arrives: submit -> here is the bus, the router and the gateway; here -> the page's DOM
+    is the browser."""
+
+    def __init__(self, url: str) -> None:
+        self.arrived: dict[str, float] = {}
+        self.url = url
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with httpx.stream("GET", f"{self.url}/sse/overview", timeout=None) as r:
+            for line in r.iter_lines():
+                for tid in re.findall(r'id="task-(t-[0-9a-f]+)"', line):
+                    self.arrived.setdefault(tid, time.time() * 1000)
+
+
+class KvClock:
+    """The baseline: a raw nats-py watcher of the task-state KV, noting when the router's
+    first record of each task arrives (the earliest any client can know of it)."""
+
+    def __init__(self, stack: ConsoleStack) -> None:
+        self.arrived: dict[str, float] = {}
+        self.stack = stack
+        threading.Thread(target=asyncio.run, args=(self._watch(),), daemon=True).start()
+
+    async def _watch(self) -> None:
+        nc = await connect(self.stack)
+        watcher = await (await nc.jetstream().key_value(subjects.TASK_STATE_BUCKET)).watchall()
+        while True:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                entry = await watcher.updates(timeout=60)
+                if entry is not None:
+                    self.arrived.setdefault(entry.key, time.time() * 1000)
 
 
 def phase(stack: ConsoleStack, pid: int, on_submit: Any = None) -> dict[str, Any]:
-    """8 tasks at once; the gateway's CPU seconds and the wall time they took."""
+    """8 tasks at once (code and reason alternating); the gateway's CPU seconds and the wall
+    time until all ended. ``on_submit(ids)`` runs right after they are published."""
+    ids = [new_id("t-") for _ in range(TASKS)]
+    kinds = ["code" if i % 2 == 0 else "reason" for i in range(TASKS)]
     c0, t0 = cpu_s(pid), time.monotonic()
-    ids, sent = asyncio.run(run_tasks(stack, TASKS, on_submit=on_submit))
+    sent = in_thread(submit(stack, ids, kinds))
+    if on_submit is not None:
+        on_submit(ids)
+    in_thread(wait_done(stack, ids))
     return {"gateway_cpu_s": round(cpu_s(pid) - c0, 3), "wall_s": round(time.monotonic() - t0, 2), "ids": ids, "sent": sent}
 
 
@@ -135,10 +196,20 @@ def scripted(args: argparse.Namespace) -> dict[str, Any]:
 
             # Latency: the pages watch for the rows before the tasks are even submitted.
             lat: list[float] = []
+            added: list[float] = []  # the raw KV watcher -> the row on the page (the console's own part)
+            streamed: list[float] = []  # submit -> the row's event at a plain HTTP client
+            clock, kv_clock = StreamClock(stack.console_url), KvClock(stack)
+            recorded: list[float] = []  # submit -> the raw KV watcher (the bus and the router)
+            time.sleep(1.0)
             for _ in range(args.rounds):
                 ids = [new_id("t-") for _ in range(TASKS)]
                 watch(ids)
-                sent = asyncio.run(submit_known(stack, ids))
+                sent = in_thread(submit(stack, ids, ["reason"] * TASKS))
+                time.sleep(3.0)  # every row is on every page by then, or it counts as missing
+                streamed += [clock.arrived[t] - sent[t] for t in ids if t in clock.arrived]
+                recorded += [kv_clock.arrived[t] - sent[t] for t in ids if t in kv_clock.arrived]
+                added += [seen_at - kv_clock.arrived[t] for page in pages
+                          for t, seen_at in page.evaluate("window.__seen").items() if t in kv_clock.arrived and t in ids]
                 for page in pages:
                     seen = page.evaluate("window.__seen")
                     lat += [seen[t] - sent[t] for t in ids if t in seen]
@@ -163,44 +234,31 @@ def scripted(args: argparse.Namespace) -> dict[str, Any]:
                     task_pages.append(page)
 
             with_task_pages = phase(stack, pid, on_submit=follow)
-            streamed = sum(1 for pg in task_pages if pg.locator("#result-status").count())
+            finished_pages = sum(1 for pg in task_pages if pg.locator("#result-status").count())
             close_pages(task_pages)
             browser.close()
         missing = TASKS * PAGES * args.rounds - len(lat)
-        added = with_pages["gateway_cpu_s"] - baseline["gateway_cpu_s"]
+        extra_cpu = with_pages["gateway_cpu_s"] - baseline["gateway_cpu_s"]
         return {
             "bench": "console", "mode": "scripted", "pages": PAGES, "tasks": TASKS, "rounds": args.rounds,
             "submit_to_visible_ms": {"p50": round(pct(lat, 50)), "p95": round(pct(lat, 95)), "max": round(max(lat)),
                                      "n": len(lat), "missing": missing},
+            "submit_to_kv_watcher_ms": {"p50": round(pct(recorded, 50)), "p95": round(pct(recorded, 95)), "n": len(recorded)},
+            "submit_to_event_stream_ms": {"p50": round(pct(streamed, 50)), "p95": round(pct(streamed, 95)), "n": len(streamed)},
+            "console_added_ms": {"p50": round(pct(added, 50)), "p95": round(pct(added, 95)), "n": len(added)},
             "goal_visible_p95_ms": 1000, "goal_met": bool(lat) and pct(lat, 95) < 1000 and missing == 0,
             "gateway_cpu_s": {"no_console": baseline["gateway_cpu_s"], "overview_pages": with_pages["gateway_cpu_s"],
                               "task_pages": with_task_pages["gateway_cpu_s"]},
             "wall_s": {"no_console": baseline["wall_s"], "overview_pages": with_pages["wall_s"],
                        "task_pages": with_task_pages["wall_s"]},
-            "console_cpu_share_of_a_core": round(added / with_pages["wall_s"], 4),
+            "console_cpu_share_of_a_core": round(extra_cpu / with_pages["wall_s"], 4),
             "task_pages_cpu_share_of_a_core": round((with_task_pages["gateway_cpu_s"] - baseline["gateway_cpu_s"])
                                                     / with_task_pages["wall_s"], 4),
-            "task_pages_with_result": streamed,
+            "task_pages_with_result": finished_pages,
             "load": os.getloadavg()[0],
         }
     finally:
         stack.down()
-
-
-async def submit_known(stack: ConsoleStack, ids: list[str]) -> dict[str, float]:
-    """Publish tasks with these ids (epoch ms of each publish), then give the pages a few
-    seconds: a row not shown by then counts as missing."""
-    nc = await connect(stack)
-    js = nc.jetstream()
-    sent = {}
-    for tid in ids:
-        task = TaskSubmit(task_id=tid, kind="reason", text="Hello.", timeout_s=300)
-        sent[tid] = time.time() * 1000
-        await js.publish(subjects.TASK_SUBMIT, task.model_dump_json().encode(), stream=subjects.TASKS_STREAM,
-                         headers={"Nats-Msg-Id": tid})
-    await asyncio.sleep(3.0)
-    await nc.close()
-    return sent
 
 
 def real(args: argparse.Namespace) -> dict[str, Any]:

@@ -184,8 +184,11 @@ class TasksFeed:
         start = max(1, last - BACKLOG + 1)
 
         async def cb(msg: Any) -> None:
-            op = (msg.headers or {}).get("KV-Operation", "")
-            summary = self.apply(msg.subject.removeprefix(KV_PREFIX), msg.data, op in ("DEL", "PURGE"))
+            headers = msg.headers or {}
+            # A delete, a purge, or (nats-server 2.11+) a marker the server left when it
+            # expired the key: the task is gone either way.
+            gone = headers.get("KV-Operation", "") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
+            summary = self.apply(msg.subject.removeprefix(KV_PREFIX), msg.data, gone)
             meta = msg.metadata
             if not self.loaded.is_set() and meta.sequence.stream >= last:
                 self.loaded.set()
