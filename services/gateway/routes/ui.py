@@ -44,7 +44,8 @@ from shared.errors import SyndicateError
 tracer = trace.get_tracer("syndicate.gateway")
 STATIC_FILES = {p.name for p in STATIC.iterdir() if p.is_file()}
 LIST_TASKS = 50  # tasks the overview lists (newest first)
-TRACE_SETTLE_S = 3.0  # after a task ends, its last spans reach the store within this
+TRACE_SETTLE_S = 3.0
+RECORD_WAIT_S = 3.0  # how long a task's page waits for the router's record of a task just submitted  # after a task ends, its last spans reach the store within this
 
 
 @contextlib.asynccontextmanager
@@ -84,11 +85,25 @@ async def overview(request: Request, gw: GatewayDep, access: ConsoleAccess) -> H
 
 @router.get("/tasks/{task_id}")
 async def task_page(task_id: str, gw: GatewayDep, access: ConsoleAccess) -> HTMLResponse:
-    state = await gw.bridge.client.state(task_id) if gw.bridge.nc is not None else None
+    state = await recorded_state(gw, task_id)
     if state is None:
         return page(render("missing.html", **base_ctx(gw, access, "tasks"), what=f"task {task_id}",
                            why="unknown, past its retention, or the bus is unreachable"), 404)
     return page(render("task.html", **base_ctx(gw, access, "tasks"), **task_ctx(gw, state)))
+
+
+async def recorded_state(gw: Gateway, task_id: str) -> TaskState | None:
+    """The task's record; a task submitted a moment ago (from this page, the CLI, ...) is
+    waited for a little, until the router has recorded it."""
+    if gw.bridge.nc is None:
+        return None
+    state = await gw.bridge.client.state(task_id)
+    for _ in range(int(RECORD_WAIT_S / 0.1)):  # polled: the KV write is the router's, not ours
+        if state is not None:
+            break
+        await asyncio.sleep(0.1)
+        state = await gw.bridge.client.state(task_id)
+    return state
 
 
 def task_ctx(gw: Gateway, state: TaskState) -> dict[str, object]:

@@ -146,6 +146,9 @@ async def _task(gw: Gateway, task_id: str) -> AsyncIterator[str]:
                     step = event.step
                     buffered.append(f'<span class="step">[{tokens_html(step)}]</span>&#10;')
                 buffered.append(tokens_html(event.text))
+                if time.monotonic() - flushed_at >= TOKEN_FLUSH_S:  # a steady stream never goes quiet
+                    yield sse("tokens", "".join(buffered))
+                    buffered, flushed_at = [], time.monotonic()
                 continue
             if buffered:
                 yield sse("tokens", "".join(buffered))
