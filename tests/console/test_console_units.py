@@ -21,7 +21,7 @@ from services.gateway.console.data import (
     summarize,
 )
 from services.gateway.console.evolve import build_view
-from services.gateway.console.render import STATIC, score_chart, tokens_html, waterfall_bars
+from services.gateway.console.render import STATIC, render, score_chart, tokens_html, waterfall_bars
 from services.gateway.main import create_gateway
 from services.gateway.routes.ui_access import COOKIE, cookie_value
 from services.gateway.routes.ui_stream import sse
@@ -130,6 +130,8 @@ def test_evolve_view_draws_one_series_per_island() -> None:
     chart = score_chart(view)
     assert [(s.island, s.best) for s in chart.series] == [("seed & baselines", 1.0), ("island 0", 3.0), ("island 1", 2.0)]
     assert [len(s.failed) for s in chart.series] == [0, 0, 1] and view.running
+    html = render("evolve_panel.html", view=view, chart=chart)
+    assert 'data-dots="4"' in html and "island 1" in html and "5 asked of 40" in html
 
 
 def test_waterfall_hides_create_spans_and_places_bars() -> None:

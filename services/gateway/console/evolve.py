@@ -55,6 +55,12 @@ class RunView:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # island -> (samples, best)
     asked: int = 0  # island runs: candidates asked so far
     budget: int | None = None  # island runs: the samples budget
+    phase: str = ""  # island runs: seeding, evolving, finishing, ended
+    answered: int = 0
+    valid: int = 0  # of the answered, how many ran and earned a first-stage score
+    minutes: float | None = None  # island runs: the active-minutes budget
+    active_min: float = 0.0
+    final_validation: float | None = None
 
     @property
     def samples(self) -> int:
@@ -123,6 +129,10 @@ def build_view(run: dict[str, Any], programs: dict[str, dict[str, Any]],
         islands=dict(sorted(islands.items(), key=lambda kv: (not kv[0].startswith("seed"), kv[0]))),
         lineage=lineage(programs, best_id), updated_at=_float(run.get("updated_at")) or 0.0,
         curves=curves, asked=int(run.get("asked") or 0), budget=int(budget) if budget else None,
+        phase=str(run.get("phase") or "") if spec.get("mode") == "islands" else "",
+        answered=int(run.get("answered") or 0), valid=int(run.get("valid") or 0),
+        minutes=_float(spec.get("minutes")), active_min=(_float(run.get("active_s")) or 0.0) / 60,
+        final_validation=_float(run.get("final_validation")),
     )
 
 
