@@ -11,10 +11,15 @@ stable ``code`` that travels in ErrorReply / TaskResult.error.
     │   └── Undeliverable         a message exhausted its redeliveries        (undeliverable)
     ├── Overloaded                admission refused: too many active tasks   (overloaded)
     ├── NotAllowed                outside what the operator allows (a path)  (not_allowed)
+    ├── NotFound                  no such task or thread (or past retention)  (not_found)
+    ├── WrongState                not now: a review of a task not waiting     (wrong_state)
+    │                             for one, a follow-up of a running task
+    ├── ReviewRejected            the reviewer rejected the task's answer    (review_rejected)
     ├── EngineError               llama.cpp generation failed                (engine_error)
     │   ├── QueueFull             the model's bounded queue is full          (queue_full)
     │   ├── DeadlineExceeded      a request passed its deadline              (timeout)
-    │   └── Cancelled             the task was cancelled                     (cancelled)
+    │   ├── Cancelled             the task was cancelled                     (cancelled)
+    │   └── ToolCallInvalid       a required tool call the model wrote is broken (tool_call_invalid)
     ├── SandboxError              code-sandbox could not run the program     (sandbox_error)
     │   └── IsolationUnavailable  no isolation tier available on this host   (isolation_unavailable)
     ├── RetrievalError            ingest/search failed                       (retrieval_error)
@@ -83,6 +88,25 @@ class NotAllowed(SyndicateError):
     code = "not_allowed"
 
 
+class NotFound(SyndicateError):
+    """No task or thread by that id (unknown, or past the retention period)."""
+
+    code = "not_found"
+
+
+class WrongState(SyndicateError):
+    """The task is not in a state that allows this: a review decision for a task that does
+    not wait for one, a follow-up of a task that has not ended."""
+
+    code = "wrong_state"
+
+
+class ReviewRejected(SyndicateError):
+    """A person reviewing the task rejected its answer (the task ends ``rejected``)."""
+
+    code = "review_rejected"
+
+
 class EngineError(SyndicateError):
     code = "engine_error"
 
@@ -97,6 +121,13 @@ class DeadlineExceeded(EngineError):
 
 class Cancelled(EngineError):
     code = "cancelled"
+
+
+class ToolCallInvalid(EngineError):
+    """The model was required to call a tool (tool_choice required or a named function)
+    and what it wrote does not parse or does not match the tool's schema."""
+
+    code = "tool_call_invalid"
 
 
 class SandboxError(SyndicateError):
@@ -126,8 +157,9 @@ class RemoteError(SyndicateError):
 _BY_CODE: dict[str, type[SyndicateError]] = {
     cls.code: cls
     for cls in (
-        InvalidPayload, ConfigError, ModelUnavailable, SuiteError, DoesNotFit, BusError, Undeliverable, Overloaded, NotAllowed, EngineError, QueueFull,
-        DeadlineExceeded, Cancelled, SandboxError, IsolationUnavailable, RetrievalError,
+        InvalidPayload, ConfigError, ModelUnavailable, SuiteError, DoesNotFit, BusError, Undeliverable, Overloaded,
+        NotAllowed, NotFound, WrongState, ReviewRejected, EngineError, QueueFull,
+        DeadlineExceeded, Cancelled, ToolCallInvalid, SandboxError, IsolationUnavailable, RetrievalError,
         CollectionMismatch,
     )
 }
@@ -144,5 +176,6 @@ def error_from_code(code: str, message: str, detail: dict | None = None) -> Synd
 __all__ = [
     "BusError", "Cancelled", "CollectionMismatch", "ConfigError", "DeadlineExceeded", "DoesNotFit",
     "EngineError", "InvalidPayload", "IsolationUnavailable", "ModelUnavailable", "NotAllowed", "Overloaded", "QueueFull",
-    "RemoteError", "RetrievalError", "SandboxError", "SuiteError", "SyndicateError", "Undeliverable", "error_from_code",
+    "RemoteError", "RetrievalError", "SandboxError", "SuiteError", "SyndicateError", "ToolCallInvalid", "Undeliverable",
+    "error_from_code",
 ]

@@ -168,7 +168,8 @@ def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[Services]:
     svc.stop()
 
 
-def write_script(path: Path, replies: list[str]) -> str:
-    """A reply script for SYNDICATE_ENGINE_SCRIPT (scripted engine in a real service process)."""
+def write_script(path: Path, replies: list[str] | list[dict[str, str]]) -> str:
+    """A reply script for SYNDICATE_ENGINE_SCRIPT (scripted engine in a real service process):
+    replies in order, or {"when", "reply"} rules (shared/llm/factory.py)."""
     path.write_text(json.dumps(replies))
     return str(path)

@@ -16,11 +16,12 @@ from services.gateway.routes import (
     mcp,
     models,
     observability,
+    tasks,
     ui,
     ui_stream,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
-    models.router, completions.router, embeddings.router, observability.router, mcp.router, a2a.router,
+    models.router, completions.router, embeddings.router, observability.router, mcp.router, a2a.router, tasks.router,
     ui.router, ui_stream.router,
 )
