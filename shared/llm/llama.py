@@ -82,8 +82,8 @@ from opentelemetry import trace
 from shared.errors import Cancelled, DeadlineExceeded, EngineError, ModelUnavailable, QueueFull
 from shared.llm.base import GenerationRequest, GenerationResult, TokenCallback
 from shared.llm.config import EngineConfig
-from shared.llm.gguf_meta import quant_name
 from shared.llm.context import ModelContext, import_llama_cpp, pin_process
+from shared.llm.gguf_meta import quant_name
 from shared.llm.prompt import PromptRenderer
 from shared.llm.queue import RequestQueue, Ticket, relay
 from shared.llm.sampling import Sampling
