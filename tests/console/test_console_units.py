@@ -112,26 +112,29 @@ def test_evolve_view_orders_samples_and_traces_the_lineage() -> None:
 
 
 def test_evolve_view_draws_one_series_per_island() -> None:
-    """Island runs (FunSearch-style records): samples numbered as asked, jobs still out are
-    not samples yet, an island's line is its recorded curve (a reset can lower it)."""
+    """Island runs (FunSearch-style records): samples in the order they were evaluated,
+    jobs still out are not samples yet, each island its own series."""
     run = {"run_id": "evo-2", "status": "running", "best_id": "s3", "final_id": "", "asked": 5,
            "spec": {"mode": "islands", "samples": 40}}
     programs = {p["program_id"]: p for p in [
-        _prog("seed", 0, 1.0, [], 1.0), _prog("s1", 0, 2.0, ["seed"], 2.0, island=0, sample=1),
-        _prog("s2", 0, None, ["seed"], 2.1, island=1, sample=2), _prog("s3", 0, 5.0, ["seed"], 2.2, island=1, sample=3),
-        _prog("s4", 0, 3.0, ["s1"], 2.0, island=0, sample=4), _prog("s5", 0, None, ["s1"], 2.5, island=0, sample=5) | {"verdict": "asked"},
+        _prog("seed", 0, 1.0, [], 1.0), _prog("s1", 0, 2.0, ["seed"], 2.0, island=0, sample=1, finished_at=3.0),
+        _prog("s2", 0, None, ["seed"], 2.1, island=1, sample=2, finished_at=5.0),
+        _prog("s3", 0, 5.0, ["seed"], 2.2, island=1, sample=3, finished_at=4.0),
+        _prog("s4", 0, 3.0, ["s1"], 2.3, island=0, sample=4, finished_at=6.0),
+        _prog("s5", 0, None, ["s1"], 2.5, island=0, sample=5) | {"verdict": "asked"},
     ]}
-    islands = {"evo-2.island.00": {"island": 0, "curve": [[1, 2.0], [4, 3.0]]},
-               "evo-2.island.01": {"island": 1, "curve": [[3, 5.0], [4, 2.0]]}}
+    islands = {"evo-2.island.00": {"island": 0, "epoch": 0}, "evo-2.island.01": {"island": 1, "epoch": 2}}
     view = build_view(run, programs, islands)
-    assert {k: [s.n for s in v] for k, v in view.islands.items()} == {
-        "seed & baselines": [0], "island 0": [1, 4], "island 1": [2, 3]}
+    assert {k: [s.program_id for s in v] for k, v in view.islands.items()} == {
+        "seed & baselines": ["seed"], "island 0": ["s1", "s4"], "island 1": ["s3", "s2"]}
+    assert [s.n for s in view.islands["island 1"]] == [3, 4]
     assert (view.samples, view.asked, view.budget, view.best_id, view.generations_planned) == (5, 5, 40, "s3", None)
     chart = score_chart(view)
-    assert [(s.island, s.best) for s in chart.series] == [("seed & baselines", 1.0), ("island 0", 3.0), ("island 1", 2.0)]
+    assert [(s.island, s.best, s.resets) for s in chart.series] == [
+        ("seed & baselines", 1.0, 0), ("island 0", 3.0, 0), ("island 1", 5.0, 2)]
     assert [len(s.failed) for s in chart.series] == [0, 0, 1] and view.running
     html = render("evolve_panel.html", view=view, chart=chart)
-    assert 'data-dots="4"' in html and "island 1" in html and "5 asked of 40" in html
+    assert 'data-dots="4"' in html and "island 1: best 5.000 (2 resets)" in html and "5 asked of 40" in html
 
 
 def test_waterfall_hides_create_spans_and_places_bars() -> None:

@@ -52,7 +52,7 @@ class RunView:
     islands: dict[str, list[Sample]] = field(default_factory=dict)
     lineage: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = 0.0
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # island -> (samples, best)
+    resets: dict[str, int] = field(default_factory=dict)  # island -> times it was restarted
     asked: int = 0  # island runs: candidates asked so far
     budget: int | None = None  # island runs: the samples budget
     phase: str = ""  # island runs: seeding, evolving, finishing, ended
@@ -93,28 +93,24 @@ def build_view(run: dict[str, Any], programs: dict[str, dict[str, Any]],
     """A run's view from its head record, its program records and (runs with islands) its
     island records, all raw JSON objects.
 
-    Samples are the evaluated programs in the order they were asked for (``sample``, when
-    the run numbers them; else the order they were recorded); a program still out or not
-    yet scored is not a sample yet. An island's best-so-far line is its record's ``curve``
-    when it has one (resets and migrations move it), else the running best of its samples."""
+    Samples are the evaluated programs in the order they were evaluated (finished, else
+    recorded), so the chart grows to the right as results come in; a program still out or
+    not yet scored is not a sample yet. An island's line is the running best of its own
+    samples; its record adds how often it was reset (FunSearch restarts weak islands)."""
     spec = run.get("spec") or {}
     evaluated = [p for p in programs.values() if p.get("verdict") not in NOT_EVALUATED]
-    numbered = any(int(p.get("sample") or 0) > 0 for p in evaluated)
     has_islands = any(p.get("island") is not None for p in evaluated)
-    ordered = sorted(evaluated, key=lambda p: (int(p.get("sample") or 0), _float(p.get("created_at")) or 0.0,
-                                               str(p.get("program_id"))))
+    ordered = sorted(evaluated, key=lambda p: (_float(p.get("finished_at")) or _float(p.get("created_at")) or 0.0,
+                                               int(p.get("sample") or 0), str(p.get("program_id"))))
     islands: dict[str, list[Sample]] = {}
     for i, p in enumerate(ordered, start=1):
         name = _island_name(p, has_islands)
         islands.setdefault(name, []).append(Sample(
-            n=int(p.get("sample") or 0) if numbered else i, program_id=str(p.get("program_id", "")), island=name,
+            n=i, program_id=str(p.get("program_id", "")), island=name,
             generation=int(p.get("generation") or 0), score=_float(p.get("score")), verdict=str(p.get("verdict", "")),
         ))
-    curves = {}
-    for rec in (island_records or {}).values():
-        points = [(int(x), float(y)) for x, y in rec.get("curve") or [] if y is not None]
-        if rec.get("island") is not None and points:
-            curves[f"island {rec['island']}"] = points
+    resets = {f"island {rec['island']}": int(rec.get("epoch") or 0)
+              for rec in (island_records or {}).values() if rec.get("island") is not None}
     best_id = str(run.get("final_id") or run.get("best_id") or "")
     error = run.get("error") or {}
     budget = spec.get("samples")
@@ -128,7 +124,7 @@ def build_view(run: dict[str, Any], programs: dict[str, dict[str, Any]],
         error=f"{error.get('code')}: {error.get('message')}" if isinstance(error, dict) and error else "",
         islands=dict(sorted(islands.items(), key=lambda kv: (not kv[0].startswith("seed"), kv[0]))),
         lineage=lineage(programs, best_id), updated_at=_float(run.get("updated_at")) or 0.0,
-        curves=curves, asked=int(run.get("asked") or 0), budget=int(budget) if budget else None,
+        resets=resets, asked=int(run.get("asked") or 0), budget=int(budget) if budget else None,
         phase=str(run.get("phase") or "") if spec.get("mode") == "islands" else "",
         answered=int(run.get("answered") or 0), valid=int(run.get("valid") or 0),
         minutes=_float(spec.get("minutes")), active_min=(_float(run.get("active_s")) or 0.0) / 60,
@@ -143,7 +139,8 @@ def lineage(programs: dict[str, dict[str, Any]], best_id: str) -> list[dict[str,
     pid: str | None = best_id
     while pid and pid in programs and all(c["program_id"] != pid for c in chain):
         p = programs[pid]
-        chain.append({"program_id": pid, "generation": p.get("generation"), "score": _float(p.get("score")),
+        chain.append({"program_id": pid, "generation": p.get("generation"), "sample": int(p.get("sample") or 0),
+                      "island": p.get("island"), "score": _float(p.get("score")),
                       "verdict": p.get("verdict", ""), "parents": list(p.get("parents") or [])})
         pid = chain[-1]["parents"][0] if chain[-1]["parents"] else None
     return chain

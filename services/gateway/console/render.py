@@ -90,6 +90,7 @@ class Series:
     line: str  # SVG polyline points
     failed: list[float]  # x of samples without a score
     best: float | None
+    resets: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,56 +119,44 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def score_chart(view: RunView, width: int = 720, height: int = 300) -> Chart:
     """Score against samples, one series per island (x: the sample's place in the run's
-    order, so islands share the axis); an island's line is its recorded curve when the run
-    keeps one, else the running best of its dots."""
+    order of evaluation, so islands share the axis): a dot per scored program, a tick for
+    one without a score, the island's running best as a step line."""
     left, right, top, bottom = 56, 12, 12, 34
     samples = [s for ss in view.islands.values() for s in ss]
     scores = [s.score for s in samples if s.score is not None]
-    scores += [y for curve in view.curves.values() for _, y in curve]
-    xs = [s.n for s in samples] + [x for curve in view.curves.values() for x, _ in curve]
-    first, last = min(xs, default=1), max(xs, default=1)
+    n = max((s.n for s in samples), default=1)
     lo, hi = min(scores, default=0.0), max(scores, default=1.0)
     if hi == lo:
         lo, hi = lo - 1.0, hi + 1.0
     pad = (hi - lo) * 0.08
     lo, hi = lo - pad, hi + pad
     plot_w, plot_h = width - left - right, height - top - bottom
-    span = last - first + 1
 
     def x(i: float) -> float:
-        return round(left + (i - first + 0.5) / span * plot_w, 1)
+        return round(left + (i - 0.5) / n * plot_w, 1)
 
     def y(v: float) -> float:
         return round(top + (hi - v) / (hi - lo) * plot_h, 1)
 
-    def steps(points: list[tuple[float, float]]) -> str:
-        out: list[str] = []
-        for k, (px, py) in enumerate(points):
-            if k:
-                out.append(f"{x(px)},{y(points[k - 1][1])}")
-            out.append(f"{x(px)},{y(py)}")
-        if points:
-            out.append(f"{x(last + 0.5)},{y(points[-1][1])}")
-        return " ".join(out)
-
-    names = list(dict.fromkeys([*view.islands, *view.curves]))
     series = []
-    for k, island in enumerate(names):
-        dots, failed, running = [], [], []
+    for k, (island, members) in enumerate(view.islands.items()):
+        dots, failed, line = [], [], []
         best: float | None = None
-        for s in view.islands.get(island, []):
+        for s in members:
             if s.score is None:
                 failed.append(x(s.n))
                 continue
             dots.append((x(s.n), y(s.score), f"{s.program_id} · sample {s.n} · score {s.score:g}"))
             if best is None or s.score > best:
+                if best is not None:
+                    line.append(f"{x(s.n)},{y(best)}")
                 best = s.score
-                running.append((float(s.n), s.score))
-        curve = [(float(a), b) for a, b in view.curves.get(island, [])]
-        if curve:
-            best = curve[-1][1]
-        series.append(Series(island, PALETTE[k % len(PALETTE)], dots, steps(curve or running), failed, best))
-    x_ticks = [(x(v), f"{v:g}") for v in _ticks(first, last, 6) if first <= v <= last and v == int(v)]
+                line.append(f"{x(s.n)},{y(best)}")
+        if best is not None:
+            line.append(f"{x(n + 0.5)},{y(best)}")
+        series.append(Series(island, PALETTE[k % len(PALETTE)], dots, " ".join(line), failed, best,
+                             view.resets.get(island, 0)))
+    x_ticks = [(x(v), f"{v:g}") for v in _ticks(1, n, 6) if 1 <= v <= n and v == int(v)]
     y_ticks = [(y(v), f"{v:g}") for v in _ticks(lo, hi, 5) if lo <= v <= hi]
     return Chart(width, height, left, height - bottom, series, x_ticks, y_ticks)
 
