@@ -168,16 +168,6 @@ class TaskClient:
             raise
         return follow
 
-    async def attach(self, task: TaskSubmit, *, grace_s: float = GRACE_S) -> TaskFollow:
-        """Follow a task submitted earlier, by anyone (``task`` as its state records it): its
-        events from now on, its result from the KV when they go quiet. A task that ended
-        just before shows up at the first KV read."""
-        follow = TaskFollow(self, task, grace_s)
-        left = max(0.0, task.submitted_at + task.timeout_s - time.time())
-        follow.deadline = time.monotonic() + left + grace_s
-        follow._sub = await self.broker.connection.subscribe(subjects.task_events(task.task_id), cb=follow._on_event)
-        return follow
-
     async def run(self, task: TaskSubmit, *, grace_s: float = GRACE_S) -> TaskResult:
         """Submit ``task`` and wait for its result."""
         follow = await self.submit(task, grace_s=grace_s)

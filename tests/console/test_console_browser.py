@@ -142,6 +142,22 @@ def test_submit_and_cancel_from_the_page(stack: ConsoleStack, page: Any) -> None
     assert page.locator(f"#task-{task_id}").get_attribute("data-status") in ("cancelled", "done")
 
 
+def test_review_from_the_page(stack: ConsoleStack, page: Any) -> None:
+    """A task submitted for review stops with its proposed result; approving it on the page
+    ends it done (docs/threads.md)."""
+    page.goto(stack.console_url)
+    page.fill("#task-text", "Write f() returning a small number, and let me check it first.")
+    page.select_option("#task-kind", "code")
+    page.check("#task-review")
+    page.click("#submit-button")
+    page.wait_for_url(re.compile(r".*/ui/tasks/t-[0-9a-f]+$"))
+    page.wait_for_selector("#review-form")
+    assert page.inner_text("#status-badge") == "input_required" and "def f" in page.inner_text("#code")
+    page.click("#review-button")  # approve is the default decision
+    page.wait_for_selector("#result-status")
+    assert page.inner_text("#result-status") == "done"
+
+
 def test_an_evolution_runs_curve_grows(stack: ConsoleStack, page: Any, tmp_path: Path) -> None:
     run_id = stack.cli("evolve", str(spec(tmp_path)), "--detach").stdout.strip().splitlines()[-1]
     assert run_id.startswith("evo-")

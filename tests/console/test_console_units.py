@@ -84,6 +84,8 @@ def test_task_summary_reads_any_state_record() -> None:
     raw = json.loads(state.model_dump_json()) | {"status": "input_required", "thread": {"id": "th-1"}}
     assert summarize(json.dumps(raw)).status == "input_required"  # type: ignore[union-attr]
     assert summarize(b"not json") is None and summarize(b'{"task": 1}') is None
+    done = json.loads(state.model_dump_json()) | {"status": "done", "result": {"unverified": True, "status": "done"}}
+    assert summarize(json.dumps(done)).unverified  # type: ignore[union-attr]
 
 
 def _prog(pid: str, gen: int, score: float | None, parents: list[str], at: float, **extra) -> dict:
@@ -212,6 +214,12 @@ def test_write_console_accepts_only_its_own_page(make_client) -> None:
     assert r.status_code == 400
     r = client.post("/ui/tasks", data={"text": "  \n "}, headers={"hx-request": "true"})
     assert r.status_code == 400 and "no text" in r.text
+    r = client.post("/ui/tasks/t-1/review", data={"decision": "maybe"}, headers={"hx-request": "true"})
+    assert r.status_code == 400
+    r = client.post("/ui/tasks/t-1/review", data={"decision": "approve"}, headers={"hx-request": "true"})
+    assert r.status_code == 503
+    assert make_client().post("/ui/tasks/t-1/review", data={"decision": "approve"},
+                              headers={"hx-request": "true"}).status_code == 403  # read-only
 
 
 def test_api_key_guards_the_console_with_a_cookie(make_client) -> None:

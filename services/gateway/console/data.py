@@ -135,6 +135,7 @@ class TaskSummary:
     updated_at: float
     trace_id: str = ""
     error: str = ""
+    unverified: bool = False  # done, but no check the task stated stands behind the answer
 
     @property
     def final(self) -> bool:
@@ -155,6 +156,7 @@ def summarize(raw: bytes | str) -> TaskSummary | None:
             agents=[str(a) for a in agents], text=text[:TEXT_PREVIEW] + ("…" if len(text) > TEXT_PREVIEW else ""),
             submitted_at=float(task.get("submitted_at") or 0.0), updated_at=float(state.get("updated_at") or 0.0),
             trace_id=str(state.get("trace_id") or ""), error=str(error or ""),
+            unverified=bool(result.get("unverified")) if isinstance(result, dict) else False,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -108,6 +108,7 @@ async def recorded_state(gw: Gateway, task_id: str) -> TaskState | None:
 
 def task_ctx(gw: Gateway, state: TaskState) -> dict[str, object]:
     return {"state": state, "task": state.task, "result": state.result, "final": state.status in FINAL_STATUSES,
+            "proposed": state.status == "input_required" and state.result is not None,
             "jaeger": jaeger_link(gw, state.trace_id)}
 
 
@@ -134,13 +135,14 @@ async def task_trace(task_id: str, gw: GatewayDep, access: ConsoleAccess) -> HTM
 @router.post("/tasks")
 async def submit(
     gw: GatewayDep, access: ConsoleWriter, text: Annotated[str, Form()], kind: Annotated[str, Form()] = "auto",
+    review: Annotated[bool, Form()] = False,
 ) -> Response:
     """Submit a task from the page; the answer sends the browser to the task's page."""
     agent = kind.removeprefix("agent:") if kind.startswith("agent:") else None
     if not text.strip():
         return page("<span class=error>the task has no text</span>", 400)
     try:
-        task = TaskSubmit(text=text, kind="auto" if agent else kind, agent=agent,  # type: ignore[arg-type]
+        task = TaskSubmit(text=text, kind="auto" if agent else kind, agent=agent, review=review,  # type: ignore[arg-type]
                           timeout_s=gw.settings.gateway_request_timeout_s)
     except ValidationError as exc:
         return page(f"<span class=error>{_escape(to_error_info(exc).message)}</span>", 400)
@@ -162,6 +164,24 @@ async def cancel(task_id: str, gw: GatewayDep, access: ConsoleWriter) -> HTMLRes
         return page("<p class=error>the bus is unreachable</p>", 503)
     await gw.bridge.client.cancel(task_id, "cancelled from the console")
     return page("<span class=muted>cancel sent</span>")
+
+
+@router.post("/tasks/{task_id}/review")
+async def review(
+    task_id: str, gw: GatewayDep, access: ConsoleWriter, decision: Annotated[str, Form()],
+    feedback: Annotated[str, Form()] = "",
+) -> HTMLResponse:
+    """A person's decision on a task waiting for review (docs/threads.md); the task's page
+    follows it to its next pause or its end."""
+    if decision not in ("approve", "revise", "reject"):
+        return page("<span class=error>decide approve, revise or reject</span>", 400)
+    if gw.bridge.nc is None:
+        return page("<span class=error>the bus is unreachable</span>", 503)
+    try:
+        await gw.bridge.client.review(task_id, decision, feedback, reviewer="console")
+    except SyndicateError as exc:
+        return page(f"<span class=error>{_escape(exc.message)}</span>", 409 if exc.code == "wrong_state" else 400)
+    return page(f"<span class=muted id=review-sent>{_escape(decision)} sent</span>")
 
 
 @router.get("/evolve")

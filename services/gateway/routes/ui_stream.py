@@ -25,7 +25,7 @@ from services.gateway.console.evolve import EvolveSource
 from services.gateway.console.live import QUEUE
 from services.gateway.console.render import render, score_chart, task_row_html, tokens_html
 from services.gateway.routes.ui import LIST_TASKS, hub, task_ctx
-from services.gateway.routes.ui_access import SECURITY_HEADERS, ConsoleAccess
+from services.gateway.routes.ui_access import SECURITY_HEADERS, Access, ConsoleAccess
 from services.gateway.state import Gateway, GatewayDep
 from shared.contracts import FINAL_STATUSES, TaskEvent, TaskState
 
@@ -106,20 +106,20 @@ async def _drain(q: asyncio.Queue[Any], on_idle: Any) -> AsyncIterator[tuple[str
 
 @router.get("/tasks/{task_id}")
 async def task_stream(task_id: str, gw: GatewayDep, access: ConsoleAccess) -> StreamingResponse:
-    return stream(_task(gw, task_id))
+    return stream(_task(gw, access, task_id))
 
 
-async def _task(gw: Gateway, task_id: str) -> AsyncIterator[str]:
+async def _task(gw: Gateway, access: Access, task_id: str) -> AsyncIterator[str]:
     client = gw.bridge.client
     state = await client.state(task_id) if gw.bridge.nc is not None else None
     if state is None:
         yield sse("done", "")
         return
-    follow = await client.attach(state.task)
+    follow = await client.follow(state)
     try:
-        state = await client.state(task_id) or state  # it may have ended before the attach
+        state = await client.state(task_id) or state  # it may have ended before the follow began
         if state.status in FINAL_STATUSES:
-            yield _result(gw, state)
+            yield _result(gw, access, state)
             return
         yield sse("status", render("status.html", state=state))
         buffered: list[str] = []
@@ -158,11 +158,14 @@ async def _task(gw: Gateway, task_id: str) -> AsyncIterator[str]:
                 if final is None or final.status not in FINAL_STATUSES:  # the event came before the KV write
                     final = state.model_copy(update={"status": event.result.status if event.result else "done",
                                                      "result": event.result})
-                yield _result(gw, final)
+                yield _result(gw, access, final)
                 return
             if event.type == "status" and event.status:
-                state = state.model_copy(update={"status": event.status})
+                paused = event.status == "input_required" and event.result is not None
+                state = state.model_copy(update={"status": event.status, "result": event.result if paused else None})
                 yield sse("status", render("status.html", state=state))
+                # A pause shows the proposed result (and the review form); a revision clears it.
+                yield sse("result", render("task_result.html", **task_ctx(gw, state), access=access) if paused else "")
             yield sse("progress", render("progress_item.html", event=event))
     finally:
         if pending is not None:
@@ -170,9 +173,9 @@ async def _task(gw: Gateway, task_id: str) -> AsyncIterator[str]:
         await follow.close()
 
 
-def _result(gw: Gateway, state: TaskState) -> str:
+def _result(gw: Gateway, access: Access, state: TaskState) -> str:
     return (sse("status", render("status.html", state=state))
-            + sse("result", render("task_result.html", **task_ctx(gw, state))) + sse("done", ""))
+            + sse("result", render("task_result.html", **task_ctx(gw, state), access=access)) + sse("done", ""))
 
 
 @router.get("/evolve/{run_id}")
