@@ -212,3 +212,26 @@ def test_served_models_come_from_model_servers_health() -> None:
     assert list(found) == ["big", "small", "tiny"]
     assert (found["big"].services, found["big"].slots, len(found["big"].instances)) == (["coder-agent"], 6, 2)
     assert json.loads(json.dumps(found["tiny"].services)) == ["router"]
+
+
+async def test_the_tiny_model_calls_a_required_tool_validly(nats_server: NatsServer, tmp_path: Any) -> None:
+    """A real engine (random weights): the grammar alone makes its required call valid,
+    end to end through the bus; a JSON schema answer parses."""
+    from shared.llm.llama import EngineConfig, LlamaEngine
+    from shared.llm.tiny import TinySpec, write_tiny_model
+
+    model = write_tiny_model(tmp_path / "tiny.gguf", TinySpec(seed=3))
+    engine = LlamaEngine(EngineConfig(model_path=model, name="m", pin=False, n_ctx=1024, slots=2))
+    flag = ToolSpec(name="set_flag", parameters={"type": "object", "properties": {
+        "on": {"type": "boolean"}, "level": {"type": "integer", "minimum": 0}}, "required": ["on", "level"]})
+    try:
+        async with serving(nats_server, engine) as (client, _):  # type: ignore[arg-type]
+            called = await client.generate(ask(tools=[WEATHER, flag], tool_choice="function", tool_name="set_flag",
+                                               temperature=1.0, seed=1, max_tokens=200))
+            data = await client.generate(ask(json_schema={"type": "object", "properties": {"ok": {"type": "boolean"}},
+                                                          "required": ["ok"]}, max_tokens=60, temperature=0.0))
+    finally:
+        engine.close()
+    [call] = called.choices[0].tool_calls
+    assert call.name == "set_flag" and isinstance(call.arguments["on"], bool) and called.choices[0].finish_reason == "tool_calls"
+    assert isinstance(json.loads(data.choices[0].text)["ok"], bool)
