@@ -123,6 +123,8 @@ async def test_an_unserved_model_is_unavailable(nats_server: NatsServer) -> None
             await client.start(ask(model="other"))
         with pytest.raises(InvalidPayload, match="not a valid JSON schema"):
             await client.start(ask(json_schema={"type": "objekt"}))
+        with pytest.raises(InvalidPayload, match="cannot be turned into a grammar"):
+            await client.generate(ask(json_schema={"$ref": "https://example.com/remote.json"}))
 
 
 async def test_copies_of_a_model_share_its_requests(nats_server: NatsServer) -> None:
