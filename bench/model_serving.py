@@ -189,7 +189,7 @@ def main() -> None:
     result["tok_s_ratio"] = round(result["tok_s"][s] / result["tok_s"][b], 3)
     result["c4_ratio"] = round(result["c4_tok_s"][s] / result["c4_tok_s"][b], 3)
     result["goal_met"] = result["ttft_ratio"] >= 0.95 and result["tok_s_ratio"] >= 0.95 and result["c4_ratio"] >= 1.5
-    result["uptime"] = open("/proc/loadavg").read().split()[:3]
+    result["uptime"] = Path("/proc/loadavg").read_text().split()[:3]
     emit(result)
 
 

@@ -37,14 +37,14 @@ def fn(name: str, description: str, properties: dict[str, Any], required: list[s
         "type": "object", "properties": properties, "required": list(properties) if required is None else required}}}
 
 
-S, I, N = {"type": "string"}, {"type": "integer"}, {"type": "number"}
+S, INT, NUM = {"type": "string"}, {"type": "integer"}, {"type": "number"}
 WEATHER = fn("get_weather", "Get the current weather in a city", {"city": S, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, ["city"])
-MULTIPLY = fn("multiply", "Multiply two integers", {"a": I, "b": I})
+MULTIPLY = fn("multiply", "Multiply two integers", {"a": INT, "b": INT})
 SEARCH = fn("search_web", "Search the web and return the top results", {"query": S})
 EMAIL = fn("send_email", "Send an email", {"to": S, "subject": S, "body": S})
 STOCK = fn("get_stock_price", "Get the latest price of a stock by its ticker symbol", {"ticker": S})
 CURRENCY = fn("convert_currency", "Convert an amount of money between currencies",
-              {"amount": N, "from_currency": S, "to_currency": S})
+              {"amount": NUM, "from_currency": S, "to_currency": S})
 EVENT = fn("create_event", "Create a calendar event", {"title": S, "date": {"type": "string", "description": "YYYY-MM-DD"}},
            ["title", "date"])
 TRANSLATE = fn("translate", "Translate a text into another language", {"text": S, "target_language": S})
@@ -163,7 +163,7 @@ def main() -> None:
     for model in args.models.split(","):
         result[model] = run_model(model, args.threads, cases)
         print(json.dumps({model: result[model]}), file=sys.stderr)
-    result["uptime"] = open("/proc/loadavg").read().split()[:3]
+    result["uptime"] = Path("/proc/loadavg").read_text().split()[:3]
     emit(result)
 
 
