@@ -144,9 +144,8 @@ class ModelServer:
             await events.send(GenerateEvent(request_id=req.request_id, type="done", reply=reply))
             self._count(req, "done")
         except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else ModelUnavailable(f"{self.service} is stopping")
-            if isinstance(exc, asyncio.CancelledError):
-                error = ModelUnavailable(f"{self.service} stopped while generating")
+            # Cancelled (the agent is stopping): the client hears it now, not after a silence.
+            error = exc if isinstance(exc, Exception) else ModelUnavailable(f"{self.service} stopped while generating")
             info = to_error_info(error)
             span.set_status(Status(StatusCode.ERROR, info.code))
             span.set_attribute("error.type", info.code)
