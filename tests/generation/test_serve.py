@@ -13,7 +13,7 @@ from typing import Any
 import llama_cpp.llama_grammar  # noqa: F401 - loaded before the event loop runs (agents have it loaded)
 import pytest
 
-from shared.bus import make_broker
+from shared.bus import add_health_responder, make_broker
 from shared.contracts import ChatTurn, GenerateRequest, HealthReply, ToolSpec
 from shared.errors import (
     DeadlineExceeded,
@@ -46,6 +46,8 @@ async def serving(server: NatsServer, *engines: ScriptedEngine, keepalive_s: flo
     brokers, servers = [], []
     for i, engine in enumerate(engines):
         broker = make_broker(f"agent-{i}", settings, telemetry=False)
+        add_health_responder(broker, lambda i=i, name=engine.name: HealthReply(
+            service="coder-agent", instance=f"coder-agent@test:{i}", pid=i, model=name, details={"slots": 2}))
         await broker.start()
         ms = ModelServer(broker, "coder-agent", instance=f"coder-agent@test:{i}", keepalive_s=keepalive_s)
         await ms.serve(engine)
@@ -199,6 +201,19 @@ async def test_a_server_that_goes_silent_is_noticed(nats_server: NatsServer) -> 
         with pytest.raises(ModelUnavailable, match="stopped answering"):
             await gen.result()
         await gen.close()
+
+
+async def test_the_model_list_is_answered_from_the_last_ping(nats_server: NatsServer) -> None:
+    async with serving(nats_server, ScriptedEngine(["x"], name="m"), ScriptedEngine(["y"], name="m")) as (client, _):
+        client.models_cache_s = 0.2
+        first = await client.models()  # nothing known yet: waits for the ping
+        assert list(first) == ["m"] and first["m"].slots == 4 and len(first["m"].instances) == 2
+        await asyncio.sleep(0.3)
+        t0 = asyncio.get_running_loop().time()
+        assert await client.models() is first  # stale: answered at once, refreshed behind
+        assert asyncio.get_running_loop().time() - t0 < 0.1
+        await asyncio.sleep(0.5)
+        assert list(await client.models()) == ["m"] and (await client.models()) is not first
 
 
 def test_served_models_come_from_model_servers_health() -> None:
