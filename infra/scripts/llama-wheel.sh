@@ -43,6 +43,9 @@ KEY=$(printf '%s|%s' "$VERSION" "$FLAGS" | sha256sum | cut -c1-16)
 DIR="${XDG_CACHE_HOME:-$HOME/.cache}/syndicate/wheels/llama-cpp-python-$VERSION-$KEY"
 WHEEL=$(ls "$DIR"/llama_cpp_python-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$WHEEL" ]; then
+  # The compile needs a C++ compiler (a fresh Debian has none); cmake and ninja come
+  # from PyPI as build requirements when missing.
+  bash "$(dirname "$0")/install-system-deps.sh" build >&2
   mkdir -p "$DIR.tmp"
   echo "building llama-cpp-python $VERSION for $target ($FLAGS); once per machine, 5-10 min" >&2
   CMAKE_ARGS="$FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
