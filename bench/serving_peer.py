@@ -133,9 +133,9 @@ def llama_server(model: Path, cpus: list[int], *, slots: int, n_ctx: int, log: P
 @contextmanager
 def gateway(model: Path, cpus: list[int], *, role: str, slots: int, n_ctx: int, logs: Path) -> Iterator[Peer]:
     """The syndicate as ``make run`` starts it, reduced to what a model request touches: a
-    real nats-server, the router, the agent of ``role`` holding ``model`` on ``cpus`` (one
-    thread per core, ``slots`` slots of ``n_ctx``), and the gateway. Requests name the
-    model itself (its roster name), not the agent."""
+    real nats-server, the agent of ``role`` holding ``model`` on ``cpus`` (one thread per
+    core, ``slots`` slots of ``n_ctx``) and the gateway. Requests name the model itself
+    (its roster name), not the agent."""
     from shared import registry
 
     service = next(s for s in registry.SERVICES if s.role == role)
@@ -144,37 +144,36 @@ def gateway(model: Path, cpus: list[int], *, role: str, slots: int, n_ctx: int, 
     with nats_server() as url:
         up = role.upper()
         env = {**os.environ, "SYNDICATE_NATS_URL": url, "SYNDICATE_STATE_DIR": str(state), "PYTHONPATH": str(REPO),
-               "SYNDICATE_LOG_LEVEL": "WARNING", "SYNDICATE_ROUTER_CLASSIFIER": "0", "SYNDICATE_GATEWAY_PORT": str(port),
+               "SYNDICATE_LOG_LEVEL": "WARNING", "SYNDICATE_GATEWAY_PORT": str(port), "OMP_NUM_THREADS": str(len(cpus)),
                "SYNDICATE_CPUS": ",".join(map(str, cpus)), f"SYNDICATE_MODEL_{up}_PATH": str(model),
                f"SYNDICATE_MODEL_{up}_SLOTS": str(slots), f"SYNDICATE_MODEL_{up}_N_CTX": str(n_ctx)}
         env.pop("OMP_WAIT_POLICY", None)  # the agent owns its cores: OpenMP's default, as under the supervisor
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            for module in ("services.router", service.module, "services.gateway"):
+            for module in (service.module, "services.gateway"):
                 with (logs / f"{module.split('.')[-1]}.log").open("wb") as out:
                     procs.append(subprocess.Popen([sys.executable, "-m", module], env=env, cwd=REPO,
                                                   stdout=out, stderr=subprocess.STDOUT))
             base = f"http://127.0.0.1:{port}"
             wait_http(f"{base}/health", procs[-1])
-            name = served_model(base, model, procs)
+            name = served_model(base, service.name, procs)
             yield Peer("gateway", f"{base}/v1", name)
         finally:
             stop(procs)
 
 
-def served_model(base: str, model: Path, procs: list[subprocess.Popen[bytes]], timeout_s: float = 300) -> str:
-    """The model's name in the gateway's /v1/models once an agent serves it."""
+def served_model(base: str, service: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 300) -> str:
+    """The name of the model ``service`` serves, from the gateway's /v1/models, once it does."""
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         for p in procs:
             if p.poll() is not None:
                 raise RuntimeError(f"{p.args!r} exited with {p.returncode}")
-        cards = httpx.get(f"{base}/v1/models", timeout=5).json()["data"]
-        for card in cards:
-            if card.get("file") == model.name or card.get("syndicate", {}).get("file") == model.name:
+        for card in httpx.get(f"{base}/v1/models", timeout=5).json()["data"]:
+            if card.get("kind") == "model" and service in card.get("served_by", []):
                 return str(card["id"])
         time.sleep(0.5)
-    raise TimeoutError(f"no agent serves {model.name} after {timeout_s:.0f} s")
+    raise TimeoutError(f"{service} serves no model after {timeout_s:.0f} s")
 
 
 async def stream_chat(client: httpx.AsyncClient, peer: Peer, prompt: str, max_tokens: int) -> dict[str, float]:

@@ -247,8 +247,8 @@ def generate_to_generate(body: GenerateBody, *, timeout_s: float) -> GenerateReq
 
 def turn(m: Message, index: int) -> ChatTurn:
     """One Ollama message as the contract's ChatTurn. Ollama's calls carry no ids: each
-    gets one from its place, and a tool result answers the earliest open call of its name
-    (the template pairs them by order, as Ollama does)."""
+    gets one from its place; a tool result names its function (``tool_name``) and follows
+    its call in order, which is how the chat template pairs them."""
     calls = [ToolCall(id=c.id or f"call_{index}_{j}", name=c.function.name, arguments=c.function.arguments)
              for j, c in enumerate(m.tool_calls or [])]
     name = (m.tool_name or m.name) if m.role == "tool" else None

@@ -163,6 +163,7 @@ class Ending:
     ttft_s: float | None = None
     tokens_per_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # the syndicate's facts (ids, trace)
+    redraft: bool = False  # a task's answer may differ from its streamed drafts (the coder's verified code)
 
 
 class ModelSource:
@@ -210,7 +211,7 @@ class TaskSource:
         tok_s = usage.output_tokens / usage.seconds if usage.seconds else 0.0
         return Piece("done", ending=Ending(result.answer, [], "stop", usage.input_tokens, usage.output_tokens,
                                            usage.ttft_s, tok_s, {"task_id": result.task_id, "trace_id": result.trace_id,
-                                                                 "status": result.status}))
+                                                                 "status": result.status}, redraft=True))
 
 
 Source = ModelSource | TaskSource
@@ -344,6 +345,8 @@ class Lines:
         sent = "".join(self.text)
         if whole:
             text, calls = end.text, end.tool_calls
+        elif end.redraft:  # after the drafts, as on /v1: the client ends holding the final answer
+            text, calls = cm.remainder(sent, end.text), []
         else:
             text = end.text[len(sent):] if end.text.startswith(sent) else ""
             calls = [c for c in end.tool_calls if c.id not in self.calls]
