@@ -86,8 +86,9 @@ async def staggered(eng: Any, reqs: list[GenerationRequest], gap_s: float) -> tu
 def bare_decode_rate(eng: Any, n_seq: int, steps: int, context: int = 48) -> float:
     """Tokens/s of plain llama_decode steps of ``n_seq`` sequences (one token and its
     logits each), after a ``context``-token prompt per sequence. The engine must be idle."""
-    b = eng._batch.batch
-    toks = eng._model.tokenize(b"def add(a, b):\n    return a + b\n" * 8, add_bos=False, special=False)[:context]
+    llama = eng._llama
+    b = llama.batch.batch
+    toks = llama.model.tokenize(b"def add(a, b):\n    return a + b\n" * 8, add_bos=False, special=False)[:context]
 
     def put(n: int, seq: int, pos: int, tok: int, logits: bool) -> int:
         b.token[n], b.pos[n], b.n_seq_id[n], b.logits[n] = tok, pos, 1, logits
@@ -99,15 +100,13 @@ def bare_decode_rate(eng: Any, n_seq: int, steps: int, context: int = 48) -> flo
     for s in range(n_seq):
         for i, t in enumerate(toks):
             n = put(n, s, i, t, i == len(toks) - 1)
-    b.n_tokens = n
-    eng._ctx.decode(eng._batch)
+    llama.decode(n)
 
     def step(j: int) -> None:
         m = 0
         for s in range(n_seq):
             m = put(m, s, len(toks) + j, toks[j % len(toks)], True)
-        b.n_tokens = m
-        eng._ctx.decode(eng._batch)
+        llama.decode(m)
 
     step(0)  # warm-up: a new batch shape may allocate
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ from shared.contracts import (
     TaskEvent,
     TaskState,
 )
+from shared.generation.serve import ModelServer
 from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
 from shared.measurements import MeasurementRecorder, record_path
 from shared.metrics import ServiceMetrics
@@ -68,6 +69,11 @@ class MeteredEngine:
     def stats(self) -> dict[str, Any]:
         return self.inner.stats()
 
+    @property
+    def chat_template(self) -> str:
+        """The model's chat template (model requests render tools with it), "" if unknown."""
+        return getattr(self.inner, "chat_template", "") or ""
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
@@ -84,6 +90,7 @@ class AgentRuntime:
         self._kv: Any = None
         self.jobs: dict[asyncio.Task[None], Any] = {}  # jobs running now -> their messages
         self._job_ended = asyncio.Event()
+        self.models: ModelServer | None = None  # serve_model(): its model to model requests
 
     def free_slots(self) -> int:
         """Jobs this agent may start now: its engine's slots not running or claimed by a
@@ -126,9 +133,19 @@ class AgentRuntime:
             with contextlib.suppress(Exception):
                 await msg.ack()
 
+    async def serve_model(self) -> None:
+        """Serve the loaded model to model requests too: plain generations in the same
+        engine slots and queue as the jobs (shared/generation/serve.py)."""
+        assert self.engine is not None, "load() the model first"
+        self.models = ModelServer(self.broker, self.runtime.service, self.runtime.metrics,
+                                  instance=self.runtime.settings.instance)
+        await self.models.serve(self.engine)
+
     async def stop_jobs(self) -> None:
-        """Cancel the running jobs; their messages go back to JetStream at once, for
-        another copy of the agent to take."""
+        """Cancel the running jobs (their messages go back to JetStream at once, for
+        another copy of the agent to take) and the running model requests."""
+        if self.models is not None:
+            await self.models.stop()
         running = dict(self.jobs)
         for task in running:
             task.cancel()

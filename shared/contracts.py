@@ -167,6 +167,9 @@ class TaskResult(Message):
     diff: str = ""
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
+    # done, but no check the task stated stands behind the answer (coder: only tests the
+    # model wrote itself); the answer says so
+    unverified: bool = False
     submitted_at: float = 0.0
     finished_at: float = Field(default_factory=now)
 
@@ -250,6 +253,7 @@ class StepResult(Message):
     diff: str = ""
     error: ErrorInfo | None = None
     usage: Usage = Field(default_factory=Usage)
+    unverified: bool = False  # done, but no check the task stated stands behind the answer
 
 
 # --- code-sandbox -----------------------------------------------------------------------
@@ -471,6 +475,174 @@ class EvolveRun(Message):
     error: ErrorInfo | None = None
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
+
+
+# --- model requests: a plain generation on a loaded model (shared/generation/) ---------
+# One request/reply on subjects.model_generate(model) (queue group: the model) answers
+# GenerateAccepted at once; the generation then streams GenerateEvents on
+# subjects.model_events(request_id) and ends with one "done" (the GenerateReply) or one
+# "error" event. Cancel: GenerateCancel on subjects.MODEL_CANCEL.
+ToolName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+MAX_TOOLS = 128
+MAX_CHOICES = 8
+
+
+class ToolSpec(BaseModel):
+    """A function the model may call (OpenAI's ``tools[].function``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: ToolName
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolCall(BaseModel):
+    """A call the model made (parsed, of a known tool, its arguments valid for its schema),
+    or one an assistant turn of the history made."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    name: ToolName
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class InvalidToolCall(BaseModel):
+    """What the model wrote as a call that could not be passed on: not JSON, an unknown
+    tool, or arguments its schema refuses."""
+
+    model_config = ConfigDict(extra="forbid")
+    raw: str
+    error: str
+    name: str | None = None
+
+
+class ChatTurn(BaseModel):
+    """One message of a conversation, as the model's chat template renders it."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Annotated[str, Field(max_length=MAX_TASK_CHARS)] = ""
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] = Field(default_factory=list)
+    tool_call_id: Annotated[str, Field(max_length=128)] | None = None  # role "tool": the call it answers
+    name: Annotated[str, Field(max_length=64)] | None = None  # role "tool": the function's name
+
+
+ToolChoice = Literal["none", "auto", "required", "function"]
+
+
+class GenerateRequest(Message):
+    """A plain generation on ``model`` (a roster name such as ``qwen2_5-coder-1_5b``), run
+    by an agent that holds it, in its engine's slots and queue, without its agent logic.
+
+    Exactly one of ``messages`` (rendered with the model's own chat template, tools
+    included) and ``prompt`` (raw text, no template) is given. Sampling fields left None
+    take the engine's defaults."""
+
+    request_id: TaskId = Field(default_factory=lambda: new_id("g-"))
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    messages: Annotated[list[ChatTurn], Field(max_length=10_000)] = Field(default_factory=list)
+    prompt: Annotated[str, Field(max_length=MAX_TASK_CHARS)] | None = None
+    max_tokens: Annotated[int, Field(gt=0, le=32_768)] | None = None  # None: until the context is full
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.8  # llama-server's and Ollama's default
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=1000)] | None = None
+    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    seed: int | None = None
+    stop: Annotated[list[Annotated[str, Field(min_length=1, max_length=512)]], Field(max_length=16)] = Field(
+        default_factory=list)
+    json_schema: dict[str, Any] | None = None  # constrain the answer to this JSON schema ({"type": "object"}: any object)
+    tools: Annotated[list[ToolSpec], Field(max_length=MAX_TOOLS)] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    tool_name: ToolName | None = None  # tool_choice "function": the one tool to call
+    parallel_tool_calls: bool = True
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] = 1  # samples of the one prompt (choices)
+    stream: bool = True  # False: no "text"/"tool_call" events, only keepalives and the end
+    timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    submitted_at: float = Field(default_factory=now)
+
+    @property
+    def deadline(self) -> float:
+        return self.submitted_at + self.timeout_s
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerateRequest:
+        if (self.prompt is None) == (not self.messages):
+            raise ValueError("give exactly one of messages (a chat) and prompt (raw text)")
+        total = len(self.prompt or "") + sum(len(m.content) for m in self.messages)
+        if total > MAX_TASK_CHARS:
+            raise ValueError(f"the prompt is {total} characters; the limit is {MAX_TASK_CHARS}")
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        if self.tool_choice == "function" and self.tool_name not in names:
+            raise ValueError(f"tool_choice names the function {self.tool_name!r}, which is not among the tools")
+        if self.tool_choice in ("required", "function") and not self.tools:
+            raise ValueError(f"tool_choice {self.tool_choice!r} needs tools")
+        if self.tools and self.prompt is not None:
+            raise ValueError("tools need messages (a chat), not a raw prompt")
+        if self.tools and self.tool_choice != "none" and self.json_schema is not None:
+            raise ValueError("a JSON schema for the answer and tools cannot be combined (use tool_choice 'none')")
+        return self
+
+
+class GenerateAccepted(Message):
+    """The immediate answer to a GenerateRequest: which instance took it. Its events follow."""
+
+    request_id: str
+    model: str
+    service: str
+    instance: str
+
+
+class GenerateCancel(Message):
+    """Stop a generation (the client went away); broadcast to every instance serving models."""
+
+    request_id: TaskId
+    reason: Annotated[str, Field(max_length=MAX_REASON)] = "cancelled by the client"
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class GenerateChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int = 0
+    text: str = ""  # the answer's text, tool-call markup removed
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    invalid_tool_calls: list[InvalidToolCall] = Field(default_factory=list)
+    finish_reason: FinishReason = "stop"
+
+
+class GenerateReply(Message):
+    """The end of a generation: every choice, whole (the events may have lost pieces)."""
+
+    request_id: str
+    model: str
+    service: str = ""
+    instance: str = ""
+    choices: list[GenerateChoice] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)  # input once, output summed over choices
+    tokens_per_s: float = 0.0  # decode rate (mean over choices)
+    trace_id: str = ""
+
+
+GenerateEventType = Literal["text", "tool_call", "keepalive", "done", "error"]
+
+
+class GenerateEvent(Message):
+    """One event of a generation's stream: a piece of a choice's text, one complete and
+    valid tool call, a keepalive while it waits or thinks, then "done" or "error"."""
+
+    request_id: str
+    type: GenerateEventType
+    index: int = 0  # the choice
+    text: str = ""
+    tool_call: ToolCall | None = None
+    reply: GenerateReply | None = None  # type "done"
+    error: ErrorInfo | None = None  # type "error"
 
 
 # --- health -----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ stable ``code`` that travels in ErrorReply / TaskResult.error.
     ├── EngineError               llama.cpp generation failed                (engine_error)
     │   ├── QueueFull             the model's bounded queue is full          (queue_full)
     │   ├── DeadlineExceeded      a request passed its deadline              (timeout)
-    │   └── Cancelled             the task was cancelled                     (cancelled)
+    │   ├── Cancelled             the task was cancelled                     (cancelled)
+    │   └── ToolCallInvalid       a required tool call the model wrote is broken (tool_call_invalid)
     ├── SandboxError              code-sandbox could not run the program     (sandbox_error)
     │   └── IsolationUnavailable  no isolation tier available on this host   (isolation_unavailable)
     ├── RetrievalError            ingest/search failed                       (retrieval_error)
@@ -99,6 +100,13 @@ class Cancelled(EngineError):
     code = "cancelled"
 
 
+class ToolCallInvalid(EngineError):
+    """The model was required to call a tool (tool_choice required or a named function)
+    and what it wrote does not parse or does not match the tool's schema."""
+
+    code = "tool_call_invalid"
+
+
 class SandboxError(SyndicateError):
     code = "sandbox_error"
 
@@ -127,7 +135,7 @@ _BY_CODE: dict[str, type[SyndicateError]] = {
     cls.code: cls
     for cls in (
         InvalidPayload, ConfigError, ModelUnavailable, SuiteError, DoesNotFit, BusError, Undeliverable, Overloaded, NotAllowed, EngineError, QueueFull,
-        DeadlineExceeded, Cancelled, SandboxError, IsolationUnavailable, RetrievalError,
+        DeadlineExceeded, Cancelled, ToolCallInvalid, SandboxError, IsolationUnavailable, RetrievalError,
         CollectionMismatch,
     )
 }
@@ -144,5 +152,6 @@ def error_from_code(code: str, message: str, detail: dict | None = None) -> Synd
 __all__ = [
     "BusError", "Cancelled", "CollectionMismatch", "ConfigError", "DeadlineExceeded", "DoesNotFit",
     "EngineError", "InvalidPayload", "IsolationUnavailable", "ModelUnavailable", "NotAllowed", "Overloaded", "QueueFull",
-    "RemoteError", "RetrievalError", "SandboxError", "SuiteError", "SyndicateError", "Undeliverable", "error_from_code",
+    "RemoteError", "RetrievalError", "SandboxError", "SuiteError", "SyndicateError", "ToolCallInvalid", "Undeliverable",
+    "error_from_code",
 ]

@@ -24,6 +24,10 @@ EVOLVE_KV = f"$KV.{s.EVOLVE_BUCKET}.>"
 EVOLVE_RESULTS = s.evolve_results("*")
 TASK_EVENTS = s.task_events("*")
 INGEST_EVENTS = s.ingest_events("*")
+MODEL_GENERATE = f"{s.MODEL_GENERATE_PREFIX}.*"  # every model
+MODEL_EVENTS = s.model_events("*")
+# What a process that serves its loaded model as a model (shared/generation/serve.py) needs.
+MODEL_SERVER = (MODEL_EVENTS,), (MODEL_GENERATE, s.MODEL_CANCEL)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Service:
     weight: float | None = None  # placed by default (local stack) with this relative size
     aliases: tuple[str, ...] = ()  # other names a placement plan may give it
     dispatches_jobs: bool = False  # publishes to every agent's job subject (the router)
+    serves_model: bool = False  # serves the model it loads to model requests (every agent does)
     deployment: Deployment = field(default_factory=Deployment)
 
     @property
@@ -89,19 +94,27 @@ class Service:
         """Its JetStream consumer of jobs (copies of the service share it)."""
         return self.name
 
+    @property
+    def model_server(self) -> bool:
+        """It answers model requests for the model it loads (agents, the router's classifier)."""
+        return self.serves_model or self.agent is not None
+
     def nats_permissions(self) -> Permissions:
         """Its own permissions, plus an agent's jobs in, results and events out (and, for
-        the router, every agent's job subject)."""
+        the router, every agent's job subject), plus model requests for a model server."""
+        p = self.permissions
         if self.dispatches_jobs:
-            p = self.permissions
-            return Permissions(job_subjects() + p.publish, p.subscribe, p.jetstream)
-        if self.agent is None:
-            return self.permissions
-        return Permissions(
-            publish=(s.STEP_RESULT, TASK_EVENTS, *self.agent.publish, *self.permissions.publish),
-            subscribe=(self.agent.job_subject, *self.permissions.subscribe),
-            jetstream=True,
-        )
+            p = Permissions(job_subjects() + p.publish, p.subscribe, p.jetstream)
+        elif self.agent is not None:
+            p = Permissions(
+                publish=(s.STEP_RESULT, TASK_EVENTS, *self.agent.publish, *p.publish),
+                subscribe=(self.agent.job_subject, *p.subscribe),
+                jetstream=True,
+            )
+        if self.model_server:
+            publish, subscribe = MODEL_SERVER
+            p = Permissions(p.publish + publish, p.subscribe + subscribe, p.jetstream)
+        return p
 
 
 def _unique(items: tuple[str, ...]) -> list[str]:
@@ -121,6 +134,7 @@ AGENT_DEPLOYMENT = Deployment(cpu="4", memory="4Gi")
 SERVICES: tuple[Service, ...] = (
     Service(
         "router", "services.router", "agent", role="router", weight=0.5, dispatches_jobs=True,
+        serves_model=True,  # its classifier's model, when it loads one
         permissions=Permissions(
             # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket.
             publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV),
@@ -160,9 +174,10 @@ SERVICES: tuple[Service, ...] = (
         "gateway", "services.gateway", "gateway",  # HTTP: OpenAI-compatible API, MCP, A2A, /metrics
         permissions=Permissions(
             # MCP's tools: run_code in code-sandbox, ingest into the retriever.
+            # Model requests: plain generations on the agents' models (OpenAI, Ollama APIs).
             publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.METRICS_PING,
-                     s.SANDBOX_EXEC, s.RETRIEVER_INGEST),
-            subscribe=(TASK_EVENTS,),
+                     s.SANDBOX_EXEC, s.RETRIEVER_INGEST, MODEL_GENERATE, s.MODEL_CANCEL),
+            subscribe=(TASK_EVENTS, MODEL_EVENTS),
             jetstream=True,
         ),
         deployment=Deployment(cpu="250m", cpu_limit="1", memory="256Mi", memory_limit="512Mi"),

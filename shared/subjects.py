@@ -65,6 +65,14 @@ HEALTH_PING = f"{PREFIX}.health.ping"  # HealthPing, broadcast; every instance r
 # MetricsReply (Prometheus text). The gateway's /metrics gathers them.
 METRICS_PING = f"{PREFIX}.metrics.ping"
 
+# Model requests (plain generations on a loaded model, shared/generation/): a request/reply
+# on model_generate(model) in the model's queue group, so several copies serve one name;
+# its events on model_events(request_id); GenerateCancel broadcast on MODEL_CANCEL.
+MODEL_PREFIX = f"{PREFIX}.model"
+MODEL_GENERATE_PREFIX = f"{MODEL_PREFIX}.generate"
+MODEL_EVENTS_PREFIX = f"{MODEL_PREFIX}.events"
+MODEL_CANCEL = f"{MODEL_PREFIX}.cancel"
+
 
 def task_events(task_id: str) -> str:
     """Subject where the router and agents publish a task's TaskEvent stream."""
@@ -74,6 +82,27 @@ def task_events(task_id: str) -> str:
 def ingest_events(job_id: str) -> str:
     """Core subject where the retriever publishes an IngestReply per finished batch of a job."""
     return f"{PREFIX}.ingest.events.{job_id}"
+
+
+def model_token(model: str) -> str:
+    """A model name as one subject token (and queue group name): characters NATS reserves
+    (``.``, ``*``, ``>``, spaces) become ``_``."""
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in model) or "_"
+
+
+def model_generate(model: str) -> str:
+    """Request/reply subject of generations on ``model`` (GenerateRequest -> GenerateAccepted)."""
+    return f"{MODEL_GENERATE_PREFIX}.{model_token(model)}"
+
+
+def model_queue(model: str) -> str:
+    """The queue group of ``model``'s servers: each request goes to one of them."""
+    return f"model-{model_token(model)}"
+
+
+def model_events(request_id: str) -> str:
+    """Core subject of one generation's GenerateEvents."""
+    return f"{MODEL_EVENTS_PREFIX}.{request_id}"
 
 
 def dead_letter(source: str) -> str:

@@ -1,7 +1,8 @@
 """The bus's AsyncAPI document, generated from the code: FastStream describes every
 subscriber of every service's broker (channel, payload schema from the handler's
 pydantic contract), and the messages the services only publish (task events, dead
-letters, ingest events, evolution candidates) are declared here from their contracts.
+letters, ingest events, evolution candidates) or subscribe to at run time (model
+requests: the subject names the model an agent loaded) are declared here from their contracts.
 
     python -m syndicate.asyncapi            # print it
     python -m syndicate.asyncapi --write    # rewrite docs/asyncapi.json
@@ -25,7 +26,15 @@ from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 
 from shared import __version__, registry, subjects
-from shared.contracts import DeadLetter, IngestReply, StepResult, TaskEvent
+from shared.contracts import (
+    DeadLetter,
+    GenerateCancel,
+    GenerateEvent,
+    GenerateRequest,
+    IngestReply,
+    StepResult,
+    TaskEvent,
+)
 from shared.settings import REPO_ROOT
 
 DOCUMENT = REPO_ROOT / "docs" / "asyncapi.json"
@@ -33,14 +42,21 @@ SERVER = "nats://nats:4222"  # the document names the deployment's server, not t
 
 
 def published_only() -> NatsBroker:
-    """A broker that only declares what services publish and no service subscribes to
-    through FastStream (clients read these with plain nats-py subscriptions)."""
+    """A broker that declares what services publish and no service subscribes to through
+    FastStream's declared subscribers (clients read these with plain nats-py subscriptions;
+    model servers subscribe once their model is loaded)."""
     broker = NatsBroker(SERVER)
     for subject, model, what in (
         (subjects.task_events("*"), TaskEvent, "a task's live events (status, progress, tokens, result): router, agents -> clients"),
         (subjects.dead_letter("*"), DeadLetter, "messages that failed validation or exhausted redelivery (stream SYNDICATE_DLQ)"),
         (subjects.ingest_events("*"), IngestReply, "one reply per finished batch of a large ingest: retriever -> CLI"),
         (subjects.evolve_results("*"), StepResult, "candidates of an evolution run: coder-agents -> the run's router"),
+        (f"{subjects.MODEL_GENERATE_PREFIX}.*", GenerateRequest,
+         "a plain generation on a loaded model (the last token names it): gateway -> a process holding it "
+         "(queue group per model), answered GenerateAccepted (or ErrorReply)"),
+        (subjects.model_events("*"), GenerateEvent, "one model request's events (text, tool calls, keepalives, done or "
+                                                     "error): the serving agent -> the gateway"),
+        (subjects.MODEL_CANCEL, GenerateCancel, "stop a model request (its client left): gateway -> every model server"),
     ):
         broker.publisher(subject, title=f"{subject}:{model.__name__}", description=what, schema=model)
     return broker

@@ -4,11 +4,14 @@ subprocesses (integration tests), tiny models (engine tests)."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +40,18 @@ settings.register_profile(
     "dev", database=DirectoryBasedExampleDatabase(str(REPO / ".hypothesis" / "examples"))
 )
 settings.load_profile("ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev")
+
+# The README runs `make test` while `make run`'s stack is still up: nothing in the suite may
+# reach that stack or its state. Whatever falls back to the defaults (Settings() in a test,
+# a subprocess that inherits this environment) gets a state dir of the session's own
+# instead of ./.syndicate (the stack record, credentials, traces, logs and Qdrant store of
+# `make run`), and no setting of the user's shell that points at their stack or collector.
+# Tests that start services or stacks still give each its own state dir, ports and users.
+for _var in ("SYNDICATE_NATS_URL", "SYNDICATE_NATS_USER", "SYNDICATE_NATS_PASSWORD", "SYNDICATE_GATEWAY_PORT",
+             "SYNDICATE_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+    os.environ.pop(_var, None)
+os.environ["SYNDICATE_STATE_DIR"] = tempfile.mkdtemp(prefix="syndicate-test-state-")
+atexit.register(shutil.rmtree, os.environ["SYNDICATE_STATE_DIR"], ignore_errors=True)
 
 
 def free_port() -> int:
@@ -153,7 +168,8 @@ def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[Services]:
     svc.stop()
 
 
-def write_script(path: Path, replies: list[str]) -> str:
-    """A reply script for SYNDICATE_ENGINE_SCRIPT (scripted engine in a real service process)."""
+def write_script(path: Path, replies: list[str] | list[dict[str, str]]) -> str:
+    """A reply script for SYNDICATE_ENGINE_SCRIPT (scripted engine in a real service process):
+    replies in order, or {"when", "reply"} rules (shared/llm/factory.py)."""
     path.write_text(json.dumps(replies))
     return str(path)

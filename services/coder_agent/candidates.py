@@ -1,11 +1,13 @@
-"""Several generations of one job at once, in the engine's batching slots.
+"""Several generations of one job at once, in the engine's batching slots, each handed
+back the moment it ends (so its checks run while the others still generate).
 
 Each generation gets its own request id (the first the job's task id, the rest
 ``<task_id>.<k>``, the sub-ids the agent's cancel reaches too, shared/agent.py) so the
-engine can tell them apart; all of them stop together: when one is cancelled or passes
-its deadline the rest are cancelled too, and a cancel that reached the agent between
-generations (``is_cancelled``) is noticed before the next one starts. A full engine queue (``QueueFull``, other jobs
-fill the slots) is waited out up to the deadline rather than failing the job.
+engine can tell them apart. When one fails (a cancel, the deadline, an engine error) the
+rest are cancelled too, and so are those still running when the job stops early (the
+evidence decided); a cancel that reached the agent (``is_cancelled``) is noticed while
+waiting. A full engine queue (``QueueFull``, other jobs fill the slots) is waited out up
+to the deadline rather than failing the job.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from shared.contracts import AgentJob, Usage
 from shared.errors import Cancelled, DeadlineExceeded, QueueFull
@@ -33,10 +36,15 @@ class Ask:
     seed: int | None = None
     max_tokens: int | None = None
     stream: bool = False  # stream its tokens to the task's events (one generation at most)
+    stop: list[str] = field(default_factory=list)
 
 
 class CandidateWriter:
-    """Runs batches of ``Ask``s for one job and accounts their tokens in ``usage``."""
+    """Runs the ``Ask``s of one job and accounts their tokens in ``usage``.
+
+    ``add`` starts a generation tagged with anything; ``next`` returns the next one to end
+    as ``(tag, result)`` (None when none is running); ``stop`` cancels those still running.
+    Use it as an async context manager so nothing outlives the job."""
 
     def __init__(self, engine: TextEngine, job: AgentJob, usage: Usage, default_max_tokens: int,
                  on_token: TokenCallback | None = None, is_cancelled: Callable[[str], bool] | None = None) -> None:
@@ -44,6 +52,17 @@ class CandidateWriter:
         self.default_max_tokens = default_max_tokens
         self.on_token, self.is_cancelled = on_token, is_cancelled
         self._issued = 0
+        self._running: dict[asyncio.Task[GenerationResult], Any] = {}
+
+    async def __aenter__(self) -> CandidateWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
 
     def _request_id(self) -> str:
         k = self._issued
@@ -54,40 +73,56 @@ class CandidateWriter:
         if self.is_cancelled is not None and self.is_cancelled(self.job.task_id):
             raise Cancelled(f"task {self.job.task_id} cancelled")
 
-    async def run(self, asks: list[Ask]) -> list[GenerationResult]:
-        """All ``asks`` at once; results in the same order. Raises Cancelled /
-        DeadlineExceeded (the others stopped) or the engine's error."""
+    def add(self, ask: Ask, tag: Any) -> None:
+        """Start one generation now."""
         self.check_cancelled()
-        done = asyncio.Event()
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._one(a, self._request_id())) for a in asks]
-                watcher = tg.create_task(self._watch(done))
-                await asyncio.gather(*tasks)
-                done.set()
-                await watcher
-        except BaseExceptionGroup as group:  # the first real error, not the siblings' CancelledError
-            errors = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
-            raise (errors or list(group.exceptions))[0] from None
-        out = [t.result() for t in tasks]
-        for r in out:
-            self.usage.input_tokens += r.input_tokens
-            self.usage.output_tokens += r.output_tokens
-            self.usage.seconds += r.seconds
-            if self.usage.ttft_s is None:
-                self.usage.ttft_s = r.ttft_s
-        return out
+        self._running[asyncio.create_task(self._one(ask, self._request_id()))] = tag
 
-    async def _watch(self, done: asyncio.Event) -> None:
-        while not done.is_set():
+    async def next(self) -> tuple[Any, GenerationResult] | None:
+        """The next generation to end, with its tag; raises its error (the others keep
+        running until ``stop``), Cancelled when the task was cancelled."""
+        while self._running:
             self.check_cancelled()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), CANCEL_POLL_S)
+            done, _ = await asyncio.wait(self._running, timeout=CANCEL_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                task = min(done, key=lambda t: list(self._running).index(t))  # the earliest asked first
+                tag = self._running.pop(task)
+                result = task.result()  # raises the generation's error
+                self.usage.input_tokens += result.input_tokens
+                self.usage.output_tokens += result.output_tokens
+                self.usage.seconds += result.seconds
+                if self.usage.ttft_s is None:
+                    self.usage.ttft_s = result.ttft_s
+                return tag, result
+        return None
+
+    async def stop(self) -> None:
+        """Cancel every generation still running and wait until they let go."""
+        tasks = list(self._running)
+        self._running.clear()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+
+    async def run(self, asks: list[Ask]) -> list[GenerationResult]:
+        """All ``asks`` at once; results in the same order."""
+        for i, ask in enumerate(asks):
+            self.add(ask, i)
+        out: dict[int, GenerationResult] = {}
+        try:
+            while (item := await self.next()) is not None:
+                out[item[0]] = item[1]
+        finally:
+            await self.stop()
+        return [out[i] for i in range(len(asks))]
 
     async def _one(self, ask: Ask, request_id: str) -> GenerationResult:
         req = GenerationRequest(
             messages=ask.messages, max_tokens=ask.max_tokens or self.job.max_tokens or self.default_max_tokens,
             temperature=ask.temperature, seed=ask.seed, deadline=self.job.deadline, request_id=request_id,
+            stop=list(ask.stop),
         )
         while True:
             try:

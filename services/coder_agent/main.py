@@ -28,6 +28,7 @@ agent = AgentRuntime("coder", broker, runtime)
 async def startup() -> None:
     await ensure_jetstream(broker)
     await agent.load(settings)
+    await agent.serve_model()  # also a model to model requests (the gateway's /v1 models, Ollama API)
     log.info("model loaded", model=runtime.model, threads=runtime.threads)
 
 

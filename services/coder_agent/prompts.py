@@ -7,20 +7,18 @@ import re
 
 from shared.contracts import FileIn
 
-SYSTEM = (
-    "You are an expert Python programmer. Answer with exactly one ```python code block that "
-    "contains the complete solution (imports and all functions). Do not include tests, examples "
-    "or explanations outside the code block."
+# One system prompt for code and tests, the task first in the user message and the request
+# after it: a candidate's and the test writer's prompts then share every token up to the
+# request, so an engine with a prefix cache evaluates the task once for both.
+SYSTEM = "You are an expert Python programmer."
+CODE_REQUEST = (
+    "Answer with exactly one ```python code block that contains the complete solution (imports and all "
+    "functions). Do not include tests, examples or explanations outside the code block."
 )
-TESTS_SYSTEM = (
-    "You write unit tests as plain Python assert statements. Answer with exactly one ```python code "
-    "block holding 4 to 8 assert statements, one per line, each of the form "
-    "`assert function(arguments) == expected`. Together they cover every rule and special case the "
-    "task states (each branch, boundaries, empty input), each on the smallest input that shows it, "
-    "with an expected value you have worked out step by step. Call only the functions the task "
-    "names, by those names; do not define them; no prints, no loops."
-)
-
+# A code block ends at its closing fence: what a small model adds after it is explanation
+# nobody reads (the test writer's block likewise).
+STOP = ["```\n\n"]
+TESTS_MARK = "Do not write the solution."
 _BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -34,6 +32,7 @@ def extract_code(text: str) -> str:
 
 
 def task_prompt(text: str, files: list[FileIn], context: str) -> str:
+    """The task as both prompts start: its text, context, and the files it gives."""
     parts = [text.strip()]
     if context:
         parts.append(f"Relevant context:\n{context.strip()}")
@@ -42,11 +41,35 @@ def task_prompt(text: str, files: list[FileIn], context: str) -> str:
     return "\n\n".join(parts)
 
 
-def tests_prompt(task: str, defines: str = "") -> str:
-    """Tests are written from the task (and, when known, the solution's signatures) only,
-    never from a candidate's body, so they do not copy its mistakes."""
-    known = f"\n\nThe solution defines:\n```python\n{defines}\n```" if defines.strip() else ""
-    return f"Task:\n{task.strip()}{known}\n\nWrite the assert statements."
+def code_messages(task: str) -> list[dict[str, str]]:
+    """A candidate's conversation (``task`` from task_prompt)."""
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{task}\n\n{CODE_REQUEST}"}]
+
+
+def tests_request(names: list[str], defines: str = "") -> str:
+    """What the test writer is asked after the task: one assert per rule the task states,
+    under a comment quoting the task's words it checks (model_tests.py reads the quote),
+    from the task and the solution's signatures only, never from a candidate's body (so the
+    tests do not copy a candidate's mistakes)."""
+    call = f"`{names[0]}`" if len(names) == 1 else ", ".join(f"`{n}`" for n in names) if names else "the task's functions"
+    known = f"\n\nThe solution defines:\n```python\n{defines.strip()}\n```" if defines.strip() else ""
+    return (
+        f"{TESTS_MARK} Write tests for it instead: one ```python block of 3 to 6 assert "
+        f"statements, each on one line, of the form `assert call == expected`, calling only {call} by "
+        "that name (do not define it; no prints, no loops). Give each rule and special case the task "
+        "states one assert on the smallest input that shows it, with the expected value worked out from "
+        "the task, and put the task's own words that the assert checks in a comment on the line above "
+        f"it, for example:\n```python\n# returns the largest number in the list\nassert largest([3, 9, 2]) == 9\n```{known}"
+    )
+
+
+def tests_messages(task: str, names: list[str], defines: str = "") -> list[dict[str, str]]:
+    """The test writer's conversation: the candidates' prefix, then the tests request."""
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{task}\n\n{tests_request(names, defines)}"}]
+
+
+def is_tests_request(messages: list[dict[str, str]]) -> bool:
+    return TESTS_MARK in messages[-1]["content"]
 
 
 def signatures(code: str) -> str:

@@ -11,7 +11,9 @@ class CoderSettings(Settings):
     # code-sandbox, the best is kept (ranking.py). While the best raises or fails a check
     # of the task's own, another round of repairs (from tracebacks only) and fresh
     # samples follows, up to `max_candidates` programs and `max_rounds` rounds.
-    candidates: int = Field(default=4, ge=1, le=16)
+    candidates: int = Field(default=4, ge=1, le=16)  # the first round: the greedy answer + samples
+    samples: int = Field(default=4, ge=0, le=16)  # fresh samples of a later round, while the evidence does not decide
+    early_stop: bool = True  # cancel a round's generations once the evidence decides
     max_candidates: int = Field(default=8, ge=1, le=32)
     max_rounds: int = Field(default=2, ge=1, le=8)
     sample_temperature: float = 0.8
@@ -21,7 +23,9 @@ class CoderSettings(Settings):
     # asserts, doctest or prose examples); 0 never asks.
     tests_below_trusted: int = 3
     write_tests: bool = True
-    tests_max_tokens: int = 320  # small models run on writing asserts until cut off
+    # The test block ends at its closing fence (prompts.STOP); the cap only stops a model
+    # that never closes it, and a statement it cuts off is left out.
+    tests_max_tokens: int = 512
     check_timeout_s: float = 2.0  # per check inside the sandboxed program
     # Each candidate's run: wall time generous (a busy machine must not fail a right
     # program), CPU time tight (what a runaway program really spends).

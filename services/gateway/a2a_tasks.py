@@ -138,4 +138,6 @@ def task_of(state: SyndicateState, history_length: int | None = None) -> Task:
     if history_length != 0:
         out.history.append(user_message(submit))
     out.metadata.update({"trace_id": state.trace_id, "route": list(state.route)})
+    if result is not None and result.unverified:  # done, but no check the task stated stands behind it
+        out.metadata["unverified"] = True
     return out

@@ -65,6 +65,7 @@ def syndicate_body(result: TaskResult) -> dict[str, Any]:
     """Extra facts a client may read (OpenAI SDK models keep unknown fields)."""
     return {
         "task_id": result.task_id, "trace_id": result.trace_id, "status": result.status, "kind": result.kind,
+        "unverified": result.unverified,
         "code": result.code, "citations": [c.model_dump() for c in result.citations],
         "tests": [t.status for t in result.tests],
     }

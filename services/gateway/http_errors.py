@@ -6,13 +6,14 @@ into ``BadRequestError``, ``RateLimitError``, ...).
     cause                                              status  type
     request body invalid / unsupported field            400     invalid_request_error
     task rejected as invalid (invalid_payload)          400     invalid_request_error
+    prompt longer than the model's context              400     invalid_request_error (context_length_exceeded)
     missing or wrong bearer token                       401     authentication_error
     unknown model id                                    404     invalid_request_error
     gateway in-flight limit, TASKS stream full,
       an engine's bounded queue full (queue_full)       429     rate_limit_error  + Retry-After
     task cancelled by someone else                      409     conflict_error
     agent / engine failure                              500     server_error
-    bus down, retriever absent                          503     service_unavailable_error
+    bus down, retriever absent, no model server         503     service_unavailable_error
     task deadline passed (status timeout)               504     timeout_error
 """
 
@@ -27,7 +28,9 @@ from shared.errors import (
     BusError,
     Cancelled,
     DeadlineExceeded,
+    EngineError,
     InvalidPayload,
+    ModelUnavailable,
     Overloaded,
     QueueFull,
     SyndicateError,
@@ -98,8 +101,12 @@ def from_exception(exc: BaseException, retry_after_s: int) -> APIError:
         return APIError(504, exc.message, type="timeout_error", code="timeout")
     if isinstance(exc, BusError):
         return bus_unavailable(exc.message)
+    if isinstance(exc, ModelUnavailable):  # nobody serves the model now (restarting, died)
+        return APIError(503, exc.message, type="service_unavailable_error", code=exc.code)
     if isinstance(exc, InvalidPayload):
         return APIError(400, exc.message, type="invalid_request_error", code=exc.code)
+    if isinstance(exc, EngineError) and "n_ctx" in exc.detail:  # the prompt does not fit the model's context
+        return APIError(400, exc.message, type="invalid_request_error", code="context_length_exceeded", param="messages")
     if isinstance(exc, Cancelled):
         return APIError(409, exc.message, type="conflict_error", code="cancelled")
     if isinstance(exc, SyndicateError):

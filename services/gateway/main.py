@@ -26,6 +26,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.state import Gateway
 from services.gateway.tasks import TaskBridge
 from shared.bus import add_health_responder, ensure_jetstream, make_broker
+from shared.generation.client import GenerateClient
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime
 from shared.telemetry import shutdown_tracing
@@ -44,7 +45,7 @@ def create_gateway(settings: GatewaySettings | None = None) -> RequestCounter:
     )
     runtime.stats = lambda: {"queue_depth": 0, "running": bridge.inflight}
     add_health_responder(broker, runtime.health)
-    gw = Gateway(settings, broker, bridge, metrics, runtime, started=int(time.time()))
+    gw = Gateway(settings, broker, bridge, metrics, runtime, GenerateClient(broker), started=int(time.time()))
 
     async def connect() -> None:
         while True:

@@ -17,6 +17,7 @@ from services.gateway.state import Gateway
 from services.gateway.tasks import TaskBridge
 from shared.bus import make_broker
 from shared.errors import BusError
+from shared.generation.client import GenerateClient
 from shared.logging import setup_logging
 from shared.service import ServiceRuntime
 from shared.telemetry import shutdown_tracing
@@ -33,7 +34,8 @@ async def serve() -> None:
     await broker.start()
     metrics = GatewayMetrics()
     bridge = TaskBridge(broker, settings, metrics)
-    gw = Gateway(settings, broker, bridge, metrics, ServiceRuntime("gateway-mcp", settings, state="ready"))
+    gw = Gateway(settings, broker, bridge, metrics, ServiceRuntime("gateway-mcp", settings, state="ready"),
+                 GenerateClient(broker))
     log.info("mcp over stdio ready", ingest_roots=[str(r) for r in settings.gateway_ingest_roots])
     try:
         await build_mcp(gw).run_stdio_async()

@@ -52,6 +52,7 @@ class GatewayMetrics:
         self.sandbox_runs = Counter("syndicate_gateway_sandbox_runs", "Sandbox runs in the attempts of tasks served, by verdict", ("verdict",), registry=r)
         self.embed_seconds = Histogram("syndicate_gateway_embed_seconds", "Retriever embedding requests (RETRIEVER_EMBED round trip)", ("outcome",), buckets=LATENCY_BUCKETS, registry=r)
         self.cancels = Counter("syndicate_gateway_client_cancels", "Tasks cancelled because the client went away", registry=r)
+        self.model_requests = Counter("syndicate_gateway_model_requests", "Model requests (plain generations) served, by model and outcome", ("model", "outcome"), registry=r)
 
     def observe_result(self, result: TaskResult, model: str, seconds: float) -> None:
         """Everything a final TaskResult tells (outcome, usage, sandbox verdicts)."""

@@ -1,5 +1,5 @@
 """What every route of the gateway reaches through the app: its settings, broker, task
-bridge, metrics and health runtime (``Gateway``), the API-key check, body parsing and
+bridge, model-request client, metrics and health runtime (``Gateway``), the API-key check, body parsing and
 the trace a request's task joins."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from services.gateway import http_errors as he
 from services.gateway.metrics import ClusterCollector, GatewayMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.tasks import TaskBridge
+from shared.generation.client import GenerateClient
 from shared.service import ServiceRuntime
 
 B = TypeVar("B", bound=BaseModel)
@@ -34,6 +35,7 @@ class Gateway:
     bridge: TaskBridge
     metrics: GatewayMetrics
     runtime: ServiceRuntime
+    models: GenerateClient  # model requests: the served models and plain generations on them
     cluster: ClusterCollector = field(default_factory=ClusterCollector)
     started: int = 0  # epoch seconds: the models' "created"
 

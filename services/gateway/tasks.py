@@ -137,6 +137,17 @@ class TaskBridge:
             return None
         return nc if getattr(nc, "is_connected", False) else None
 
+    def admit(self) -> None:
+        """Take one of the gateway's in-flight places (tasks and model requests share them);
+        raises Overloaded when none is free, BusError while the bus is down."""
+        if self.inflight >= self.settings.gateway_max_inflight:
+            self.metrics.rejected.labels("gateway_inflight").inc()
+            raise Overloaded(f"the gateway is running {self.inflight} requests (limit {self.settings.gateway_max_inflight})")
+        if self.nc is None:
+            raise BusError("the syndicate's message bus is unreachable")
+        self.inflight += 1
+        self.metrics.inflight.set(self.inflight)
+
     def release(self) -> None:
         self.inflight = max(0, self.inflight - 1)
         self.metrics.inflight.set(self.inflight)
@@ -146,13 +157,7 @@ class TaskBridge:
     ) -> TaskRun:
         """Submit ``task`` and return its run (raises Overloaded, InvalidPayload or BusError);
         ``progress``: its ``next()`` also gives progress notes."""
-        if self.inflight >= self.settings.gateway_max_inflight:
-            self.metrics.rejected.labels("gateway_inflight").inc()
-            raise Overloaded(f"the gateway is running {self.inflight} tasks (limit {self.settings.gateway_max_inflight})")
-        if self.nc is None:
-            raise BusError("the syndicate's message bus is unreachable")
-        self.inflight += 1
-        self.metrics.inflight.set(self.inflight)
+        self.admit()
         nested = trace.get_current_span(parent).is_recording()  # under FastAPI's server span
         span = tracer.start_span(
             f"gateway task {endpoint}", context=parent, kind=SpanKind.INTERNAL if nested else SpanKind.SERVER,

@@ -79,6 +79,7 @@ async def startup() -> None:
     if settings.router_classifier:
         try:
             await classifier.load(settings)
+            await classifier.serve_model()  # its model answers model requests too
             runtime.details["classifier"] = runtime.model
         except Exception as exc:  # rules still route every task
             log.warning("classifier model unavailable, routing by rules only", error=str(exc))
@@ -214,6 +215,7 @@ def result_from_step(state: TaskState, res: StepResult) -> TaskResult:
         kind=registry.kind_of_agent(state.route[-1]),  # type: ignore[arg-type]
         answer=res.answer, code=res.code, tests=res.tests, attempts=res.attempts, citations=res.citations,
         files=res.files, diff=res.diff, error=res.error, usage=res.usage, submitted_at=state.task.submitted_at,
+        unverified=res.unverified,
     )
 
 
@@ -253,6 +255,7 @@ async def finish(result: TaskResult) -> None:
 @app.on_shutdown
 async def shutdown() -> None:
     await evolution.stop()
+    await classifier.stop_jobs()  # running model requests end with an error event
 
 
 @broker.subscriber(subjects.TASK_CANCEL)

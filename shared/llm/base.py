@@ -20,12 +20,25 @@ TokenCallback = Callable[[str], Awaitable[None]]
 
 
 class GenerationRequest(BaseModel):
-    messages: list[dict[str, str]]  # OpenAI-style chat messages
+    # OpenAI-style chat messages (an assistant turn may carry "tool_calls", a "tool" turn
+    # "tool_call_id"), rendered with the model's chat template.
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    prompt: str | None = None  # raw text, no template (instead of messages)
+    tools: list[dict[str, Any]] | None = None  # OpenAI-style tools, for a template that renders them
     max_tokens: int = 512
     temperature: float = 0.0
     seed: int | None = None  # sampling seed at temperature > 0 (None: the engine's own)
     stop: list[str] = Field(default_factory=list)
     json_schema: dict[str, Any] | None = None  # constrain output to this JSON schema
+    grammar: str | None = None  # constrain output to this GBNF grammar (wins over json_schema)
+    # Sampling knobs at temperature > 0 (None: the engine's defaults, top_k 40, top_p 0.95,
+    # min_p 0.05); the penalties apply at any temperature (None: off).
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     deadline: float | None = None  # epoch seconds
     request_id: str = ""  # usually the task id: cancel(request_id) stops it
     speculative: bool | None = None  # None: the role's roster setting
@@ -107,7 +120,8 @@ class ScriptedEngine:
         seconds = time.monotonic() - start
         n = len(out)
         return GenerationResult(
-            text="".join(out), model=self.name, input_tokens=sum(len(m["content"]) for m in request.messages) // 4,
+            text="".join(out), model=self.name,
+            input_tokens=(len(request.prompt or "") + sum(len(m.get("content") or "") for m in request.messages)) // 4,
             output_tokens=n, seconds=seconds, ttft_s=0.0, tokens_per_s=n / seconds if seconds else 0.0,
         )
 

@@ -88,7 +88,7 @@ class RoleConfig(BaseModel):
     queue_limit: int = Field(4, ge=0)  # requests waiting besides the running ones
     # Continuous batching: requests decoded together (each gets its own n_ctx of KV cache,
     # so KV memory grows with slots), and prompt tokens a joining request may put into one
-    # step while others are generating (shared/llm/llama.py explains both policies).
+    # step while others are generating (shared/llm/batch.py explains both policies).
     slots: int = Field(4, ge=1, le=64)
     prefill_chunk: int = Field(64, ge=8)
     # True: temperature-0 output independent of what shares a step (no repacked weights,

@@ -1,7 +1,7 @@
 """Speculative decoding helpers of ``LlamaEngine``: when a draft is worth verifying, and
 the draft model that writes drafts for a larger model of the same tokenizer.
 
-Both draft sources feed the same verification (shared/llm/llama.py, ``_after_decode``):
+Both draft sources feed the same verification (shared/llm/speculator.py, ``Speculator.verify``):
 the target model decodes its last token plus the draft in one batch and keeps the
 longest prefix its own sampler reproduces, so the output never depends on the draft.
 

@@ -125,8 +125,9 @@ def _print_result(out: dict[str, Any], json_out: bool) -> None:
     if json_out:
         print(json.dumps(out))
         return
-    colour = "green" if out.get("status") == "done" else "red"
-    console.rule(f"[{colour}]{out.get('status')}[/] · task {out.get('task_id')}")
+    colour = ("yellow" if out.get("unverified") else "green") if out.get("status") == "done" else "red"
+    shown = f"{out.get('status')} (unverified)" if out.get("unverified") else out.get("status")
+    console.rule(f"[{colour}]{shown}[/] · task {out.get('task_id')}")
     if out.get("answer"):
         console.print(Markdown(out["answer"]))
     for v in out.get("tests") or []:

@@ -1,7 +1,9 @@
-"""compose.local.yaml over compose.yaml, merged by podman-compose itself (`config` needs no
-podman): nothing in it comes from a registry, every image is one `make images` builds,
-nothing waits for a service the merge leaves out, and the retriever keeps its embedded
-store. `make compose-test` runs it for real; this runs in `make test`."""
+"""compose.local.yaml over compose.yaml, merged by podman-compose itself: nothing in it comes
+from a registry, every image is one `make images` builds, nothing waits for a service the
+merge leaves out, and the retriever keeps its embedded store. `make compose-test` runs it
+for real; this runs in `make test`, where podman is not installed: `--dry-run` skips
+podman-compose's `podman --version` probe (1.6 makes it before every command, `config`
+included), and the merge itself never calls podman."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ BUILT = re.search(r"ALL_TARGETS=\(([^)]*)\)", (REPO / "infra" / "containers" / "
 
 def merged_config(*files: str) -> dict[str, Any]:
     env = {deploy.password_env(user): "x" + user.replace("-", "") for user, _ in registry.nats_users()}
-    argv = [sys.executable, "-m", "podman_compose"] + [a for f in files for a in ("-f", str(REPO / f))] + ["config"]
+    argv = [sys.executable, "-m", "podman_compose"] + [a for f in files for a in ("-f", str(REPO / f))] + ["--dry-run", "config"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **env})
     assert out.returncode == 0, out.stderr[-2000:]
     return yaml.safe_load(out.stdout)

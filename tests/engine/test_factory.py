@@ -24,7 +24,23 @@ async def test_script_env_gives_a_scripted_engine(tmp_path: Path, monkeypatch: p
     assert (await eng.generate(req)).text == "second"
 
 
-@pytest.mark.parametrize("content", ["not json", "[]", '{"a": 1}', "[1, 2]"])
+async def test_script_rules_answer_by_the_last_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "rules.json"
+    script.write_text(json.dumps([{"when": "weather", "reply": "call"}, {"when": "sunny", "reply": "answer"},
+                                  {"reply": "code"}]))
+    monkeypatch.setenv("SYNDICATE_ENGINE_SCRIPT", str(script))
+    eng = load_engine("coder", Settings())
+
+    async def say(*texts: str) -> str:
+        req = GenerationRequest(messages=[{"role": "user", "content": t} for t in texts])
+        return (await eng.generate(req)).text
+
+    assert await say("the weather?") == "call"
+    assert await say("the weather?", "sunny") == "answer"
+    assert await say("write f") == "code"
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", '{"a": 1}', "[1, 2]", '[{"when": "x"}]'])
 def test_bad_script_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str) -> None:
     script = tmp_path / "replies.json"
     script.write_text(content)

@@ -56,8 +56,9 @@ def test_invalid_body_is_400_even_without_the_bus(make_client) -> None:
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = client.post("/v1/completions", json={"model": "coder"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    # Not an agent: maybe a served model, which only the bus can tell.
     r = client.post("/v1/chat/completions", json={**CHAT, "model": "nope"})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert r.status_code == 503 and r.json()["error"]["code"] == "bus_unavailable"
 
 
 def test_bearer_auth_when_a_key_is_set(make_client) -> None:

@@ -42,8 +42,10 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 def test_model_list(stack: Stack) -> None:
-    ids = [m.id for m in client(stack).models.list()]
-    assert ids == ["syndicate", "coder", "reasoner"]
+    models = client(stack).models.list().data
+    # The agents, then the models they hold (the fake agents' health replies say "fake").
+    assert [m.id for m in models] == ["syndicate", "coder", "reasoner", "fake"]
+    assert models[-1].model_dump()["served_by"] == ["coder-agent", "reasoner-agent"]
 
 
 def test_non_streaming_chat_runs_a_task(stack: Stack) -> None:

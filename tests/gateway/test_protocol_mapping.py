@@ -73,6 +73,10 @@ def test_task_state_becomes_an_a2a_task_with_artifacts() -> None:
     assert [a.name for a in task.artifacts] == ["answer", "code", "tests", "files", "diff", "citations"]
     assert task.artifacts[3].parts[0].filename == "f.py"
     assert task.history[0].parts[0].text == "Write f." and task.metadata["trace_id"] == "ab" * 16
+    assert "unverified" not in task.metadata
+    result.unverified = True  # done, but no check the task stated stood behind the code
+    task = at.task_of(SyndicateState(task=submit, status="done", route=["coder"], result=result))
+    assert task.metadata["unverified"] is True and task.status.state == TaskState.TASK_STATE_COMPLETED
     assert not at.task_of(SyndicateState(task=submit, status="running"), history_length=0).history
     for status, state in (("queued", "SUBMITTED"), ("running", "WORKING"), ("timeout", "FAILED"), ("cancelled", "CANCELED")):
         got = at.task_of(SyndicateState(task=submit, status=status)).status.state  # type: ignore[arg-type]

@@ -97,7 +97,7 @@ def test_candidates_are_ranked_by_the_models_tests(services: Services, tmp_path)
     # Four candidates at once (the greedy one wrong), then the model's tests: the code most
     # candidates agree on wins, and the wrong one's verdict names what it got wrong.
     broken = "```python\ndef square(x):\n    return x + x\n```"
-    start_spine(services, tmp_path, [broken, CODE, CODE, CODE, TESTS])
+    start_spine(services, tmp_path, [broken, CODE, CODE, CODE, TESTS], SYNDICATE_CANDIDATES="4")
     out = services.cli("submit", "--kind", "code", "Write a function square(x).", "--json")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == "done", result

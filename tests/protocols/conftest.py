@@ -3,11 +3,14 @@
 (hashing embedder), coder-agent and reasoner-agent on scripted models, and a gateway
 with an API key and one folder it may ingest; every service exports its spans to the
 collector. The coder answers at once; the reasoner is slow (seconds per answer), so a
-reason task can be cancelled while it runs."""
+reason task can be cancelled while it runs. The coder's model also answers model requests
+by rules (MODEL_RULES): a tool call for the weather or a product, the answer from the
+tool's result, code for everything else."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,22 @@ KEY = "protocol-test-key"
 # One reply serves as code and as its tests: definitions plus asserts, so every code task passes.
 CODE = "```python\ndef square(x):\n    return x * x\n\n\nassert square(3) == 9\n```"
 SENTENCE = "The syndicate routes every task over NATS to an agent pinned to its own cores. "
+CODER_MODEL, REASONER_MODEL = "scripted-coder", "scripted-reasoner"  # the agents' models, by name
+
+
+def tool_call(name: str, **arguments: object) -> str:
+    return f'<tool_call>\n{json.dumps({"name": name, "arguments": arguments})}\n</tool_call>'
+
+
+WEATHER_RESULT, PRODUCT = "22 C and sunny", 1234 * 5678
+# Model requests reach the coder's scripted model too: it answers by the last message.
+MODEL_RULES = [
+    {"when": WEATHER_RESULT, "reply": f"In Paris it is {WEATHER_RESULT}."},
+    {"when": str(PRODUCT), "reply": f"1234 times 5678 is {PRODUCT}."},
+    {"when": "weather in Paris", "reply": tool_call("get_weather", city="Paris")},
+    {"when": "1234 times 5678", "reply": tool_call("multiply", a=1234, b=5678)},
+    {"reply": CODE},
+]
 NOTE = f"# Routing\n\n{SENTENCE}\nAgents stream their tokens back as task events.\n"
 
 
@@ -65,7 +84,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         services.wait_ready(["router"])  # streams and the task-state bucket exist from here on
         services.start("code-sandbox", "services.code_sandbox", **otel)
         services.start("retriever", "services.retriever", SYNDICATE_EMBEDDER="hashing", **otel)
-        services.start("coder-agent", "services.coder_agent", SYNDICATE_ENGINE_SCRIPT=write_script(root / "coder.json", [CODE]), **otel)
+        services.start("coder-agent", "services.coder_agent", SYNDICATE_ENGINE_SCRIPT=write_script(root / "coder.json", MODEL_RULES),
+                       **otel)
         services.start("reasoner-agent", "services.reasoner_agent",
                        SYNDICATE_ENGINE_SCRIPT=write_script(root / "reasoner.json", [SENTENCE * 20]),
                        SYNDICATE_ENGINE_SCRIPT_DELAY="0.03", **otel)

@@ -13,8 +13,16 @@ from services.coder_agent.checks import (
     harness,
     read_outcomes,
 )
-from services.coder_agent.ranking import Candidate, dropped_checks, rank, summary_sentence
-from services.coder_agent.trusted import prose_checks, task_function_names, text_checks
+from services.coder_agent.model_tests import parse_model_tests
+from services.coder_agent.ranking import Candidate, Tiers, dropped_checks, rank
+from services.coder_agent.report import Provenance, summary_sentence
+from services.coder_agent.trusted import (
+    assert_checks,
+    prose_checks,
+    task_function_names,
+    text_checks,
+    trusted_checks,
+)
 
 
 def cand(index: int, passes: list[bool] | None, raised: tuple[int, ...] = ()) -> Candidate:
@@ -76,11 +84,35 @@ def test_dropping_needs_two_voters_and_a_majority() -> None:
 def test_summary_sentence_says_what_passed_whose_checks_and_how_many_were_tried() -> None:
     pool = [cand(1, [True, True, True, False]), cand(2, [True, True, False, True])]
     r = rank(pool, n_trusted=2, n_checks=4)
-    assert summary_sentence(r, 2, True) == (
+    assert summary_sentence(r, 2, Provenance(stated=2, tests_asked=True)) == (
         "It passes both checks from the task and passes 1 of the 2 tests the model wrote itself; "
         "chosen from 2 candidates (candidate 1, greedy).")
     r = rank([cand(1, [])], n_trusted=0, n_checks=0)
-    assert "with no checks to pass" in summary_sentence(r, 1, False)
+    assert summary_sentence(r, 1, Provenance(stated=0)) == (
+        "Unverified by the task: it states no example to check the code against, so the code only runs "
+        "(no tests were written); chosen from 1 candidate (candidate 1, greedy).")
+    # Checks a caller added (a conversation's earlier ones), rule checks, and a renamed function.
+    c = cand(1, [True, False, True, True])
+    c.missing = ["remove_odd"]
+    r = rank([c], tiers=Tiers([0, 1], [2], [3]))
+    assert summary_sentence(r, 1, Provenance(stated=1, extra=1)) == (
+        "It does not define `remove_odd`, the name the task's checks call (a renamed function fails them). "
+        "It passes the only check from the task and fails the only check kept from earlier in the conversation "
+        "and passes the only check the model wrote from the task's rules and passes the only test the model "
+        "wrote itself; chosen from 1 candidate (candidate 1, greedy).")
+    assert not r.satisfied
+
+
+def test_rule_checks_are_never_dropped_and_outrank_agreement() -> None:
+    # fizzbuzz: three candidates share a mistake (never 'FizzBuzz') and agree on the
+    # model's tests; one is right. The rule check, failed by most, still decides.
+    wrong, right = [True, False, True, True], [True, True, False, False]
+    pool = [cand(1, wrong), cand(2, wrong), cand(3, right), cand(4, wrong)]
+    r = rank(pool, tiers=Tiers([0], [1], [2, 3]))
+    assert r.rules == [1] and r.dropped == [] and r.best.index == 3
+    assert not r.decided  # it fails model tests that stand: the evidence does not decide yet
+    r = rank(pool, tiers=Tiers([0], [], [1, 2, 3]))  # as a plain model test it would be dropped
+    assert r.dropped == [1] and r.best.index == 1
 
 
 def test_contradictory_model_tests_are_discarded() -> None:
@@ -104,12 +136,49 @@ def test_examples_in_prose_become_checks_and_prose_that_is_no_example_does_not()
     for tri(0) == [1]
     tri(5) should return [1, 3, 2, 8, 3, 15].
     other(1) => 2
+    other(2) is 3
     """'''
     assert task_function_names(text) == ["tri"]
+    # A strong separator makes an example of any function; "is" only of the task's own.
     assert prose_checks(text) == ["assert tri(1) == 3", "assert tri(3) == [1, 3, 2, 8]", "assert tri(0) == [1]",
-                                  "assert tri(5) == [1, 3, 2, 8, 3, 15]"]
+                                  "assert tri(5) == [1, 3, 2, 8, 3, 15]", "assert other(1) == 2"]
     task = "Write a Python function fizzbuzz(n) returning a list; fizzbuzz(3) returns ['1', '2', 'Fizz'].\nassert fizzbuzz(1) == ['1']"
     assert text_checks(task) == ["assert fizzbuzz(1) == ['1']", "assert fizzbuzz(3) == ['1', '2', 'Fizz']"]
+
+
+def test_every_stated_assert_is_a_check_wherever_it_stands() -> None:
+    task = ("Write a function to remove odd numbers from a given list.\n"
+            "For example: assert remove_odd([1,2,3]) == [2], and `assert remove_odd([]) == []`.\n"
+            "```python\nassert remove_odd([4, 5]) == [4]\n```\n"
+            "def check(xs):\n    assert xs == sorted(xs)\n    assert isinstance(xs, list)\n"
+            "Also remove_even([1, 2]) -> [1]; sum_odd([1, 3]) is 4.")
+    assert assert_checks(task) == ["assert remove_odd([1,2,3]) == [2]", "assert remove_odd([]) == []",
+                                   "assert remove_odd([4, 5]) == [4]"]
+    assert prose_checks(task) == ["assert remove_even([1, 2]) == [1]"]  # "is" only for a function the task names
+    t = trusted_checks(task, [])
+    assert t.required_names() == ["remove_odd", "remove_even"] and t.stated == 4
+    t = trusted_checks("Write add(a, b).", [], extra=["assert add(1, 1) == 2", ""])
+    assert t.checks == ["assert add(1, 1) == 2"] and t.stated == 0 and t.extra == 1
+
+
+def test_rule_checks_quote_the_task_and_expect_values_it_states() -> None:
+    task = ("Write fizzbuzz(n): a list of strings for 1 to n: 'Fizz' for multiples of 3, 'Buzz' for multiples "
+            "of 5, 'FizzBuzz' for multiples of both, the number itself otherwise.")
+    block = ("# 'FizzBuzz' for multiples of both\nassert fizzbuzz(15)[-1] == 'FizzBuzz'\n"
+             "assert fizzbuzz(3) == ['1', '2', 'Fizz']  # 'Fizz' for multiples of 3\n"
+             "# the number itself otherwise\nassert fizzbuzz(2) == ['1', '2']\n"
+             "# returns a greeting\nassert fizzbuzz(5)[-1] == 'Buzz'\n"
+             "print(fizzbuzz(3))\nassert fizzbuzz(1) == ['1']")
+    tests = parse_model_tests(block, task, ["fizzbuzz"])
+    assert [(t.source, t.rule) for t in tests] == [
+        ("assert fizzbuzz(15)[-1] == 'FizzBuzz'", True),
+        ("assert fizzbuzz(3) == ['1', '2', 'Fizz']", False),  # '1' and '2' are worked out, not stated
+        ("assert fizzbuzz(2) == ['1', '2']", False),
+        ("assert fizzbuzz(5)[-1] == 'Buzz'", False),  # the quote is not the task's
+        ("assert fizzbuzz(1) == ['1']", False)]
+    assert tests[1].quote == "'Fizz' for multiples of 3".strip("'")
+    cut = parse_model_tests("# 'Buzz' for multiples of 5\nassert fizzbuzz(5)[-1] == 'Buzz'\nassert fizzbuzz(", task, ["fizzbuzz"])
+    assert [(t.source, t.rule) for t in cut] == [("assert fizzbuzz(5)[-1] == 'Buzz'", True)]
 
 
 def run_harness(code: str, checks: list[str], limit_s: float = 0.5) -> list[CheckOutcome] | None:

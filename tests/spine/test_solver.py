@@ -1,6 +1,8 @@
-"""coder-agent's sample-then-verify strategy, with scripted models and a fake sandbox:
-parallel candidates, ranking by the task's checks and by agreement, dropped and
-contradictory model tests, repair from tracebacks only, early stop, the best seen kept."""
+"""coder-agent's strategy, with scripted models and a fake sandbox: the task's stated
+examples as checks (MBPP-shaped tasks included), unverified answers said so, rule checks
+over agreement, parallel candidates, checks as each ends, early stop when the evidence
+decides, samples only while it does not, dropped and contradictory model tests, repair
+from tracebacks only, the best seen kept."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 
 import pytest
 
-from services.coder_agent.prompts import TESTS_SYSTEM, extract_code
+from services.coder_agent.prompts import extract_code, is_tests_request
 from services.coder_agent.settings import CoderSettings
 from services.coder_agent.solver import CodeSolver
 from shared.contracts import AgentJob, ExecRequest, ExecResult, FileIn
@@ -50,7 +52,7 @@ def scripted(codes: list[str], tests: str = "", later: list[str] | None = None) 
     queue = [*codes, *(later or [])]
 
     def reply(req: GenerationRequest) -> str:
-        if req.messages[0]["content"] == TESTS_SYSTEM:
+        if is_tests_request(req.messages):
             return tests
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
@@ -58,7 +60,7 @@ def scripted(codes: list[str], tests: str = "", later: list[str] | None = None) 
 
 
 def code_requests(engine: ScriptedEngine) -> list[GenerationRequest]:
-    return [r for r in engine.requests if r.messages[0]["content"] != TESTS_SYSTEM]
+    return [r for r in engine.requests if not is_tests_request(r.messages)]
 
 
 async def test_candidates_are_written_at_once_greedy_first_then_sampled_with_seeds() -> None:
@@ -86,6 +88,8 @@ async def test_a_model_test_most_candidates_fail_is_dropped_not_shown() -> None:
     assert chosen.dropped == ["assert add_1(1, 2) == 3"]
     assert "add_1(1, 2) == 3" not in result.answer and "disputed" not in result.answer.lower()
     assert "passes both tests the model wrote itself; chosen from 4 candidates" in result.answer
+    # The task states no example: done, but said to be unverified by the task.
+    assert result.unverified and "Unverified by the task" in result.answer
     assert result.tests[0].status == "ok"  # the verdict shown is of the checks that stand
 
 
@@ -127,9 +131,9 @@ async def test_a_traceback_is_repaired_and_the_repair_shows_it() -> None:
     text = "Write add_1(a, b).\nassert add_1(1, 2) == 4"
     engine = scripted([ADD_1_CRASH] * 2, later=[ADD_1])
     result = await CodeSolver(engine, run_python, settings(candidates=2, max_candidates=4)).solve(job(text=text))
-    assert result.status == "done"
-    assert [(a.origin, a.chosen) for a in result.attempts] == [
-        ("greedy", False), ("sampled", False), ("repair of 1", True), ("repair of 2", False)]
+    assert result.status == "done" and not result.unverified
+    # The first repair passes the task's check: the evidence decides, the other is stopped.
+    assert [(a.origin, a.chosen) for a in result.attempts] == [("greedy", False), ("sampled", False), ("repair of 1", True)]
     repair = code_requests(engine)[2]
     assert "NameError" in repair.messages[-1]["content"] and repair.messages[-2]["role"] == "assistant"
 
@@ -186,8 +190,8 @@ async def test_edits_a_given_file_and_returns_a_diff() -> None:
     result = await CodeSolver(engine, run_python, settings()).solve(job(text="Fix add in calc.py.", files=[original]))
     assert result.files[0].path == "calc.py" and "return a + b" in result.files[0].content
     assert "-    return a - b" in result.diff and "+    return a + b" in result.diff
-    tests_req = next(r for r in engine.requests if r.messages[0]["content"] == TESTS_SYSTEM)
-    assert "def add(a, b): ..." in tests_req.messages[1]["content"]  # signatures, never the body
+    tests_req = next(r for r in engine.requests if is_tests_request(r.messages))
+    assert "def add(a, b): ..." in tests_req.messages[1]["content"]
 
 
 async def test_cancel_ends_the_step_cancelled() -> None:
@@ -215,6 +219,88 @@ async def test_deadline_ends_the_step_timeout() -> None:
     j.deadline = time.time() - 1
     result = await CodeSolver(ScriptedEngine([ADD_1]), run_python, settings()).solve(j)
     assert result.status == "timeout"
+
+
+REMOVE_ODD_TASK = "Write a function to remove odd numbers from a given list.\nFor example: assert remove_odd([1,2,3]) == [2]"
+REMOVE_ODD = "```python\ndef remove_odd(xs):\n    return [x for x in xs if x % 2 == 0]\n```"
+RENAMED = "```python\ndef remove_odd_numbers(xs):\n    return [x for x in xs if x % 2 == 0]\n```"
+ALWAYS_RIGHT_TESTS = "```python\nassert remove_odd([]) == []\nassert remove_odd([3]) == []\n```"
+
+
+async def test_an_mbpp_shaped_example_is_a_check_and_a_renamed_function_fails_it_plainly() -> None:
+    engine = scripted([RENAMED], ALWAYS_RIGHT_TESTS)
+    result = await CodeSolver(engine, run_python, settings(candidates=1, max_rounds=1)).solve(job(text=REMOVE_ODD_TASK))
+    assert result.status == "failed" and result.error is not None
+    assert "It does not define `remove_odd`" in result.error.message and "fails the only check from the task" in result.error.message
+    assert result.attempts[0].tests.splitlines()[0] == "assert remove_odd([1,2,3]) == [2]"
+    engine = scripted([REMOVE_ODD], ALWAYS_RIGHT_TESTS)
+    result = await CodeSolver(engine, run_python, settings(candidates=1)).solve(job(text=REMOVE_ODD_TASK))
+    assert result.status == "done" and not result.unverified
+    assert "passes the only check from the task and passes both tests the model wrote itself" in result.answer
+
+
+async def test_a_task_without_examples_is_done_but_unverified_and_says_what_passed() -> None:
+    engine = scripted([ADD_1], "```python\nassert add_1(0, 0) == 1\nassert add_1(2, 5) == 8\n```")
+    result = await CodeSolver(engine, run_python, settings(candidates=1)).solve(job())
+    assert result.status == "done" and result.unverified
+    assert ("Unverified by the task: it states no example to check the code against, so it passes both tests "
+            "the model wrote itself; chosen from 1 candidate") in result.answer
+
+
+FIZZ_TASK = ("Write a Python function fizzbuzz(n) that returns a list of strings for the numbers 1 to n: 'Fizz' for "
+             "multiples of 3, 'Buzz' for multiples of 5, 'FizzBuzz' for multiples of both, the number itself otherwise.")
+FIZZ_SHARED_MISTAKE = ("```python\ndef fizzbuzz(n):\n    return ['Fizz' if i % 3 == 0 else 'Buzz' if i % 5 == 0 else str(i)"
+                       " for i in range(1, n + 1)]\n```")
+FIZZ = ("```python\ndef fizzbuzz(n):\n    return ['FizzBuzz' if i % 15 == 0 else 'Fizz' if i % 3 == 0 else 'Buzz' if i % 5 == 0"
+        " else str(i) for i in range(1, n + 1)]\n```")
+
+
+async def test_a_check_from_the_tasks_rules_beats_a_mistake_most_candidates_share() -> None:
+    tests = ("```python\n# 'FizzBuzz' for multiples of both\nassert fizzbuzz(15)[-1] == 'FizzBuzz'\n"
+             "assert fizzbuzz(3) == ['1', '2', 'Fizz']\nassert fizzbuzz(5)[-1] == 'Buzz'\n```")
+    engine = scripted([FIZZ_SHARED_MISTAKE, FIZZ_SHARED_MISTAKE, FIZZ_SHARED_MISTAKE, FIZZ], tests)
+    result = await CodeSolver(engine, run_python, settings()).solve(job(text=FIZZ_TASK))
+    assert result.status == "done" and result.unverified and "i % 15" in (result.code or "")
+    assert "passes the only check the model wrote from the task's rules" in result.answer
+
+
+async def test_greedy_first_samples_only_while_the_evidence_does_not_decide() -> None:
+    text = "Write add_1(a, b).\nassert add_1(1, 2) == 4"
+    engine = scripted([ADD_1], "```python\nassert add_1(0, 0) == 1\n```")
+    result = await CodeSolver(engine, run_python, CoderSettings(candidates=1)).solve(job(text=text))
+    assert result.status == "done" and len(result.attempts) == 1  # the greedy answer passes all: no samples
+    assert len(engine.requests) == 2  # it and the tests
+    engine = scripted([ADD_1_WRONG], later=[ADD_1])
+    result = await CodeSolver(engine, run_python, CoderSettings(candidates=1, early_stop=False)).solve(job(text=text))
+    assert result.status == "done" and [a.origin for a in result.attempts] == ["greedy"] + ["sampled"] * 4
+    assert next(a for a in result.attempts if a.chosen).n == 2
+
+
+async def test_the_tests_prompt_shares_the_candidates_prefix() -> None:
+    engine = scripted([ADD_1], ADD_1_TESTS)
+    await CodeSolver(engine, run_python, settings(candidates=1)).solve(job())
+    code, tests = code_requests(engine)[0], next(r for r in engine.requests if is_tests_request(r.messages))
+    assert code.messages[0] == tests.messages[0]
+    assert tests.messages[1]["content"].startswith(ADD_1_TASK + "\n\n") and code.messages[1]["content"].startswith(ADD_1_TASK + "\n\n")
+    assert code.stop and tests.stop  # both end at their block's closing fence
+
+
+async def test_each_candidate_is_checked_as_it_ends_and_a_decided_round_stops_the_rest() -> None:
+    text = "Write add_1(a, b).\nassert add_1(1, 2) == 4\nassert add_1(0, 0) == 1\nassert add_1(2, 2) == 5"
+    long_sample = ADD_1 + "\n# " + "x" * 2000
+    engine = scripted([ADD_1, long_sample, long_sample, long_sample])
+    engine._delay = 0.005  # noqa: SLF001 - each 4-character piece takes a moment: the samples run long
+    runs: list[float] = []
+
+    async def sandbox(req: ExecRequest) -> ExecResult:
+        runs.append(time.monotonic())
+        return await run_python(req)
+
+    started = time.monotonic()
+    result = await CodeSolver(engine, sandbox, settings()).solve(job(text=text))
+    assert result.status == "done" and [a.n for a in result.attempts] == [1]
+    assert runs and runs[0] - started < 1.0  # the greedy answer was checked long before a sample could end
+    assert engine.stats()["running"] == 0  # the samples were stopped
 
 
 class FullOnce(ScriptedEngine):

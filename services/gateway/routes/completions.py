@@ -1,9 +1,12 @@
-"""``POST /v1/chat/completions`` and ``/v1/completions``: a request becomes a task; its
-tokens stream back as server-sent events (``stream: true``) or its answer as one body.
+"""``POST /v1/chat/completions`` and ``/v1/completions``: a request for an agent
+(``syndicate``, ``coder``, ...) becomes a task; a request for a served model
+(``qwen2_5-coder-1_5b``, ...) becomes a model request, a plain generation on an agent's
+engine (services/gateway/model_runs.py). Tokens stream back as server-sent events
+(``stream: true``) or the answer comes as one body.
 
-The status line waits for the first token or the result, so a task refused by a full
+The status line waits for the first token or the result, so a request refused by a full
 engine queue or by its deadline still gets its 429/504. A client that leaves cancels its
-task."""
+task or generation."""
 
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from services.gateway import completions as cm
+from services.gateway import generations as gen
 from services.gateway import http_errors as he
+from services.gateway.model_runs import ModelRun, served_model, start_model_run
+from services.gateway.model_runs import watch_disconnect as watch_model_disconnect
 from services.gateway.openai_schema import MODELS, ChatCompletionRequest, CompletionRequest
 from services.gateway.state import Gateway, GatewayDep, authorize, parse_body, trace_parent
 from services.gateway.tasks import TaskRun
-from shared.contracts import TaskResult
+from shared.contracts import GenerateEvent, TaskResult
 from shared.errors import SyndicateError
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -41,8 +47,18 @@ async def text_completions(req: Request, gw: GatewayDep) -> Response:
 
 
 async def generate(gw: Gateway, req: Request, body: Body, endpoint: cm.Endpoint) -> Response:
-    if body.model not in MODELS:
-        raise he.unknown_model(body.model, list(MODELS))
+    if body.model in MODELS:
+        return await run_task(gw, req, body, endpoint)
+    try:
+        served = await served_model(gw, body.model)
+    except SyndicateError as exc:
+        raise he.from_exception(exc, gw.retry_after_s) from exc
+    if served is None:
+        raise he.unknown_model(body.model, list(MODELS) + list(await gw.models.models()))
+    return await run_model(gw, req, body, endpoint)
+
+
+async def run_task(gw: Gateway, req: Request, body: Body, endpoint: cm.Endpoint) -> Response:
     try:
         task = cm.to_task(body, timeout_s=gw.settings.gateway_request_timeout_s)
     except ValidationError as exc:
@@ -128,11 +144,72 @@ async def _ending(body: Body, endpoint: cm.Endpoint, result: TaskResult, created
     yield cm.sse("[DONE]")
 
 
-class TaskStream(StreamingResponse):
-    """An SSE response that always releases its task: also when the client leaves
-    before the stream starts (its generator's ``finally`` would then never run)."""
+async def run_model(gw: Gateway, req: Request, body: Body, endpoint: cm.Endpoint) -> Response:
+    try:
+        greq = gen.to_generate(body, timeout_s=gw.settings.gateway_request_timeout_s)
+    except ValidationError as exc:
+        raise he.invalid_request(exc) from exc
+    except ValueError as exc:
+        raise he.invalid_request(str(exc)) from exc
+    try:
+        run = await start_model_run(gw, greq, trace_parent(req), endpoint)
+    except SyndicateError as exc:
+        raise he.from_exception(exc, gw.retry_after_s) from exc
+    watcher = asyncio.create_task(watch_model_disconnect(req.receive, run))
+    headers = {"x-syndicate-request-id": greq.request_id}
+    try:
+        event = await run.next()
+        if event is not None and body.stream:
+            return TaskStream(
+                model_stream(run, body, endpoint, event, gw.retry_after_s), run, watcher,
+                media_type="text/event-stream", headers={**SSE_HEADERS, **headers},
+            )
+        while event is not None and event.type != "done":
+            event = await run.next()
+    except SyndicateError as exc:
+        watcher.cancel()
+        await run.close()
+        err = he.from_exception(exc, gw.retry_after_s)
+        err.headers.update(headers)
+        raise err from exc
+    except BaseException:
+        watcher.cancel()
+        await run.close()
+        raise
+    watcher.cancel()
+    await run.close()
+    if event is None or run.reply is None:
+        return Response(status_code=499)  # nobody reads it; the generation was cancelled
+    return JSONResponse(gen.final_body(endpoint, body.model, run.reply), headers=headers)
 
-    def __init__(self, content: AsyncIterator[bytes], run: TaskRun, watcher: asyncio.Task[None], **kwargs: Any) -> None:
+
+async def model_stream(run: ModelRun, body: Body, endpoint: cm.Endpoint, first: GenerateEvent,
+                       retry_after_s: int) -> AsyncIterator[bytes]:
+    writer = gen.ChunkWriter(endpoint, body.model, run.request.request_id, body.include_usage)
+    event: GenerateEvent | None = first
+    while event is not None:
+        if event.type == "text":
+            yield writer.text_piece(event.index, event.text)
+        elif event.type == "tool_call" and event.tool_call is not None:
+            yield writer.tool_call(event.index, event.tool_call)
+        elif event.type == "done" and event.reply is not None:
+            for part in writer.ending(event.reply):
+                yield part
+            return
+        try:
+            event = await run.next()
+        except SyndicateError as exc:
+            yield cm.sse(he.from_exception(exc, retry_after_s).body())  # the OpenAI SDKs raise APIError on it
+            yield cm.sse("[DONE]")
+            return
+
+
+class TaskStream(StreamingResponse):
+    """An SSE response that always releases its task or model run: also when the client
+    leaves before the stream starts (its generator's ``finally`` would then never run)."""
+
+    def __init__(self, content: AsyncIterator[bytes], run: TaskRun | ModelRun, watcher: asyncio.Task[None],
+                 **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
         self.run, self.watcher = run, watcher
 

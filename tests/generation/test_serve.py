@@ -1,0 +1,214 @@
+"""Model requests over a real nats-server: ModelServer (the agents' side) on scripted
+engines, GenerateClient (the gateway's side): streamed text, parsed tool calls, choices,
+the queue group, back-pressure, deadlines, cancel, a server that dies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import llama_cpp.llama_grammar  # noqa: F401 - loaded before the event loop runs (agents have it loaded)
+import pytest
+
+from shared.bus import make_broker
+from shared.contracts import ChatTurn, GenerateRequest, HealthReply, ToolSpec
+from shared.errors import (
+    DeadlineExceeded,
+    InvalidPayload,
+    ModelUnavailable,
+    QueueFull,
+    ToolCallInvalid,
+)
+from shared.generation.client import GenerateClient, served_models
+from shared.generation.serve import ModelServer
+from shared.llm.base import GenerationRequest, ScriptedEngine
+from shared.settings import Settings
+from tests.conftest import NatsServer
+
+pytestmark = pytest.mark.integration
+
+WEATHER = ToolSpec(name="get_weather", parameters={
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+def ask(model: str = "m", text: str = "hi", **kw: Any) -> GenerateRequest:
+    return GenerateRequest(model=model, messages=[ChatTurn(role="user", content=text)], **kw)
+
+
+@asynccontextmanager
+async def serving(server: NatsServer, *engines: ScriptedEngine, keepalive_s: float = 0.2,
+                  lost_after_s: float = 5.0) -> AsyncIterator[tuple[GenerateClient, list[ModelServer]]]:
+    settings = Settings(nats_url=server.url)
+    brokers, servers = [], []
+    for i, engine in enumerate(engines):
+        broker = make_broker(f"agent-{i}", settings, telemetry=False)
+        await broker.start()
+        ms = ModelServer(broker, "coder-agent", instance=f"coder-agent@test:{i}", keepalive_s=keepalive_s)
+        await ms.serve(engine)
+        brokers.append(broker)
+        servers.append(ms)
+    client_broker = make_broker("gateway", settings, telemetry=False)
+    await client_broker.start()
+    try:
+        yield GenerateClient(client_broker, accept_timeout_s=1.0, lost_after_s=lost_after_s), servers
+    finally:
+        for ms in servers:
+            await ms.stop()
+        for b in [*brokers, client_broker]:
+            await b.stop()
+
+
+async def test_text_streams_and_the_reply_is_whole(nats_server: NatsServer) -> None:
+    engine = ScriptedEngine(["The answer is 42, as always."], name="m")
+    async with serving(nats_server, engine) as (client, _):
+        gen = await client.start(ask(temperature=0.0, seed=7, stop=["END"], max_tokens=9))
+        events = [e async for e in gen]
+        await gen.close()
+    assert [e.type for e in events][-1] == "done"
+    assert "".join(e.text for e in events if e.type == "text") == "The answer is 42, as always."
+    reply = gen.reply
+    assert reply is not None and reply.choices[0].text == "The answer is 42, as always."
+    assert reply.choices[0].finish_reason == "stop" and reply.usage.output_tokens > 0
+    assert (reply.service, reply.instance, reply.model) == ("coder-agent", "coder-agent@test:0", "m")
+    [sent] = engine.requests  # the sampling fields reach the engine
+    assert (sent.temperature, sent.seed, sent.stop, sent.max_tokens) == (0.0, 7, ["END"], 9)
+    assert sent.messages == [{"role": "user", "content": "hi"}]
+
+
+async def test_a_call_is_parsed_checked_and_streamed_whole(nats_server: NatsServer) -> None:
+    engine = ScriptedEngine([CALL], name="m")
+    async with serving(nats_server, engine) as (client, _):
+        gen = await client.start(ask(tools=[WEATHER]))
+        events = [e async for e in gen]
+    assert [e.type for e in events] == ["tool_call", "done"]
+    call = events[0].tool_call
+    assert call is not None and (call.name, call.arguments) == ("get_weather", {"city": "Paris"})
+    choice = events[-1].reply.choices[0]  # type: ignore[union-attr]
+    assert (choice.finish_reason, choice.text, choice.tool_calls) == ("tool_calls", "", [call])
+    # The scripted engine has no template of its own: the tools went into the system message.
+    assert "get_weather" in engine.requests[0].messages[0]["content"]
+
+
+async def test_a_broken_call_under_auto_is_a_flagged_plain_answer(nats_server: NatsServer) -> None:
+    bad = '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Paris"}}\n</tool_call>'
+    async with serving(nats_server, ScriptedEngine([bad], name="m")) as (client, _):
+        reply = await client.generate(ask(tools=[WEATHER]))
+    choice = reply.choices[0]
+    assert choice.finish_reason == "stop" and choice.tool_calls == []
+    assert choice.text == bad.replace("<tool_call>\n", "<tool_call>\n", 1)
+    assert "'city' is a required property" in choice.invalid_tool_calls[0].error
+
+
+async def test_a_required_call_that_is_broken_is_an_error_never_a_call(nats_server: NatsServer) -> None:
+    async with serving(nats_server, ScriptedEngine(["I will not call anything."], name="m")) as (client, _):
+        with pytest.raises((ToolCallInvalid, InvalidPayload)):
+            await client.generate(ask(tools=[WEATHER], tool_choice="required"))
+
+
+async def test_n_choices_each_get_their_own_seed(nats_server: NatsServer) -> None:
+    engine = ScriptedEngine([lambda r: f"sample {r.seed}"], name="m", slots=3)
+    async with serving(nats_server, engine) as (client, _):
+        reply = await client.generate(ask(n=3, seed=10))
+    assert [c.text for c in reply.choices] == ["sample 10", "sample 11", "sample 12"]
+    assert sorted(r.request_id for r in engine.requests) == [f"{reply.request_id}.{i}" for i in range(3)]
+
+
+async def test_an_unserved_model_is_unavailable(nats_server: NatsServer) -> None:
+    async with serving(nats_server, ScriptedEngine(["x"], name="m")) as (client, _):
+        with pytest.raises(ModelUnavailable, match="no process serves the model 'other'"):
+            await client.start(ask(model="other"))
+        with pytest.raises(InvalidPayload, match="not a valid JSON schema"):
+            await client.start(ask(json_schema={"type": "objekt"}))
+
+
+async def test_copies_of_a_model_share_its_requests(nats_server: NatsServer) -> None:
+    engines = [ScriptedEngine(["a"], name="m"), ScriptedEngine(["b"], name="m")]
+    async with serving(nats_server, *engines) as (client, _):
+        replies = await asyncio.gather(*(client.generate(ask()) for _ in range(12)))
+    assert len(engines[0].requests) + len(engines[1].requests) == 12  # each request ran once
+    assert {r.instance for r in replies} == {"coder-agent@test:0", "coder-agent@test:1"}
+
+
+class Blocking(ScriptedEngine):
+    """An engine whose generations wait until released (or cancelled)."""
+
+    def __init__(self, limit: int = 1) -> None:
+        super().__init__(["done"], name="m")
+        self.release = asyncio.Event()
+        self.limit, self.running, self.cancels = limit, 0, []
+
+    async def generate(self, request: GenerationRequest, on_token: Callable[..., Any] | None = None) -> Any:
+        if self.running >= self.limit:
+            raise QueueFull("model m is full")
+        self.running += 1
+        try:
+            while not self.release.is_set():
+                if request.request_id in self._cancelled:
+                    from shared.errors import Cancelled
+                    raise Cancelled("cancelled")
+                if request.deadline is not None and asyncio.get_running_loop().time() and request.deadline < __import__("time").time():
+                    raise DeadlineExceeded("generation passed its deadline")
+                await asyncio.sleep(0.02)
+            return await super().generate(request, on_token)
+        finally:
+            self.running -= 1
+
+    def cancel(self, request_id: str) -> bool:
+        self.cancels.append(request_id)
+        return super().cancel(request_id)
+
+
+async def test_a_full_engine_is_queue_full_and_a_deadline_is_timeout(nats_server: NatsServer) -> None:
+    engine = Blocking(limit=1)
+    async with serving(nats_server, engine) as (client, _):
+        first = await client.start(ask())
+        await asyncio.sleep(0.1)
+        with pytest.raises(QueueFull):
+            await client.generate(ask())
+        engine.release.set()
+        assert (await first.result()).choices[0].text == "done"
+        await first.close()
+        engine.release.clear()
+        with pytest.raises(DeadlineExceeded):
+            await client.generate(ask(timeout_s=0.5))
+
+
+async def test_closing_an_unfinished_generation_cancels_it(nats_server: NatsServer) -> None:
+    engine = Blocking()
+    async with serving(nats_server, engine) as (client, servers):
+        gen = await client.start(ask())
+        await asyncio.sleep(0.3)  # keepalives flow meanwhile, nothing else
+        await gen.close()
+        for _ in range(100):
+            if not servers[0].live:
+                break
+            await asyncio.sleep(0.02)
+    assert engine.cancels == [gen.request.request_id] and not servers[0].live
+
+
+async def test_a_server_that_goes_silent_is_noticed(nats_server: NatsServer) -> None:
+    engine = Blocking()
+    async with serving(nats_server, engine, keepalive_s=60, lost_after_s=0.5) as (client, _):
+        gen = await client.start(ask())
+        with pytest.raises(ModelUnavailable, match="stopped answering"):
+            await gen.result()
+        await gen.close()
+
+
+def test_served_models_come_from_model_servers_health() -> None:
+    def reply(service: str, model: str | None, state: str = "ready", slots: int = 4) -> HealthReply:
+        return HealthReply(service=service, instance=f"{service}@h:{slots}", pid=1, state=state, model=model,  # type: ignore[arg-type]
+                           details={"slots": slots})
+
+    found = served_models([
+        reply("coder-agent", "big"), reply("coder-agent", "big", slots=2), reply("reasoner-agent", "small"),
+        reply("router", "tiny"), reply("retriever", "embedder"), reply("reasoner-agent", None),
+        reply("reasoner-agent", "gone", state="stopping"),
+    ])
+    assert list(found) == ["big", "small", "tiny"]
+    assert (found["big"].services, found["big"].slots, len(found["big"].instances)) == (["coder-agent"], 6, 2)
+    assert json.loads(json.dumps(found["tiny"].services)) == ["router"]

@@ -1,0 +1,129 @@
+"""Function calling without a model: the streaming parser (any split of the output gives
+the same calls and text), the schema checks, the conversation for native and plain
+templates, and the grammar that forces a call (compiled by llama.cpp)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.contracts import ChatTurn, InvalidToolCall, ToolCall, ToolSpec
+from shared.generation import tool_calls as tc
+
+WEATHER = ToolSpec(name="get_weather", description="Weather in a city", parameters={
+    "type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
+    "required": ["city"]})
+MULTIPLY = ToolSpec(name="multiply", parameters={
+    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]})
+TOOLS = [WEATHER, MULTIPLY]
+
+
+def call(name: str, **args: object) -> str:
+    return f'<tool_call>\n{json.dumps({"name": name, "arguments": args})}\n</tool_call>'
+
+
+def run(pieces: list[str], tools: list[ToolSpec] = TOOLS) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+    parser = tc.CallParser(tools)
+    out = [p for piece in pieces for p in parser.feed(piece)] + parser.close()
+    text = "".join(p.text for p in out)
+    return text, [p.call for p in out if p.call], [p.invalid for p in out if p.invalid]
+
+
+def splits(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({c % (len(text) + 1) for c in cuts})
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+
+
+OUTPUT = f"Let me check.\n{call('get_weather', city='Paris')}\n{call('multiply', a=3, b=4)}"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_any_split_of_the_output_gives_the_same_calls_and_text(cuts: list[int]) -> None:
+    text, calls, invalid = run(splits(OUTPUT, cuts))
+    assert text == "Let me check."
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"}), ("multiply", {"a": 3, "b": 4})]
+    assert invalid == []
+    assert all(c.id.startswith("call_") for c in calls) and len({c.id for c in calls}) == 2
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+def test_plain_text_passes_unchanged_even_with_angle_brackets(cuts: list[int]) -> None:
+    answer = "Use a < b and <tool> tags; x <tool_ca is no call.\n\nDone. "
+    assert run(splits(answer, cuts)) == (answer, [], [])
+
+
+def test_a_call_missing_its_closing_tag_is_still_read() -> None:
+    text, calls, _ = run([call("multiply", a=2, b=5).removesuffix("</tool_call>")])
+    assert text == "" and calls[0].arguments == {"a": 2, "b": 5}
+
+
+@pytest.mark.parametrize(("raw", "error"), [
+    ('{"name": "get_weather", "arguments": {"city": 3}}', "arguments do not match the schema of get_weather: city: 3 is not of type 'string'"),
+    ('{"name": "get_weather", "arguments": {}}', "'city' is a required property"),
+    ('{"name": "get_weather", "arguments": {"city": "Paris", "unit": "K"}}', "unit: 'K' is not one of"),
+    ('{"name": "launch", "arguments": {}}', "no tool named 'launch'"),
+    ('{"name": "get_weather", "arguments": {"city": "Par', "not JSON"),
+    ('["get_weather"]', "not a call"),
+    ('{"name": "multiply", "arguments": "{\\"a\\": 1"}', "arguments are not JSON"),
+])
+def test_broken_calls_say_why(raw: str, error: str) -> None:
+    found = tc.check_call(raw, {t.name: t for t in TOOLS})
+    assert isinstance(found, InvalidToolCall) and error in found.error and found.raw == raw
+
+
+def test_arguments_written_as_a_string_or_as_parameters_are_accepted() -> None:
+    tools = {t.name: t for t in TOOLS}
+    a = tc.check_call('{"name": "multiply", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}', tools)
+    b = tc.check_call('{"name": "multiply", "parameters": {"a": 1, "b": 2}}', tools)
+    assert isinstance(a, ToolCall) and isinstance(b, ToolCall) and a.arguments == b.arguments == {"a": 1, "b": 2}
+
+
+def test_an_invalid_schema_is_named() -> None:
+    assert tc.schema_error({"type": "object", "properties": {"a": {"type": "integr"}}}) is not None
+    assert tc.schema_error(WEATHER.parameters) is None
+
+
+HISTORY = [
+    ChatTurn(role="system", content="Be brief."),
+    ChatTurn(role="user", content="Weather in Paris and 3*4?"),
+    ChatTurn(role="assistant", tool_calls=[ToolCall(id="c1", name="get_weather", arguments={"city": "Paris"}),
+                                           ToolCall(id="c2", name="multiply", arguments={"a": 3, "b": 4})]),
+    ChatTurn(role="tool", content="sunny", tool_call_id="c1", name="get_weather"),
+    ChatTurn(role="tool", content="12", tool_call_id="c2", name="multiply"),
+]
+
+
+def test_native_templates_get_calls_and_results_as_structures() -> None:
+    msgs = tc.chat_messages(HISTORY, TOOLS, native=True)
+    assert msgs[2]["tool_calls"][0] == {"id": "c1", "type": "function",
+                                        "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    assert msgs[3] == {"role": "tool", "content": "sunny", "tool_call_id": "c1", "name": "get_weather"}
+
+
+def test_plain_templates_get_the_instructions_and_the_history_as_text() -> None:
+    msgs = tc.chat_messages(HISTORY, TOOLS, native=False)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[0]["content"].startswith("Be brief.\n\n# Tools") and '"name": "multiply"' in msgs[0]["content"]
+    assert [(c.name, c.arguments) for c in run([msgs[2]["content"]])[1]] == [
+        ("get_weather", {"city": "Paris"}), ("multiply", {"a": 3, "b": 4})]
+    assert msgs[3]["content"] == "<tool_response>\nsunny\n</tool_response>\n<tool_response>\n12\n</tool_response>"
+    assert tc.chat_messages(HISTORY[:2], [], native=False) == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris and 3*4?"}]
+
+
+def test_template_detection() -> None:
+    assert tc.template_speaks_tools("{% if tools %}...<tool_call>...{% endif %}")
+    assert not tc.template_speaks_tools("{% for message in messages %}{{ message.content }}{% endfor %}")
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_the_call_grammar_compiles_and_accepts_only_calls(parallel: bool) -> None:
+    from llama_cpp import LlamaGrammar
+
+    gbnf = tc.call_grammar(TOOLS, parallel=parallel)
+    LlamaGrammar.from_string(gbnf, verbose=False)  # llama.cpp's own parser
+    assert gbnf.startswith("root ::= tool-call") and ("{0,3}" in gbnf) == parallel
+    assert '"get_weather"' in gbnf.replace('\\"', '"') and '"multiply"' in gbnf.replace('\\"', '"')
