@@ -98,3 +98,27 @@ def test_lines_stream_pieces_then_the_rest_and_the_counts() -> None:
     assert whole["message"]["content"] == "Hello" and len(whole["message"]["tool_calls"]) == 1
     gen = Lines(osch.GenerateBody(model="m", prompt="p"), "generate")
     assert gen.piece(Piece("text", text="a"))["response"] == "a" and gen.loaded()["done_reason"] == "load"
+
+
+def test_the_app_answers_in_ollamas_shape_even_without_the_bus(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.gateway.main import create_gateway
+    from services.gateway.settings import GatewaySettings
+    from tests.conftest import free_port
+
+    settings = GatewaySettings(nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=tmp_path, gateway_api_key="k")
+    with TestClient(create_gateway(settings)) as client:
+        auth = {"Authorization": "Bearer k"}
+        assert client.get("/api/version", headers=auth).json() == {"version": osch.OLLAMA_API_VERSION}
+        cases = [
+            (client.post("/api/chat", json={"model": "m", "messages": []}, headers=auth), 503),
+            (client.post("/api/pull", json={"model": "llama3"}, headers=auth), 501),
+            (client.delete("/api/delete", headers=auth), 501),
+            (client.post("/api/chat", content=b"{nope", headers=auth), 400),
+            (client.post("/api/generate", json={"model": "m", "prompt": "p", "suffix": "s"}, headers=auth), 400),
+            (client.get("/api/tags"), 401),
+        ]
+        for r, status in cases:
+            assert r.status_code == status, (r.status_code, r.text)
+            assert set(r.json()) == {"error"} and isinstance(r.json()["error"], str) and r.json()["error"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.routes import a2a, completions, embeddings, mcp, models, observability
+from services.gateway.routes import a2a, completions, embeddings, mcp, models, observability, ollama
 
 ROUTERS: tuple[APIRouter, ...] = (
     models.router, completions.router, embeddings.router, observability.router, mcp.router, a2a.router,
+    ollama.router,
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ class OllamaRoute(APIRoute):
     """Errors in Ollama's shape, ``{"error": "message"}`` (what its clients read into
     ``ResponseError``), also for the API-key check that runs before the handler."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def ollama_errors(request: Request) -> Response:
