@@ -9,7 +9,7 @@ SYNDICATE := $(VENV)/bin/syndicate
 STAMP := $(VENV)/.installed
 DEMO ?= Write a Python function is_prime(n) that returns True when the integer n is a prime number and False otherwise.
 
-.PHONY: help install models run stop test test-fast test-slow lint lock bench clean images compose-test llama-server
+.PHONY: help install models run stop test test-fast test-slow lint lock bench clean images compose-test fresh-check llama-server
 
 help:
 	@echo "make run    install what is missing, start the local stack, run a demo task"
@@ -17,6 +17,7 @@ help:
 	@echo "make stop   stop the local stack;  make lint   ruff + mypy"
 	@echo "make images        build the container images with podman (no Docker engine or registry needed)"
 	@echo "make compose-test  run the containerised stack end to end under podman-compose (not in make test)"
+	@echo "make fresh-check   make run + make test on a clean clone of HEAD in a fresh Debian container (~40 min)"
 
 # Everything a fresh clone needs: system packages (bubblewrap), a virtualenv, the
 # llama-cpp-python wheel (built once per machine into ~/.cache/syndicate), the locked deps.
@@ -80,6 +81,14 @@ images:
 # trace in the collector, the agents' cpusets, a kill of the coder mid-task.
 compose-test: images models
 	$(CONTAINERS) $(PY) -m pytest -q -p no:cacheprovider -m compose -s --timeout 3600 tests/compose
+
+# The README's two commands, in order, on a clean clone of HEAD in a container made from the
+# local Debian base (Python only: no caches, no compiler, no bubblewrap, no kubectl), with
+# podman installed as for `make images`. Prints each command's exit code and seconds and
+# the pytest summary; see infra/scripts/fresh-check.sh.
+fresh-check:
+	bash infra/scripts/install-system-deps.sh containers
+	$(CONTAINERS) bash infra/scripts/fresh-check.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

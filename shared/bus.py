@@ -44,7 +44,15 @@ from nats.js.api import (
 from pydantic import BaseModel, ValidationError
 
 from shared import subjects
-from shared.contracts import DeadLetter, ErrorInfo, ErrorReply, HealthPing, HealthReply, TaskSubmit
+from shared.contracts import (
+    DeadLetter,
+    ErrorInfo,
+    ErrorReply,
+    HealthPing,
+    HealthReply,
+    ReviewDecision,
+    TaskSubmit,
+)
 from shared.errors import BusError, InvalidPayload, Overloaded, SyndicateError, error_from_code
 from shared.settings import Settings, url_credentials, without_credentials
 from shared.telemetry import setup_tracing
@@ -57,7 +65,7 @@ MAX_PAYLOAD_ECHO = 2_000  # bytes of a bad payload kept in its dead letter
 # dead letters age out. Task *state* lives in the KV bucket (see TASK_STATE_*).
 STREAMS: dict[str, StreamConfig] = {
     subjects.TASKS_STREAM: StreamConfig(
-        name=subjects.TASKS_STREAM, subjects=[subjects.TASK_SUBMIT],
+        name=subjects.TASKS_STREAM, subjects=[subjects.TASK_SUBMIT, subjects.TASK_REVIEW],
         retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
         max_msgs=100_000, discard=DiscardPolicy.NEW, duplicate_window=120.0,
     ),
@@ -308,13 +316,16 @@ async def _declare(nc: nats.NATS, settings: Settings, task_retention_s: float | 
             await js.add_stream(config=cfg)
         except nats.js.errors.BadRequestError:
             await js.update_stream(config=cfg)
-    kv_stream = f"KV_{subjects.TASK_STATE_BUCKET}"
+    for bucket in (subjects.TASK_STATE_BUCKET, subjects.THREAD_BUCKET):  # threads keep the tasks' retention
+        await _declare_bucket(js, bucket, ttl, replicas)
+
+
+async def _declare_bucket(js: Any, bucket: str, ttl: float, replicas: int) -> None:
     try:
-        info = await js.stream_info(kv_stream)
+        info = await js.stream_info(f"KV_{bucket}")
     except nats.js.errors.NotFoundError:
         await js.create_key_value(KeyValueConfig(
-            bucket=subjects.TASK_STATE_BUCKET, history=TASK_STATE_HISTORY, ttl=ttl, storage=StorageType.FILE,
-            replicas=replicas,
+            bucket=bucket, history=TASK_STATE_HISTORY, ttl=ttl, storage=StorageType.FILE, replicas=replicas,
         ))
         return
     cfg = info.config
@@ -354,12 +365,23 @@ async def publish_task(broker: NatsBroker, task: TaskSubmit) -> None:
     Back-pressure: a full task queue (its ``max_msgs`` with discard=new) raises
     ``Overloaded`` with a message for the submitter; a task over the bus's max_payload
     raises ``InvalidPayload``; an unreachable bus raises ``BusError``."""
+    await _publish_work(broker, task, subjects.TASK_SUBMIT, task.task_id, f"task {task.task_id}")
+
+
+async def publish_review(broker: NatsBroker, decision: ReviewDecision) -> None:
+    """Send a review decision to the TASKS stream (deduplicated by its id): durable, so a
+    router that restarts meanwhile still applies it. Errors as ``publish_task``."""
+    await _publish_work(broker, decision, subjects.TASK_REVIEW, decision.decision_id,
+                        f"review of task {decision.task_id}")
+
+
+async def _publish_work(broker: NatsBroker, message: BaseModel, subject: str, msg_id: str, what: str) -> None:
     try:
-        await broker.publish(task, subjects.TASK_SUBMIT, stream=subjects.TASKS_STREAM,
-                             headers={"Nats-Msg-Id": task.task_id}, timeout=10.0)
+        await broker.publish(message, subject, stream=subjects.TASKS_STREAM,
+                             headers={"Nats-Msg-Id": msg_id}, timeout=10.0)
     except nats.errors.MaxPayloadError as exc:
         limit = getattr(broker.connection, "max_payload", 0)
-        raise InvalidPayload(f"task {task.task_id} is larger than the bus allows ({limit} bytes)") from exc
+        raise InvalidPayload(f"{what} is larger than the bus allows ({limit} bytes)") from exc
     except nats.js.errors.APIError as exc:
         if exc.err_code == STREAM_FULL:
             raise Overloaded(

@@ -11,6 +11,10 @@ stable ``code`` that travels in ErrorReply / TaskResult.error.
     │   └── Undeliverable         a message exhausted its redeliveries        (undeliverable)
     ├── Overloaded                admission refused: too many active tasks   (overloaded)
     ├── NotAllowed                outside what the operator allows (a path)  (not_allowed)
+    ├── NotFound                  no such task or thread (or past retention)  (not_found)
+    ├── WrongState                not now: a review of a task not waiting     (wrong_state)
+    │                             for one, a follow-up of a running task
+    ├── ReviewRejected            the reviewer rejected the task's answer    (review_rejected)
     ├── EngineError               llama.cpp generation failed                (engine_error)
     │   ├── QueueFull             the model's bounded queue is full          (queue_full)
     │   ├── DeadlineExceeded      a request passed its deadline              (timeout)
@@ -84,6 +88,25 @@ class NotAllowed(SyndicateError):
     code = "not_allowed"
 
 
+class NotFound(SyndicateError):
+    """No task or thread by that id (unknown, or past the retention period)."""
+
+    code = "not_found"
+
+
+class WrongState(SyndicateError):
+    """The task is not in a state that allows this: a review decision for a task that does
+    not wait for one, a follow-up of a task that has not ended."""
+
+    code = "wrong_state"
+
+
+class ReviewRejected(SyndicateError):
+    """A person reviewing the task rejected its answer (the task ends ``rejected``)."""
+
+    code = "review_rejected"
+
+
 class EngineError(SyndicateError):
     code = "engine_error"
 
@@ -134,7 +157,8 @@ class RemoteError(SyndicateError):
 _BY_CODE: dict[str, type[SyndicateError]] = {
     cls.code: cls
     for cls in (
-        InvalidPayload, ConfigError, ModelUnavailable, SuiteError, DoesNotFit, BusError, Undeliverable, Overloaded, NotAllowed, EngineError, QueueFull,
+        InvalidPayload, ConfigError, ModelUnavailable, SuiteError, DoesNotFit, BusError, Undeliverable, Overloaded,
+        NotAllowed, NotFound, WrongState, ReviewRejected, EngineError, QueueFull,
         DeadlineExceeded, Cancelled, ToolCallInvalid, SandboxError, IsolationUnavailable, RetrievalError,
         CollectionMismatch,
     )

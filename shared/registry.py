@@ -20,6 +20,7 @@ INBOX = "_INBOX.>"  # nats-py's reply inboxes (requests, JetStream deliveries, a
 # JetStream clients need its API (stream/consumer admin, pull fetch, KV gets) and acks.
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 TASK_STATE_KV = f"$KV.{s.TASK_STATE_BUCKET}.>"
+THREAD_KV = f"$KV.{s.THREAD_BUCKET}.>"
 EVOLVE_KV = f"$KV.{s.EVOLVE_BUCKET}.>"
 EVOLVE_RESULTS = s.evolve_results("*")
 TASK_EVENTS = s.task_events("*")
@@ -137,10 +138,10 @@ SERVICES: tuple[Service, ...] = (
         serves_model=True,  # its classifier's model, when it loads one
         permissions=Permissions(
             # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket.
-            publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV),
+            publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV, THREAD_KV),
             # Advisories: a message that exhausted max_deliver becomes a dead letter + failed task.
-            subscribe=(s.TASK_SUBMIT, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>",
-                       EVOLVE_RESULTS, EVOLVE_KV),
+            subscribe=(s.TASK_SUBMIT, s.TASK_REVIEW, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>",
+                       EVOLVE_RESULTS, EVOLVE_KV, THREAD_KV),
             jetstream=True,
         ),
     ),
@@ -175,8 +176,8 @@ SERVICES: tuple[Service, ...] = (
         permissions=Permissions(
             # MCP's tools: run_code in code-sandbox, ingest into the retriever.
             # Model requests: plain generations on the agents' models (OpenAI, Ollama APIs).
-            publish=(s.TASK_SUBMIT, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED, s.METRICS_PING,
-                     s.SANDBOX_EXEC, s.RETRIEVER_INGEST, MODEL_GENERATE, s.MODEL_CANCEL),
+            publish=(s.TASK_SUBMIT, s.TASK_REVIEW, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED,
+                     s.METRICS_PING, s.SANDBOX_EXEC, s.RETRIEVER_INGEST, MODEL_GENERATE, s.MODEL_CANCEL),
             subscribe=(TASK_EVENTS, MODEL_EVENTS),
             jetstream=True,
         ),
@@ -188,7 +189,7 @@ SERVICES: tuple[Service, ...] = (
 CLI_USER = "cli"
 CLI_PERMISSIONS = Permissions(
     publish=(
-        s.TASK_SUBMIT, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
+        s.TASK_SUBMIT, s.TASK_REVIEW, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
         s.SANDBOX_EXEC,  # `syndicate exec`: run a program through code-sandbox
     ),
     subscribe=(TASK_EVENTS, INGEST_EVENTS),

@@ -11,6 +11,7 @@ PREFIX = "syndicate"
 # --- JetStream: durable work -------------------------------------------------------
 TASKS_STREAM = "SYNDICATE_TASKS"
 TASK_SUBMIT = f"{PREFIX}.task.submit"  # TaskSubmit; consumed by the router
+TASK_REVIEW = f"{PREFIX}.task.review"  # ReviewDecision on a task in input_required; consumed by the router
 
 JOBS_STREAM = "SYNDICATE_JOBS"
 JOB_PREFIX = f"{PREFIX}.job"
@@ -31,6 +32,7 @@ DEAD_LETTER = f"{PREFIX}.dlq"  # DeadLetter records: f"{DEAD_LETTER}.{source}"
 # Durable consumer names (one per consuming service; copies share it).
 ROUTER_TASKS_DURABLE = "router-tasks"
 ROUTER_RESULTS_DURABLE = "router-results"
+ROUTER_REVIEWS_DURABLE = "router-reviews"
 CODER_DURABLE = "coder-agent"
 REASONER_DURABLE = "reasoner-agent"
 RETRIEVER_INGEST_DURABLE = "retriever-ingest"
@@ -50,8 +52,10 @@ def max_deliveries_advisory(stream: str = "*", consumer: str = "*") -> str:
 
 # --- Key-value buckets -------------------------------------------------------------
 TASK_STATE_BUCKET = "syndicate_tasks"  # task_id -> TaskState JSON
-# Evolution runs: "<run>.run" -> EvolveRun, "<run>.gen.<NNNN>" -> EvolveGeneration,
-# "<run>.prog.<program_id>" -> EvolveProgram (see shared/evolve/store.py).
+THREAD_BUCKET = "syndicate_threads"  # thread id -> ThreadRecord JSON (the tasks' retention)
+# Evolution runs: "<run>.run" -> EvolveRun, "<run>.island.<NN>" -> EvolveIsland,
+# "<run>.gen.<NNNN>" -> EvolveGeneration, "<run>.prog.<program_id>" -> EvolveProgram
+# (see shared/evolve/store.py).
 EVOLVE_BUCKET = "syndicate_evolve"
 
 # --- Core NATS: request/reply (queue groups) and broadcast -------------------------

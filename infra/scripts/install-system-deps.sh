@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Install the system packages the syndicate needs that pip cannot provide.
-#   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox
+#   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox, and
+#                                       numpy for the box's Debian interpreter (/usr/bin/python3:
+#                                       evolution scorers such as examples/evolve/binpack-weibull)
+#   install-system-deps.sh build        a C/C++ compiler (g++), for the once-per-machine
+#                                       llama-cpp-python build (llama-wheel.sh asks for it
+#                                       only when it has no cached wheel to reuse)
 #   install-system-deps.sh containers   what `make images` / `make compose-test` need: podman
 #                                       with runc, buildah, mmdebstrap, catatonit (init: true),
 #                                       netavark + aardvark-dns (networks, service names), iptables
@@ -11,12 +16,13 @@ set -euo pipefail
 
 # Each entry: a command on PATH (or an absolute path) and the Debian package providing it.
 case "${1:-sandbox}" in
-  sandbox) wanted=(bwrap=bubblewrap) ;;
+  sandbox) wanted=(bwrap=bubblewrap /usr/lib/python3/dist-packages/numpy/__init__.py=python3-numpy) ;;
+  build) wanted=(g++=g++) ;;
   containers)
     wanted=(podman=podman runc=runc buildah=buildah mmdebstrap=mmdebstrap
             /usr/libexec/podman/catatonit=catatonit /usr/lib/podman/netavark=netavark
             /usr/lib/podman/aardvark-dns=aardvark-dns iptables=iptables) ;;
-  *) echo "install-system-deps: unknown set ${1} (sandbox | containers)" >&2; exit 2 ;;
+  *) echo "install-system-deps: unknown set ${1} (sandbox | build | containers)" >&2; exit 2 ;;
 esac
 
 present() { if [[ "$1" == /* ]]; then [ -e "$1" ]; else command -v "$1" >/dev/null 2>&1; fi; }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from faststream import AckPolicy
 from faststream.nats import NatsMessage, PullSub
 
+from services.coder_agent import followup
 from services.coder_agent.mutation import mutate
 from services.coder_agent.settings import CoderSettings
 from services.coder_agent.solver import CodeSolver
@@ -72,7 +73,7 @@ async def handle(job: AgentJob) -> None:
         agent.engine, run_in_sandbox, settings, on_token=agent.token_sink(job),
         progress=lambda text: agent.progress(job, text), search=agent.search, is_cancelled=lambda task_id: task_id in agent.cancelled,
     )
-    result = await solver.solve(job)
+    result = await followup.solve(solver, job, run_in_sandbox)  # a follow-up edits the last program, keeps its checks
     # Still ours while the result is published (retried through a bus outage).
     log.info("step finished", task_id=job.task_id, status=result.status, attempts=len(result.attempts))
     await agent.publish_result(result)

@@ -20,11 +20,11 @@ from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
 from shared.llm.base import GenerationRequest, TextEngine
 
 MUTATE_SYSTEM = (
-    "You are an expert Python programmer who improves programs. You are shown a task, one "
-    "or more existing programs and the score each earned (higher is better). Write an "
-    "improved version. Answer with exactly one ```python code block holding the complete "
-    "program: every import and every function the task names, with the same signatures. "
-    "No tests, no examples, no prints, no explanations outside the code block."
+    "You are an expert Python programmer who improves programs. You are shown a task and "
+    "earlier versions of a program or function with the score each earned (higher is "
+    "better). Write the improved version you are asked for. Answer with exactly one "
+    "```python code block holding it complete: every import and helper it needs, with the "
+    "same signatures. No tests, no examples, no prints, no explanations outside the code block."
 )
 MAX_SYNTAX_REPAIRS = 1
 
@@ -86,7 +86,10 @@ async def mutate(engine: TextEngine, job: AgentJob, default_max_tokens: int = 76
             started = time.monotonic()
             out = await engine.generate(GenerationRequest(
                 messages=messages, max_tokens=job.max_tokens or default_max_tokens,
-                temperature=job.temperature or 0.0, seed=seed + n - 1, deadline=job.deadline, request_id=job.task_id,
+                temperature=job.temperature or 0.0, seed=seed + n - 1, deadline=job.deadline,
+                # Its own id: a run's candidates generate side by side; cancel(run id) still
+                # stops them all (sub-ids "<run>.<step>", shared/agent.py MeteredEngine.cancel).
+                request_id=job.step_id,
             ))
             usage.input_tokens += out.input_tokens
             usage.output_tokens += out.output_tokens

@@ -29,6 +29,9 @@ INPUT_MODES = ["text/plain", "application/octet-stream"]  # text, and files as p
 OUTPUT_MODES = ["text/plain", "application/json"]  # the answer, and code/tests/citations as data
 KIND_TAGS = {"code": ["code", "python", "tests", "sandbox"], "reason": ["reasoning", "retrieval", "citations"]}
 BEARER = "bearer"
+CONVERSATION = ("Messages in one contextId are a conversation (code is edited, its earlier checks kept); "
+                "metadata review: true pauses a task in input-required until a message in it approves, "
+                "rejects or says what to change.")
 
 
 def agent_path(agent: str | None) -> str:
@@ -56,9 +59,10 @@ def agent_card(agent: str | None, base_url: str, *, secured: bool) -> AgentCard:
     if agent is None:
         name, skills = "Agent Syndicate", [skill(a) for a in agents.values()]
         description = ("Multi-agent llama.cpp on CPU servers over NATS; the router sends each task to "
-                       f"an agent ({', '.join(agents)}) or a plan of several.")
+                       f"an agent ({', '.join(agents)}) or a plan of several. {CONVERSATION}")
     else:
-        name, skills, description = f"syndicate {agent}", [skill(agents[agent])], agents[agent].description
+        name, skills = f"syndicate {agent}", [skill(agents[agent])]
+        description = f"{agents[agent].description}. {CONVERSATION}"
     card = AgentCard(
         name=name, description=description, version="1",
         supported_interfaces=[AgentInterface(

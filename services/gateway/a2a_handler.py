@@ -5,7 +5,9 @@ syndicate (the router picks the agent) or one agent of the registry.
 task bridge (its in-flight bound, metrics and trace span); ``GetTask`` reads the
 task-state KV, so any replica answers for any task; ``CancelTask`` is the syndicate's
 cancel. An A2A task outlives its caller's connection: a client that drops a stream or
-a blocking send finds the task later with GetTask (it is not cancelled).
+a blocking send finds the task later with GetTask (it is not cancelled). A task sent
+with ``review`` ends its send (or stream) in ``input-required``; a message carrying its
+``taskId`` decides it and is answered like a send: up to the next pause or the end.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from services.gateway.state import Gateway
 from services.gateway.tasks import TaskRun
 from shared import registry
 from shared.contracts import FINAL_STATUSES, TaskResult, TaskSubmit
-from shared.errors import InvalidPayload, SyndicateError
+from shared.errors import InvalidPayload, NotFound, SyndicateError, WrongState
 
 CANCEL_WAIT_S = 10.0  # how long CancelTask waits for the router to record the cancel
 
@@ -69,14 +71,37 @@ class SyndicateHandler(RequestHandler):
             raise InternalError(f"{exc.code}: {exc.message}",
                                 data={"code": exc.code, "retry_after_s": self.gw.retry_after_s}) from exc
 
+    async def resume(self, params: SendMessageRequest) -> TaskRun:
+        """A message in a paused task: its review decision, sent through the bridge."""
+        metadata = MessageToDict(params.metadata) if params.HasField("metadata") else {}
+        decision, feedback = at.decision_of(params.message, metadata)
+        task_id = params.message.task_id
+        try:
+            return await self.gw.bridge.review(task_id, decision, feedback, self.model, otel_context.get_current(), "a2a",
+                                               reviewer="a2a client", progress=True)
+        except NotFound as exc:
+            raise TaskNotFoundError(exc.message) from exc
+        except (WrongState, InvalidPayload) as exc:
+            raise InvalidParamsError(exc.message) from exc
+        except SyndicateError as exc:
+            raise InternalError(f"{exc.code}: {exc.message}",
+                                data={"code": exc.code, "retry_after_s": self.gw.retry_after_s}) from exc
+
+    async def open_run(self, params: SendMessageRequest) -> tuple[TaskSubmit, TaskRun]:
+        """A new task, or a decision on a paused one (a message naming its task)."""
+        if params.message.task_id:
+            run = await self.resume(params)
+            return run.task, run
+        task = self.submit_of(params)
+        return task, await self.start(task)
+
     @validate_request_params
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task:
-        task = self.submit_of(params)
-        run = await self.start(task)
+        task, run = await self.open_run(params)
         try:
             if params.configuration.return_immediately:
                 return task_submitted(task)
-            while (step := await run.next()).kind != "result":
+            while (step := await run.next()).kind not in ("result", "input_required"):
                 if step.kind == "gone":
                     raise InternalError("the task's events stopped")
         finally:
@@ -88,13 +113,12 @@ class SyndicateHandler(RequestHandler):
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext,
     ) -> AsyncGenerator[Any]:
-        task = self.submit_of(params)
-        run = await self.start(task)
+        task, run = await self.open_run(params)
         ids: dict[str, Any] = {"task_id": task.task_id, "context_id": at.context_of(task)}
         try:
-            yield task_submitted(task)
+            yield task_submitted(task, "running" if params.message.task_id else "queued")
             streamed = False
-            while (step := await run.next()).kind != "result":
+            while (step := await run.next()).kind not in ("result", "input_required"):
                 if step.kind == "gone":
                     return
                 if step.kind == "progress":
@@ -162,16 +186,19 @@ def draft(text: str) -> Artifact:
                     parts=[Part(text=text)])
 
 
-def task_submitted(task: TaskSubmit) -> Task:
-    return Task(id=task.task_id, context_id=at.context_of(task), status=at.status("queued", task=task),
+def task_submitted(task: TaskSubmit, status: str = "queued") -> Task:
+    return Task(id=task.task_id, context_id=at.context_of(task), status=at.status(status, task=task),
                 history=[at.user_message(task)])
 
 
 def task_done(task: TaskSubmit, result: TaskResult) -> Task:
-    out = Task(id=task.task_id, context_id=at.context_of(task),
+    """The task as it ended, or as it waits for a review (the proposed artifacts)."""
+    out = Task(id=task.task_id, context_id=result.thread_id or at.context_of(task),
                status=at.status(result.status, at.result_text(result), task=task, at=result.finished_at),
                artifacts=at.artifacts(result), history=[at.user_message(task)])
     out.metadata.update({"trace_id": result.trace_id})
+    if result.review:
+        out.metadata.update({"review_round": result.review[-1].n})
     return out
 
 

@@ -2,10 +2,15 @@
 
 An A2A message becomes one ``TaskSubmit``: its text parts are the task text, parts with a
 filename are files, and the message's (or request's) metadata may name a ``collection``,
-``max_tokens`` or ``timeout_s``. A task is rebuilt from the task-state KV alone (the
-TaskSubmit, its status and result), so any gateway replica answers ``GetTask``. The
-result's parts become artifacts: ``answer`` (text), ``code``, ``tests``, ``files``,
-``diff`` and ``citations``.
+``max_tokens``, ``timeout_s`` or ``review``. A task is rebuilt from the task-state KV
+alone (the TaskSubmit, its status and result), so any gateway replica answers
+``GetTask``. The result's parts become artifacts: ``answer`` (text), ``code``, ``tests``,
+``files``, ``diff``, ``checks`` and ``citations``.
+
+Conversations: messages with the same ``contextId`` are one thread (each continues the
+last task of it that ended); ``referenceTaskIds`` names the task to continue instead.
+Review: a task sent with ``review: true`` reports ``input-required`` with the proposed
+artifacts; a message carrying that task's ``taskId`` decides it (``decision_of``).
 """
 
 from __future__ import annotations
@@ -36,15 +41,18 @@ STATES: dict[str, int] = {
     "running": TaskState.TASK_STATE_WORKING, "done": TaskState.TASK_STATE_COMPLETED,
     "failed": TaskState.TASK_STATE_FAILED, "timeout": TaskState.TASK_STATE_FAILED,
     "cancelled": TaskState.TASK_STATE_CANCELED, "rejected": TaskState.TASK_STATE_REJECTED,
+    "input_required": TaskState.TASK_STATE_INPUT_REQUIRED,
 }
-OPTIONS = ("collection", "max_tokens", "timeout_s")  # metadata keys a message may set
+OPTIONS = ("collection", "max_tokens", "timeout_s", "review")  # metadata keys a message may set
+APPROVE = frozenset({"approve", "approved", "accept", "yes", "ok", "lgtm"})
 
 
 def to_submit(message: Message, request_metadata: dict[str, Any], agent: str | None, timeout_s: float) -> TaskSubmit:
     """The task an A2A message asks for (InvalidParamsError / ContentTypeNotSupportedError
     naming what is wrong)."""
     if message.task_id:
-        raise InvalidParamsError("a syndicate task takes one message: send a new message (a new task) instead")
+        raise InvalidParamsError("only a task waiting in input-required takes another message (its review decision); "
+                                 "send a new message (a new task, in the same contextId to continue) instead")
     texts: list[str] = []
     files: list[dict[str, str]] = []
     for n, part in enumerate(message.parts):
@@ -63,7 +71,8 @@ def to_submit(message: Message, request_metadata: dict[str, Any], agent: str | N
     try:
         return TaskSubmit.model_validate({
             "text": "\n".join(texts).strip(), "files": files, "agent": agent,
-            "kind": kind or "auto", "timeout_s": timeout_s, "context_id": message.context_id or None, **fields,
+            "kind": kind or "auto", "timeout_s": timeout_s, "context_id": message.context_id or None,
+            "follows": message.reference_task_ids[-1] if message.reference_task_ids else None, **fields,
         })
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
@@ -95,10 +104,37 @@ def status(state: str, text: str = "", *, task: TaskSubmit, at: float | None = N
 
 
 def result_text(result: TaskResult) -> str:
-    """What the status message says: the answer, or why there is none."""
+    """What the status message says: the answer, or why there is none (while it waits
+    for a review: the proposed answer and how to decide)."""
     if result.status == "done":
         return result.answer
+    if result.status == "input_required":
+        return f"{result.answer}\n\n{REVIEW_ASK}"
     return f"{result.status}: {result.error.message}" if result.error else result.status
+
+
+REVIEW_ASK = ("This answer waits for your review. Reply in this task with \"approve\", \"reject: why\", or what "
+              "to change (metadata decision: approve | revise | reject).")
+
+
+def decision_of(message: Message, request_metadata: dict[str, Any]) -> tuple[str, str]:
+    """The review decision a message in a paused task carries, with its feedback: the
+    metadata's ``decision`` when given, else its text: "approve" (or yes, ok, lgtm),
+    "reject[: why]", or anything else as what to change."""
+    text = "\n".join(p.text for p in message.parts if p.WhichOneof("content") == "text").strip()
+    options = {**request_metadata, **(MessageToDict(message.metadata) if message.HasField("metadata") else {})}
+    if (decision := options.get("decision")) is not None:
+        if decision not in ("approve", "revise", "reject"):
+            raise InvalidParamsError(f"decision must be approve, revise or reject, not {decision!r}")
+        return str(decision), text
+    word = text.lower().strip(" .!")
+    if word in APPROVE:
+        return "approve", ""
+    if word.startswith("reject"):
+        return "reject", text[len("reject"):].lstrip(" :,-")
+    if not text:
+        raise InvalidParamsError("a review decision needs a text: approve, reject, or what to change")
+    return "revise", text
 
 
 def artifacts(result: TaskResult) -> list[Artifact]:
@@ -114,6 +150,10 @@ def artifacts(result: TaskResult) -> list[Artifact]:
         out.append(Artifact(artifact_id="files", name="files", description="edited files", parts=parts))
     if result.diff:
         out.append(new_text_artifact("diff", result.diff, media_type="text/x-diff", artifact_id="diff"))
+    if result.checks:
+        out.append(new_data_artifact("checks", {"checks": [c.model_dump() for c in result.checks]}, artifact_id="checks",
+                                     description="each check of the code, where it came from (this task or an earlier "
+                                                 "one of the thread) and whether the code holds it"))
     if result.citations:
         out.append(new_data_artifact("citations", {"citations": [c.model_dump() for c in result.citations]},
                                      artifact_id="citations", description="the passages the answer stands on"))
@@ -131,13 +171,17 @@ def task_of(state: SyndicateState, history_length: int | None = None) -> Task:
     """The A2A task of a task-state record."""
     submit, result = state.task, state.result
     note = result_text(result) if result is not None else (state.route and f"{state.status}: {' → '.join(state.route)}") or ""
-    out = Task(id=submit.task_id, context_id=context_of(submit),
+    out = Task(id=submit.task_id, context_id=state.thread_id or context_of(submit),
                status=status(state.status, note, task=submit, at=state.updated_at))
     if result is not None:
         out.artifacts.extend(artifacts(result))
     if history_length != 0:
         out.history.append(user_message(submit))
     out.metadata.update({"trace_id": state.trace_id, "route": list(state.route)})
+    if state.thread_id:
+        out.metadata.update({"thread_id": state.thread_id})
+    if state.review:
+        out.metadata.update({"review_round": state.review[-1].n})
     if result is not None and result.unverified:  # done, but no check the task stated stands behind it
         out.metadata["unverified"] = True
     return out

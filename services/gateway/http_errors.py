@@ -8,10 +8,11 @@ into ``BadRequestError``, ``RateLimitError``, ...).
     task rejected as invalid (invalid_payload)          400     invalid_request_error
     prompt longer than the model's context              400     invalid_request_error (context_length_exceeded)
     missing or wrong bearer token                       401     authentication_error
-    unknown model id                                    404     invalid_request_error
+    unknown model id, unknown task or thread            404     invalid_request_error
     gateway in-flight limit, TASKS stream full,
       an engine's bounded queue full (queue_full)       429     rate_limit_error  + Retry-After
     task cancelled by someone else                      409     conflict_error
+    review of a task that does not wait for one         409     conflict_error (wrong_state)
     agent / engine failure                              500     server_error
     bus down, retriever absent, no model server         503     service_unavailable_error
     task deadline passed (status timeout)               504     timeout_error
@@ -31,9 +32,11 @@ from shared.errors import (
     EngineError,
     InvalidPayload,
     ModelUnavailable,
+    NotFound,
     Overloaded,
     QueueFull,
     SyndicateError,
+    WrongState,
 )
 
 
@@ -109,6 +112,10 @@ def from_exception(exc: BaseException, retry_after_s: int) -> APIError:
         return APIError(400, exc.message, type="invalid_request_error", code="context_length_exceeded", param="messages")
     if isinstance(exc, Cancelled):
         return APIError(409, exc.message, type="conflict_error", code="cancelled")
+    if isinstance(exc, NotFound):
+        return APIError(404, exc.message, type="invalid_request_error", code=exc.code)
+    if isinstance(exc, WrongState):
+        return APIError(409, exc.message, type="conflict_error", code=exc.code)
     if isinstance(exc, SyndicateError):
         return APIError(500, exc.message, type="server_error", code=exc.code)
     return APIError(500, f"internal error: {type(exc).__name__}", type="server_error", code="internal_error")

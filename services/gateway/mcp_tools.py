@@ -12,15 +12,19 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp_types import InputRequiredResult
 from opentelemetry import context as otel_context
 from pydantic import Field, ValidationError
 
+from services.gateway import mcp_review
 from services.gateway.ingest_access import IngestAccess
 from services.gateway.mcp_checks import ArgumentCheck, invalid_params, join_http_trace
 from services.gateway.state import Gateway
+from services.gateway.tasks import TaskRun
 from shared import registry, subjects
 from shared.bus import request, scatter
 from shared.contracts import (
+    ID_PATTERN,
     MAX_TEXT,
     AgentName,
     CollectionName,
@@ -34,6 +38,7 @@ from shared.contracts import (
     SearchFilters,
     SearchReply,
     SearchRequest,
+    TaskResult,
     TaskSubmit,
     new_id,
 )
@@ -44,7 +49,8 @@ PATH = "/mcp"  # where the gateway serves streamable HTTP
 INSTRUCTIONS = (
     "Agent Syndicate: local llama.cpp agents behind a message bus. run_code runs Python in an "
     "isolated sandbox; search and ingest use the retriever's collections; solve gives a coding "
-    "or reasoning task to the agents (progress is reported while it runs; cancelling stops it)."
+    "or reasoning task to the agents (progress is reported while it runs; cancelling stops it; "
+    "context continues an earlier task; review asks you to approve its answer)."
 )
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 
@@ -125,34 +131,50 @@ def build_mcp(gw: Gateway) -> MCPServer:
         files: Annotated[list[FileIn] | None, Field(max_length=64)] = None,
         timeout_s: Annotated[float | None, Field(gt=0, le=86_400)] = None,
         max_tokens: Annotated[int | None, Field(gt=0, le=32_768)] = None,
-    ) -> dict[str, Any]:
+        context: Annotated[str | None, Field(
+            min_length=1, max_length=64, pattern=ID_PATTERN,
+            description="Continue a conversation: an earlier task's id (or a thread id). The task sees that "
+                        "exchange; code is edited from the last program and keeps its checks.")] = None,
+        review: Annotated[bool, Field(
+            description="Pause before the final answer and ask the user (elicitation) to approve it, reject it "
+                        "or say what to change.")] = False,
+    ) -> dict[str, Any] | InputRequiredResult:
         """Give the agents a task: write and test code (kind code), answer (kind reason, with
         citations when a collection is named) or let the router decide (auto). Progress is
-        reported while it runs; cancelling the call cancels the task."""
-        task = contract(
-            TaskSubmit, text=text, kind=kind, agent=agent, collection=collection, files=files or [], max_tokens=max_tokens,
-            timeout_s=timeout_s or gw.settings.gateway_request_timeout_s,
-        )
+        reported while it runs; cancelling the call cancels the task (not one that waits for
+        a review). The answer's task_id continues the conversation as the next call's context."""
         model = agent or registry.agent_for_kind(kind) or "syndicate"  # the gateway's metrics label
-        run = await on_bus(gw.bridge.start(task, model, otel_context.get_current(), "mcp solve", progress=True))
-        tokens = 0
-        try:
-            while (step := await run.next()).kind != "result":
-                if step.kind == "gone":
-                    raise ToolError("the task was interrupted")
-                tokens += step.kind == "token"
-                if step.kind == "progress" or (step.kind == "token" and tokens % 32 == 0):
-                    await ctx.report_progress(tokens, None, step.text if step.kind == "progress" else f"{tokens} tokens")
-        finally:
-            await run.close()  # a call cancelled before the result cancels its task
-        result = step.result
-        assert result is not None
+        parent = otel_context.get_current()
+        if (resumed := mcp_review.answered(ctx)) is not None:  # a 2026 client answering the review question
+            task_id, answer = resumed
+            decision = mcp_review.decision_of(answer)
+            if decision is None:
+                return await still_paused(task_id)
+            run = await on_bus(gw.bridge.review(task_id, *decision, model, parent, "mcp solve", reviewer="mcp client",
+                                                progress=True))
+        else:
+            task = contract(
+                TaskSubmit, text=text, kind=kind, agent=agent, collection=collection, files=files or [],
+                max_tokens=max_tokens, timeout_s=timeout_s or gw.settings.gateway_request_timeout_s, context_id=context,
+                review=review,
+            )
+            run = await on_bus(gw.bridge.start(task, model, parent, "mcp solve", progress=True))
+        while (result := await until_decision(run, ctx)).status == "input_required":
+            asked = await mcp_review.ask(ctx, result)
+            if asked is None or isinstance(asked, InputRequiredResult):
+                return asked or answer_of(result)
+            run = await on_bus(gw.bridge.review(result.task_id, *asked, model, parent, "mcp solve",
+                                                reviewer="mcp client", progress=True))
         if result.status != "done":
             error = result.error.message if result.error else ""
             raise ToolError(f"task {result.task_id} ended {result.status}" + (f": {error}" if error else ""))
-        return result.model_dump(include={
-            "task_id", "trace_id", "status", "kind", "answer", "code", "tests", "citations", "files", "diff", "usage",
-        })
+        return answer_of(result)
+
+    async def still_paused(task_id: str) -> dict[str, Any]:
+        state = await gw.bridge.client.state(task_id)
+        if state is None or state.result is None:
+            raise ToolError(f"not_found: no task {task_id} (unknown, or past its retention)")
+        return answer_of(state.result)
 
     @mcp.resource("syndicate://collections", mime_type="application/json")
     async def collections() -> dict[str, int]:
@@ -168,6 +190,34 @@ def build_mcp(gw: Gateway) -> MCPServer:
         return {"name": name, "chunks": counts[name]}
 
     return mcp
+
+
+async def until_decision(run: TaskRun, ctx: Context) -> TaskResult:
+    """Follow a run to its result or its pause for review, reporting progress."""
+    tokens = 0
+    try:
+        while (step := await run.next()).kind not in ("result", "input_required"):
+            if step.kind == "gone":
+                raise ToolError("the task was interrupted")
+            tokens += step.kind == "token"
+            if step.kind == "progress" or (step.kind == "token" and tokens % 32 == 0):
+                await ctx.report_progress(tokens, None, step.text if step.kind == "progress" else f"{tokens} tokens")
+    finally:
+        await run.close()  # a call cancelled before the result cancels its task (not a paused one)
+    assert step.result is not None
+    return step.result
+
+
+def answer_of(result: TaskResult) -> dict[str, Any]:
+    """What solve answers: the result's parts (and, while it waits for a review, how to decide)."""
+    out = result.model_dump(include={
+        "task_id", "trace_id", "status", "kind", "answer", "code", "tests", "checks", "citations", "files", "diff",
+        "usage", "thread_id",
+    })
+    if result.status == "input_required":
+        out["review"] = (f"task {result.task_id} waits for a review: POST /v1/tasks/{result.task_id}/review "
+                         f"or syndicate review {result.task_id} --approve | --revise TEXT | --reject")
+    return out
 
 
 def contract(model: Any, **fields: Any) -> Any:

@@ -24,7 +24,7 @@ from shared.contracts import (
     TaskResult,
     TaskSubmit,
 )
-from shared.errors import BusError, Overloaded
+from shared.errors import BusError, NotFound, Overloaded
 from shared.task_client import TaskClient, TaskFollow
 
 tracer = trace.get_tracer("syndicate.gateway")
@@ -33,9 +33,10 @@ tracer = trace.get_tracer("syndicate.gateway")
 @dataclass
 class Step:
     """What a TaskRun yields: a piece of text, the final result, or the client is gone (and,
-    for a run that asked for them, a ``progress`` note: a status change or an agent's report)."""
+    for a run that asked for them, a ``progress`` note: a status change or an agent's report;
+    ``input_required``: the task waits for a review, ``result`` is the proposed one)."""
 
-    kind: Literal["token", "result", "gone", "progress"]
+    kind: Literal["token", "result", "gone", "progress", "input_required"]
     text: str = ""
     result: TaskResult | None = None
 
@@ -76,6 +77,8 @@ class TaskRun:
             if event.type == "result" and event.result is not None:
                 step = Step("result", result=event.result)
                 break
+            if event.status == "input_required" and event.result is not None:
+                return Step("input_required", result=event.result)
             if self.progress and event.type in ("status", "progress"):
                 note = event.text if event.type == "progress" else " ".join(filter(None, (event.status, event.step or event.text)))
                 return Step("progress", text=note)
@@ -90,7 +93,8 @@ class TaskRun:
 
     async def close(self, *, keep_running: bool = False) -> None:
         """Release the slot; a client that left before the result cancels the task, unless
-        ``keep_running`` (an A2A task outlives its caller's connection: GetTask finds it).
+        ``keep_running`` (an A2A task outlives its caller's connection: GetTask finds it) or
+        the task waits for a review (whoever decides it, from wherever).
 
         Bookkeeping is synchronous and the bus work detached: when Starlette cancels a
         stream whose client left, every await here would be cancelled again."""
@@ -98,7 +102,10 @@ class TaskRun:
             return
         self.closed = True
         self.bridge.release()
-        gone = self.result is None and not keep_running
+        paused = self.follow is not None and self.follow.paused is not None
+        gone = self.result is None and not keep_running and not paused
+        if paused and self.result is None:
+            self.span.set_attribute("syndicate.status", "input_required")
         if gone:
             self.bridge.metrics.cancels.inc()
             self.span.set_attribute("syndicate.client_gone", True)
@@ -157,14 +164,8 @@ class TaskBridge:
     ) -> TaskRun:
         """Submit ``task`` and return its run (raises Overloaded, InvalidPayload or BusError);
         ``progress``: its ``next()`` also gives progress notes."""
-        self.admit()
-        nested = trace.get_current_span(parent).is_recording()  # under FastAPI's server span
-        span = tracer.start_span(
-            f"gateway task {endpoint}", context=parent, kind=SpanKind.INTERNAL if nested else SpanKind.SERVER,
-            attributes={"syndicate.task_id": task.task_id, "syndicate.kind": task.kind, "gen_ai.request.model": model},
-        )
-        run = TaskRun(self, task, model, span, progress)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        run = self._open(task, model, parent, endpoint, progress)
+        token = otel_context.attach(trace.set_span_in_context(run.span, parent))
         try:
             # Inside the span: FastStream's telemetry middleware makes the publish span
             # its child and carries traceparent in the NATS headers to the router.
@@ -176,6 +177,37 @@ class TaskBridge:
         finally:
             otel_context.detach(token)
         return run
+
+    async def review(self, task_id: str, decision: str, feedback: str, model: str, parent: otel_context.Context,
+                     endpoint: str, *, reviewer: str = "", progress: bool = False) -> TaskRun:
+        """Send a review decision on a paused task and follow it to its next pause or its
+        end (raises NotFound, WrongState, InvalidPayload, Overloaded or BusError)."""
+        state = await self.client.state(task_id)
+        if state is None:
+            raise NotFound(f"no task {task_id} (unknown, or past its retention)")
+        run = self._open(state.task, model, parent, f"review {endpoint}", progress)
+        token = otel_context.attach(trace.set_span_in_context(run.span, parent))
+        try:
+            run.follow = await self.client.follow(state, grace_s=self.settings.gateway_grace_s)
+            await self.client.review(task_id, decision, feedback, reviewer=reviewer)
+        except BaseException:
+            run.result = state.result or TaskResult(task_id=task_id, status="rejected", kind=state.task.kind)
+            await run.close(keep_running=True)  # a refused decision leaves the task as it was
+            raise
+        finally:
+            otel_context.detach(token)
+        return run
+
+    def _open(self, task: TaskSubmit, model: str, parent: otel_context.Context, endpoint: str,
+              progress: bool) -> TaskRun:
+        """A run in one of the gateway's in-flight slots, with its span (Overloaded, BusError)."""
+        self.admit()
+        nested = trace.get_current_span(parent).is_recording()  # under FastAPI's server span
+        span = tracer.start_span(
+            f"gateway task {endpoint}", context=parent, kind=SpanKind.INTERNAL if nested else SpanKind.SERVER,
+            attributes={"syndicate.task_id": task.task_id, "syndicate.kind": task.kind, "gen_ai.request.model": model},
+        )
+        return TaskRun(self, task, model, span, progress)
 
     async def detached(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as its own task (it survives the request's cancellation) and wait."""

@@ -14,6 +14,7 @@ from services.reasoner_agent.prompts import (
     NUMBER_SYSTEM,
     RAG_SYSTEM,
     SYSTEM,
+    earlier_turns,
     labelled,
     plain_prompt,
     rag_prompt,
@@ -57,7 +58,7 @@ class Answerer:
             if kind is not None and self.settings.vote_chains > 1:
                 return await self._voted(job, kind)
             await self._say("answering")
-            return await self._once(job, [{"role": "system", "content": SYSTEM},
+            return await self._once(job, [{"role": "system", "content": SYSTEM}, *earlier_turns(job.thread),
                                           {"role": "user", "content": plain_prompt(job.text, job.context)}])
         except Cancelled as exc:
             return self._fail(job, "cancelled", exc)
@@ -81,7 +82,8 @@ class Answerer:
         n = self.settings.vote_chains
         await self._say(f"reasoning along {n} chains in parallel, then voting")
         system = NUMBER_SYSTEM if kind == "number" else CHOICE_SYSTEM
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": plain_prompt(job.text, job.context)}]
+        messages = [{"role": "system", "content": system}, *earlier_turns(job.thread),
+                    {"role": "user", "content": plain_prompt(job.text, job.context)}]
         out = await run_chains(self.engine, self._request(job, messages), n=n, kind=kind,
                                letters=options(job.text) or "ABCDEFGHIJ", temperature=self.settings.vote_temperature,
                                seed=self.settings.vote_seed, early_stop=self.settings.vote_early_stop,
@@ -101,7 +103,8 @@ class Answerer:
         if not hits:
             return await self._nothing(job)
         await self._say(f"answering from {len(hits)} sources")
-        messages = [{"role": "system", "content": RAG_SYSTEM}, {"role": "user", "content": rag_prompt(job.text, hits, job.context)}]
+        messages = [{"role": "system", "content": RAG_SYSTEM}, *earlier_turns(job.thread),
+                    {"role": "user", "content": rag_prompt(job.text, hits, job.context)}]
         out = await self.engine.generate(self._request(job, messages), self.on_token)
         usage = Usage(model=out.model, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
                       seconds=out.seconds, ttft_s=out.ttft_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from shared.contracts import SearchHit
+from shared.contracts import SearchHit, ThreadTurn
 
 _SOURCE_REF = re.compile(r"\[(?:source\s*)?\d+(?:\s*[,;]\s*\d+)*\]", re.I)
 
@@ -49,3 +49,12 @@ def labelled(answer: str, hits: list[SearchHit]) -> str:
 
 def plain_prompt(question: str, context: str = "") -> str:
     return f"{context.strip()}\n\nQuestion: {question.strip()}" if context else question.strip()
+
+
+def earlier_turns(thread: list[ThreadTurn]) -> list[dict[str, str]]:
+    """A thread's earlier exchange as chat turns, before the new question."""
+    out: list[dict[str, str]] = []
+    for turn in thread:
+        out.append({"role": "user", "content": turn.text})
+        out.append({"role": "assistant", "content": turn.answer or f"(no answer: that task ended {turn.status})"})
+    return out

@@ -1,61 +1,77 @@
-"""Task state in the JetStream key-value bucket, updated with compare-and-set so
-concurrent handlers (task intake, step results, cancel, deadline sweep) never lose a write."""
+"""Task state and threads in JetStream key-value buckets, updated with compare-and-set so
+concurrent handlers (task intake, step results, reviews, cancel, deadline sweep) never
+lose a write."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+from pydantic import BaseModel
 
-from shared.contracts import FINAL_STATUSES, TaskState
+from shared.contracts import FINAL_STATUSES, TaskState, ThreadRecord
 
 MAX_CAS_RETRIES = 20
+R = TypeVar("R", bound=BaseModel)
 
 
-class TaskStore:
+class Records(Generic[R]):
+    """Records of one model in one bucket, each key written with compare-and-set."""
+
+    model: type[R]
+
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
 
-    async def get(self, task_id: str) -> TaskState | None:
+    async def get(self, key: str) -> R | None:
         try:
-            entry = await self.kv.get(task_id)
+            entry = await self.kv.get(key)
         except KeyNotFoundError:
             return None
         if entry.value is None:
             return None
-        return TaskState.model_validate_json(entry.value)
+        return self.model.model_validate_json(entry.value)
 
-    async def create(self, state: TaskState) -> bool:
-        """Store a new task; False when the id already exists (a redelivered submit)."""
+    async def create(self, key: str, record: R) -> bool:
+        """Store a new record; False when the key already exists."""
         try:
-            await self.kv.create(state.task.task_id, state.model_dump_json().encode())
+            await self.kv.create(key, record.model_dump_json().encode())
         except KeyWrongLastSequenceError:
             return False
         return True
 
-    async def mutate(self, task_id: str, change: Callable[[TaskState], bool]) -> TaskState | None:
+    async def mutate(self, key: str, change: Callable[[R], bool]) -> R | None:
         """Apply ``change`` (returns False to skip writing) with CAS retries.
 
-        Returns the state as written (or as found when skipped); None when absent."""
+        Returns the record as written (or as found when skipped); None when absent."""
         for _ in range(MAX_CAS_RETRIES):
             try:
-                entry = await self.kv.get(task_id)
+                entry = await self.kv.get(key)
             except KeyNotFoundError:
                 return None
             if entry.value is None:
                 return None
-            state = TaskState.model_validate_json(entry.value)
-            if not change(state):
-                return state
-            state.updated_at = time.time()
+            record = self.model.model_validate_json(entry.value)
+            if not change(record):
+                return record
+            record.updated_at = time.time()  # type: ignore[attr-defined]
             try:
-                await self.kv.update(task_id, state.model_dump_json().encode(), last=entry.revision)
+                await self.kv.update(key, record.model_dump_json().encode(), last=entry.revision)
             except KeyWrongLastSequenceError:
                 continue
-            return state
-        raise RuntimeError(f"task {task_id}: too many concurrent updates")
+            return record
+        raise RuntimeError(f"{key}: too many concurrent updates")
+
+
+class TaskStore(Records[TaskState]):
+    model = TaskState
+
+    async def create(self, state: TaskState) -> bool:  # type: ignore[override]
+        """Store a new task; False when the id already exists (a redelivered submit)."""
+        return await super().create(state.task.task_id, state)
 
     async def active(self) -> list[TaskState]:
         """Tasks not in a final state (to rebuild deadlines after a restart)."""
@@ -69,6 +85,10 @@ class TaskStore:
             if state is not None and state.status not in FINAL_STATUSES:
                 out.append(state)
         return out
+
+
+class ThreadStore(Records[ThreadRecord]):
+    model = ThreadRecord
 
 
 def set_status(state: TaskState, status: str) -> None:

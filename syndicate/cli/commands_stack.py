@@ -155,7 +155,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.
         console.print(f"[dim]placement: {note}[/]")
 
 
-_NOTE_KEYS = ("isolation", "url", "classifier", "embedder", "collections", "tokens_per_s")
+_NOTE_KEYS = ("isolation", "url", "classifier", "embedder", "collections", "tokens_per_s", "awaiting_review")
 
 
 def _run_cell(row: dict) -> str:

@@ -1,4 +1,5 @@
-"""``syndicate submit``, ``result``, ``trace`` and ``cancel``: tasks on the bus."""
+"""``syndicate submit``, ``result``, ``trace`` and ``cancel``: tasks on the bus (threads
+and reviews: commands_threads.py)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from shared.contracts import (
     TaskState,
     TaskSubmit,
 )
-from shared.errors import Overloaded, SyndicateError
-from shared.task_client import TaskClient
+from shared.errors import NotFound, Overloaded, SyndicateError, WrongState
+from shared.task_client import TaskClient, TaskFollow
 from shared.telemetry import current_trace_id, read_trace
 from syndicate.cli.connect import cli_settings, connected_broker
 
@@ -46,7 +47,13 @@ def submit(
     agent: str | None = typer.Option(None, help=f"Straight to this agent, no routing ({', '.join(registry.agent_names())})."),
     file: list[Path] = typer.Option([], "--file", "-f", help="A file the task works on (repeatable)."),
     collection: str | None = typer.Option(None, help="Retrieve context from this collection."),
-    timeout: float = typer.Option(600.0, help="Deadline in seconds; the task ends 'timeout' after it."),
+    timeout: float = typer.Option(600.0, help="Deadline in seconds; the task ends 'timeout' after it (a task "
+                                             "waiting for review keeps it)."),
+    follows: str | None = typer.Option(None, "--continue", metavar="TASK_ID",
+                                       help="A follow-up: continue the thread of this earlier task (its request, answer, "
+                                            "code and checks are the context; code is edited, its checks kept)."),
+    review: bool = typer.Option(False, "--review", help="Pause before the final answer until you decide: "
+                                                        "syndicate review TASK_ID --approve | --revise TEXT | --reject."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print only the task id."),
 ) -> None:
@@ -56,7 +63,7 @@ def submit(
     try:
         files = [FileIn(path=str(p), content=p.read_text()) for p in file]
         task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout,  # type: ignore[arg-type]
-                          agent=agent)
+                          agent=agent, follows=follows, review=review)
     except OSError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except ValidationError as exc:  # a file or the whole task over its limit
@@ -74,13 +81,23 @@ def submit(
         print(task.task_id)
         return
     _print_result(out, json_out)
-    if out.get("status") == "rejected":
-        raise typer.Exit(EXIT_RETRY_LATER)
-    if out.get("status") != "done":
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(out))
 
 
 EXIT_RETRY_LATER = 75  # sysexits EX_TEMPFAIL: the syndicate refused the task for now (back-pressure)
+EXIT_INPUT_REQUIRED = 3  # the task waits for your review (syndicate review TASK_ID ...)
+
+
+def exit_code(out: dict[str, Any]) -> int:
+    """0 done; 3 waiting for review; 75 refused for now (back-pressure); 1 anything else."""
+    status = out.get("status")
+    if status == "done":
+        return 0
+    if status == "input_required":
+        return EXIT_INPUT_REQUIRED
+    if status == "rejected" and (out.get("error") or {}).get("code") == Overloaded.code:
+        return EXIT_RETRY_LATER
+    return 1
 
 
 async def _submit(task: TaskSubmit, *, wait: bool, stream: bool) -> dict[str, Any]:
@@ -89,23 +106,43 @@ async def _submit(task: TaskSubmit, *, wait: bool, stream: bool) -> dict[str, An
     async with connected_broker(settings) as broker:
         with tracer.start_as_current_span("syndicate submit", attributes={"task.id": task.task_id, "task.kind": task.kind}):
             trace_id = current_trace_id()
-            follow = await TaskClient(broker).submit(task)
+            client = TaskClient(broker)
+            if task.follows:
+                await check_continuable(client, task.follows)
+            follow = await client.submit(task)
             try:
                 if not wait:
                     return {"task_id": task.task_id, "trace_id": trace_id}
                 if stream:
                     err_console.print(f"[dim]task {task.task_id} submitted · trace {trace_id}[/]")
-                in_tokens = False
-                async for event in follow:
-                    if event.type == "result":
-                        if in_tokens and stream:
-                            sys.stdout.write("\n")
-                    elif stream:
-                        in_tokens = _render(event, in_tokens)
+                return await stream_until_decision(follow, stream)
             finally:
                 await follow.close()
-    assert follow.result is not None
-    return follow.result.model_dump(mode="json")
+
+
+async def check_continuable(client: TaskClient, task_id: str) -> None:
+    """A follow-up continues a task that exists and has ended (NotFound, WrongState)."""
+    state = await client.state(task_id)
+    if state is None:
+        raise NotFound(f"no task {task_id} to continue (unknown, or past the retention period)")
+    if state.status not in ("done", "failed", "timeout", "cancelled", "rejected"):
+        raise WrongState(f"task {task_id} has not ended yet (status {state.status}); continue it once it has")
+
+
+async def stream_until_decision(follow: TaskFollow, stream: bool) -> dict[str, Any]:
+    """Print the task's events until its result, or until it waits for a review (then the
+    proposed result, status input_required)."""
+    in_tokens = False
+    while (event := await follow.next()) is not None:
+        if event.type == "result" or event.status == "input_required":
+            if in_tokens and stream:
+                sys.stdout.write("\n")
+            break
+        if stream:
+            in_tokens = _render(event, in_tokens)
+    out = follow.result or follow.paused
+    assert out is not None
+    return out.model_dump(mode="json")
 
 
 def _render(event: TaskEvent, in_tokens: bool) -> bool:
@@ -125,9 +162,11 @@ def _print_result(out: dict[str, Any], json_out: bool) -> None:
     if json_out:
         print(json.dumps(out))
         return
-    colour = ("yellow" if out.get("unverified") else "green") if out.get("status") == "done" else "red"
-    shown = f"{out.get('status')} (unverified)" if out.get("unverified") else out.get("status")
-    console.rule(f"[{colour}]{shown}[/] · task {out.get('task_id')}")
+    status = out.get("status")
+    colour = {"done": "yellow" if out.get("unverified") else "green", "input_required": "yellow"}.get(str(status), "red")
+    shown = f"{status} (unverified)" if out.get("unverified") else status
+    pause = f" · review round {out['review'][-1]['n']}" if status == "input_required" and out.get("review") else ""
+    console.rule(f"[{colour}]{shown}[/] · task {out.get('task_id')}{pause}")
     if out.get("answer"):
         console.print(Markdown(out["answer"]))
     for v in out.get("tests") or []:
@@ -139,8 +178,17 @@ def _print_result(out: dict[str, Any], json_out: bool) -> None:
     usage = out.get("usage") or {}
     if usage.get("output_tokens"):
         console.print(f"[dim]{usage.get('model')}: {usage.get('input_tokens')} in / {usage.get('output_tokens')} out tokens, {usage.get('seconds', 0):.1f}s[/]")
+    held = [c for c in out.get("checks") or [] if c.get("turn")]
+    if held:
+        console.print(f"earlier checks: {sum(1 for c in held if c.get('held'))} of {len(held)} still hold")
+    if out.get("thread_id"):
+        console.print(f"[dim]thread {out['thread_id']} · syndicate thread {out['task_id']} · "
+                      f"follow up: syndicate submit --continue {out['task_id']} TEXT[/]")
     if out.get("trace_id"):
         console.print(f"[dim]trace {out['trace_id']} · syndicate trace {out['task_id']}[/]")
+    if status == "input_required":
+        console.print(f"[yellow]waiting for your review:[/] syndicate review {out['task_id']} "
+                      "--approve | --revise \"what to change\" | --reject")
 
 
 def result(task_id: str, json_out: bool = typer.Option(False, "--json")) -> None:

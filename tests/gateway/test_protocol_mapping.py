@@ -55,7 +55,7 @@ def test_messages_the_syndicate_cannot_take_are_refused(parts: tuple[Part, ...],
 
 
 def test_a_follow_up_message_and_a_bad_context_are_refused() -> None:
-    with pytest.raises(InvalidParamsError, match="one message"):
+    with pytest.raises(InvalidParamsError, match="input-required takes another message"):
         at.to_submit(message(Part(text="more"), task_id="t-1"), {}, None, 30.0)
     with pytest.raises(InvalidParamsError, match="context_id"):
         at.to_submit(message(Part(text="hi"), context_id="no spaces allowed"), {}, None, 30.0)

@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import httpx2
@@ -103,11 +104,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(stack: Stack, key: str | None = KEY, mode: str = "auto") -> AsyncIterator[Client]:
+async def mcp_client(stack: Stack, key: str | None = KEY, mode: str = "auto", **options: Any) -> AsyncIterator[Client]:
     """The official MCP client over streamable HTTP, with the gateway's API key (``mode``
-    "legacy": the initialize handshake and a session, as pre-2026 clients do)."""
+    "legacy": the initialize handshake and a session, as pre-2026 clients do; ``options``:
+    the client's, e.g. an elicitation callback)."""
     http = httpx2.AsyncClient(headers=stack.headers(key), timeout=httpx2.Timeout(30, read=300))
-    async with http, Client(streamable_http_client(stack.mcp_url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+    transport = streamable_http_client(stack.mcp_url, http_client=http)  # type: ignore[arg-type]
+    async with http, Client(transport, mode=mode, **options) as client:
         yield client
 
 

@@ -19,7 +19,7 @@ from a2a.types.a2a_pb2 import (
     StreamResponse,
     TaskState,
 )
-from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
+from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNotFoundError
 from google.protobuf.json_format import MessageToDict
 
 from shared import registry
@@ -28,10 +28,12 @@ from tests.protocols.conftest import KEY, SENTENCE, Stack, a2a_client, mcp_clien
 pytestmark = pytest.mark.integration
 
 DONE = TaskState.TASK_STATE_COMPLETED
+INPUT_REQUIRED = TaskState.TASK_STATE_INPUT_REQUIRED
 
 
-def ask(text: str, *, immediately: bool = False, **metadata: object) -> SendMessageRequest:
-    msg = new_text_message(text, role=Role.ROLE_USER, context_id=f"ctx-{uuid.uuid4().hex[:8]}")
+def ask(text: str, *, immediately: bool = False, context: str | None = None, task_id: str | None = None,
+        **metadata: object) -> SendMessageRequest:
+    msg = new_text_message(text, role=Role.ROLE_USER, context_id=context or f"ctx-{uuid.uuid4().hex[:8]}", task_id=task_id)
     req = SendMessageRequest(message=msg, configuration=SendMessageConfiguration(return_immediately=immediately))
     if metadata:
         req.metadata.update(metadata)
@@ -138,8 +140,8 @@ def test_bad_messages_are_protocol_errors(stack: Stack) -> None:
     assert call({"jsonrpc": "2.0", "id": 2, "method": "SendMessage", "params": {"message": url_part}})["code"] == -32005
     empty = {**message, "parts": [{"text": "  "}]}
     assert call({"jsonrpc": "2.0", "id": 3, "method": "SendMessage", "params": {"message": empty}})["code"] == -32602
-    follow_up = {**message, "taskId": "t-123"}
-    assert call({"jsonrpc": "2.0", "id": 4, "method": "SendMessage", "params": {"message": follow_up}})["code"] == -32602
+    follow_up = {**message, "taskId": "t-123"}  # a message in a task decides its review: it must exist
+    assert call({"jsonrpc": "2.0", "id": 4, "method": "SendMessage", "params": {"message": follow_up}})["code"] == -32001
     huge = {**message, "parts": [{"text": "x" * 300_000}]}
     assert "text" in call({"jsonrpc": "2.0", "id": 5, "method": "SendMessage", "params": {"message": huge}})["message"]
     assert call({"jsonrpc": "2.0", "id": 6, "method": "ListTasks", "params": {}})["code"] == -32004
@@ -155,3 +157,31 @@ async def test_an_unauthorised_call_is_refused(stack: Stack) -> None:
         with pytest.raises(A2AClientError):
             await client.get_task(GetTaskRequest(id="t-x"))
     assert KEY
+
+
+async def test_review_reports_input_required_and_a_reply_resumes_it(stack: Stack) -> None:
+    context = f"ctx-{uuid.uuid4().hex[:8]}"
+    async with a2a_client(stack, "coder") as client:  # streaming: the stream ends on input-required
+        events = await collect(client.send_message(ask("Write square(x).", context=context, review=True)))
+    last = events[-1].status_update
+    assert last.status.state == INPUT_REQUIRED and "review" in last.status.message.parts[0].text
+    proposed = {e.artifact_update.artifact.name for e in events if e.HasField("artifact_update")}
+    assert "code" in proposed  # the proposed answer's evidence comes with the question
+    task_id = last.task_id
+    async with a2a_client(stack, "coder", streaming=False) as client:
+        [revised] = await collect(client.send_message(ask("Add a docstring.", context=context, task_id=task_id)))
+        assert revised.task.status.state == INPUT_REQUIRED and revised.task.metadata["review_round"] == 2
+        waiting = await client.get_task(GetTaskRequest(id=task_id))
+        assert waiting.status.state == INPUT_REQUIRED and "code" in artifacts_of(waiting)
+        [approved] = await collect(client.send_message(ask("approve", context=context, task_id=task_id)))
+        assert approved.task.status.state == DONE and approved.task.context_id == context
+        with pytest.raises(InvalidParamsError, match="not waiting for a review"):
+            await collect(client.send_message(ask("approve", context=context, task_id=task_id)))
+        # The next message in the context continues the conversation.
+        [follow_up] = await collect(client.send_message(ask("Now name it sq.", context=context)))
+        assert follow_up.task.status.state == DONE
+        got = await client.get_task(GetTaskRequest(id=follow_up.task.id))
+        assert got.context_id == context and got.metadata["thread_id"] == context
+    async with httpx.AsyncClient(headers=stack.headers()) as http:
+        thread = (await http.get(f"{stack.url}/v1/threads/{context}")).json()
+    assert [(t["task_id"], t["follows"]) for t in thread["turns"]] == [(task_id, None), (follow_up.task.id, task_id)]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from mcp import Client as StdioClient
 from mcp import MCPError, StdioServerParameters
-from mcp_types import INVALID_PARAMS
+from mcp_types import INVALID_PARAMS, ElicitRequestParams, ElicitResult
 
 from tests.conftest import REPO
 from tests.protocols.conftest import SENTENCE, Stack, mcp_client
@@ -183,3 +183,41 @@ async def test_stdio_server_for_desktop_assistants(stack: Stack) -> None:
         with pytest.raises(MCPError):  # no folder allowed unless the operator says so
             await client.call_tool("ingest", {"paths": [str(stack.docs)]})
     assert SENTENCE
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026: InputRequiredResult and a retry; sessions: mid-call
+async def test_solve_with_review_asks_the_user(stack: Stack, mode: str) -> None:
+    asked: list[str] = []
+
+    async def decide(context: object, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        first = len(asked) == 1 and mode == "auto"
+        content = {"decision": "revise", "feedback": "Add a docstring."} if first else {"decision": "approve"}
+        return ElicitResult(action="accept", content=content)
+
+    async with mcp_client(stack, mode=mode, elicitation_callback=decide) as client:
+        result = await client.call_tool("solve", {"text": f"Write square(x) ({mode}).", "kind": "code", "review": True})
+        assert not result.is_error, result.content
+        out = result.structured_content
+        assert out["status"] == "done" and "x * x" in out["code"]
+        assert len(asked) == (2 if mode == "auto" else 1) and "waits for your review" in asked[0] and "x * x" in asked[0]
+        if mode == "auto":  # the answer's task id continues the conversation
+            more = (await client.call_tool("solve", {"text": "Now name it sq.", "context": out["task_id"]})).structured_content
+            assert more["status"] == "done" and more["thread_id"] == out["task_id"]
+
+
+async def test_a_review_without_elicitation_waits_for_the_http_api(stack: Stack) -> None:
+    async with mcp_client(stack) as client:  # no elicitation callback: the paused result comes back
+        out = (await client.call_tool("solve", {"text": "Write square(x) (http).", "kind": "code", "review": True}))
+    paused = out.structured_content
+    assert paused["status"] == "input_required" and "/review" in paused["review"]
+    async with httpx.AsyncClient(base_url=f"{stack.url}/v1", headers=stack.headers(), timeout=60) as http:
+        task_id = paused["task_id"]
+        assert (await http.get(f"/tasks/{task_id}")).json()["status"] == "input_required"
+        bad = await http.post(f"/tasks/{task_id}/review", json={"decision": "maybe"})
+        assert bad.status_code == 400
+        decided = await http.post(f"/tasks/{task_id}/review", json={"decision": "reject", "feedback": "no", "wait": True})
+        assert decided.status_code == 200 and decided.json()["status"] == "rejected"
+        again = await http.post(f"/tasks/{task_id}/review", json={"decision": "approve"})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "wrong_state"
+        assert (await http.get("/tasks/t-nosuchtask")).status_code == 404

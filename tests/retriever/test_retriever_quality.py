@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from services.retriever.index import DocumentIndex
 from services.retriever.store import VectorStore
 from shared.contracts import IngestRequest, SearchRequest
@@ -36,6 +38,9 @@ def evaluate(idx: DocumentIndex, collection: str, queries: list[dict]) -> tuple[
     return found / len(queries), rr / len(queries), misses
 
 
+# The first backend embeds the whole corpus (about a minute on an idle 2-core machine, five
+# times that under the load of a shared one): the suite's 300 s limit must not judge speed.
+@pytest.mark.timeout(1500)
 def test_recall_at_5_on_the_labelled_set(store: VectorStore, memo_minilm: MemoEmbedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(REPO)  # paths in the labelled set are relative to the repository
     idx, col = DocumentIndex(store, memo_minilm), unique("quality")
