@@ -9,8 +9,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.routes import a2a, completions, embeddings, mcp, models, observability, tasks
+from services.gateway.routes import (
+    a2a,
+    completions,
+    embeddings,
+    mcp,
+    models,
+    observability,
+    ollama,
+    tasks,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     models.router, completions.router, embeddings.router, observability.router, mcp.router, a2a.router, tasks.router,
+    ollama.router,
 )
