@@ -83,7 +83,6 @@ from shared.errors import Cancelled, DeadlineExceeded, EngineError, ModelUnavail
 from shared.llm.base import GenerationRequest, GenerationResult, TokenCallback
 from shared.llm.config import EngineConfig
 from shared.llm.context import ModelContext, import_llama_cpp, pin_process
-from shared.llm.gguf_meta import quant_name
 from shared.llm.prompt import PromptRenderer
 from shared.llm.queue import RequestQueue, Ticket, relay
 from shared.llm.sampling import Sampling
@@ -122,7 +121,6 @@ class LlamaEngine:
         self.load_seconds = time.monotonic() - t0
         meta = self._llama.model.metadata()
         self.gguf_name = meta.get("general.name", path.stem)
-        self.quant = quant_name(meta.get("general.file_type"))
         self._prompts = PromptRenderer(self._llama.lc, self._llama.model, meta)
         self.chat_template = self._prompts.template  # model requests render tools with it
         self._sampling = Sampling(self._llama, config.seed)
@@ -221,7 +219,7 @@ class LlamaEngine:
         RATE_WINDOW_S seconds divided by that window."""
         st, q, n_ctx = self._stats, self._queue, self._llama.n_ctx
         return {
-            "model": self.name, "gguf_name": self.gguf_name, "quant": self.quant, "role": self.config.role,
+            "model": self.name, "gguf_name": self.gguf_name, "role": self.config.role,
             "path": str(self.config.model_path), "cpus": list(self.cpus), "threads": self.threads,
             "queue_depth": len(q.waiting), "waiting": len(q.waiting), "queue_limit": self.config.queue_limit,
             "running": len(q.running), "slots": self.slots, "tokens_per_s": round(st.rate(), 2),

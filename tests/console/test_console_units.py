@@ -65,7 +65,7 @@ def test_vendored_files_are_the_packages_files() -> None:
 def test_agent_rows_join_health_and_the_supervisor_record() -> None:
     coder = HealthReply(service="coder-agent", instance="coder-agent-1", pid=11, cpus=[2, 3], threads=2,
                         model="qwen2.5-coder-1.5b", running=1, queue_depth=2,
-                        details={"slots": 4, "tokens_per_s": 13.4, "quant": "Q4_K_M", "uptime_s": 9.0})
+                        details={"slots": 4, "tokens_per_s": 13.4, "model_file": {"quant": "Q4_K_M"}, "uptime_s": 9.0})
     record = {"supervisor_pid": 1, "services": {"router": {"pid": 10, "restarts": 0},
                                                 "coder-agent": {"pid": 11, "restarts": 2, "cpus": [2, 3]}}}
     rows = agent_rows([coder], record)

@@ -198,7 +198,6 @@ def test_stats_show_slots_and_throughput(make_engine) -> None:  # type: ignore[n
     assert (s["slots"], s["waiting"], s["running"], s["tokens_per_s"]) == (4, 0, 0, 0)
     assert s["n_ctx"] == 1024 and s["n_ctx_total"] == 4096  # n_ctx is per slot
     assert s["exact_batching"] is False  # the fast path is the default
-    assert s["quant"] == "F16"  # the GGUF's file type, shown by the console and health replies
     assert make_engine(slots=4, exact_batching=True).stats()["exact_batching"] is True
     assert make_engine(slots=1, exact_batching=True).stats()["exact_batching"] is False
 
@@ -231,11 +230,10 @@ def test_health_and_metrics_show_engine_state() -> None:
     from shared.service import ServiceRuntime
     from shared.settings import Settings
 
-    state = {"queue_depth": 3, "running": 4, "slots": 4, "tokens_per_s": 37.5, "quant": "Q4_K_M"}
+    state = {"queue_depth": 3, "running": 4, "slots": 4, "tokens_per_s": 37.5}
     rt = ServiceRuntime("coder-agent", Settings(), stats=lambda: dict(state))
     h = rt.health()
     assert (h.queue_depth, h.running, h.details["slots"], h.details["tokens_per_s"]) == (3, 4, 4, 37.5)
-    assert h.details["quant"] == "Q4_K_M"
     m = ServiceMetrics()
     m.watch_engine(lambda: dict(state))
     text = m.exposition()

@@ -90,7 +90,7 @@ def agent_rows(replies: list[HealthReply], record: dict[str, Any] | None,
         note = ", ".join(f"{k} {d[k]}" for k in NOTE_KEYS if d.get(k))
         rows.append(AgentRow(
             service=r.service, instance=r.instance, pid=r.pid, state=r.state, model=r.model or "",
-            quant=str(d.get("quant") or ""), cores=format_cpus(r.cpus) if r.cpus else "",
+            quant=str((d.get("model_file") or {}).get("quant") or ""), cores=format_cpus(r.cpus) if r.cpus else "",
             threads=r.threads, slots_busy=r.running, slots_total=int(slots) if slots else None,
             queue_depth=r.queue_depth, tokens_per_s=float(rate) if rate is not None else None,
             restarts=_restarts(supervised, r.service), uptime=uptime(d.get("uptime_s")), note=note,

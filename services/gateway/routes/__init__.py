@@ -16,6 +16,7 @@ from services.gateway.routes import (
     mcp,
     models,
     observability,
+    ollama,
     tasks,
     ui,
     ui_stream,
@@ -23,5 +24,5 @@ from services.gateway.routes import (
 
 ROUTERS: tuple[APIRouter, ...] = (
     models.router, completions.router, embeddings.router, observability.router, mcp.router, a2a.router, tasks.router,
-    ui.router, ui_stream.router,
+    ollama.router, ui.router, ui_stream.router,
 )
