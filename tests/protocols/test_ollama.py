@@ -5,6 +5,9 @@ agents as models, embeddings, and the errors a client gets — in Ollama's shape
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 import ollama
 import pytest
@@ -17,6 +20,7 @@ from tests.protocols.conftest import (
     WEATHER_RESULT,
     Stack,
 )
+from tests.protocols.test_openai_models import model_outcomes
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +85,18 @@ def test_a_tool_call_then_the_answer_from_its_result(stack: Stack) -> None:
     calls = [tc for p in parts for tc in p.message.tool_calls or []]
     assert [(tc.function.name, dict(tc.function.arguments)) for tc in calls] == [("get_weather", {"city": "Paris"})]
     assert parts[-1].done
+
+
+def test_a_client_that_leaves_mid_stream_cancels_the_generation(stack: Stack) -> None:
+    before = model_outcomes(stack).get("cancelled", 0)
+    body = {"model": REASONER_MODEL, "messages": [{"role": "user", "content": "Tell me about it."}]}  # streams
+    with httpx.stream("POST", f"{stack.url}/api/chat", json=body, headers=stack.headers(), timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+        assert json.loads(next(r.iter_lines()))["done"] is False  # the first line: the generation runs; leave
+    end = time.monotonic() + 20  # the slow scripted reasoner would take ~12 s to finish
+    while time.monotonic() < end and model_outcomes(stack).get("cancelled", 0) <= before:
+        time.sleep(0.3)
+    assert model_outcomes(stack).get("cancelled", 0) == before + 1
 
 
 def test_the_agents_answer_as_models(stack: Stack) -> None:
