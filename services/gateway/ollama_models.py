@@ -1,6 +1,6 @@
 """What Ollama's model endpoints say about the syndicate's models: ``/api/tags`` (every
-served model, and the agents), ``/api/ps`` (the loaded models with the processes that
-serve them: cores, threads, slots, context) and ``/api/show``.
+served model, the retriever's embedder and the agents), ``/api/ps`` (the loaded models
+with the processes that serve them: cores, threads, slots, context) and ``/api/show``.
 
 A served model is known from the health replies of the processes that load it
 (shared/generation/client.py); its file facts (size, architecture, quantization) come
@@ -10,17 +10,24 @@ its digest from the roster's pinned sha256.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 from typing import Any
 
+import nats
+from pydantic import ValidationError
+
 from services.gateway.openai_schema import MODEL_DESCRIPTIONS, MODELS
-from shared.contracts import HealthReply
+from shared import subjects
+from shared.bus import scatter
+from shared.contracts import HealthPing, HealthReply
 from shared.errors import ConfigError
 from shared.generation.client import ServedModel
 from shared.llm.roster import Roster, load_roster
 
 AGENT_FAMILY = "syndicate-agent"  # details.family of an agent in /api/tags
+RETRIEVER = "retriever"  # the service whose embedder /api/embed uses
 
 
 def iso(ts: float) -> str:
@@ -121,3 +128,32 @@ def agent_show(agent: str, started: int) -> dict[str, Any]:
             "template": "", "details": agent_entry(agent, started)["details"],
             "model_info": {"general.architecture": AGENT_FAMILY, "syndicate.task_kind": MODELS[agent]},
             "capabilities": ["completion"], "modified_at": iso(started)}
+
+
+async def embedders(nc: nats.NATS | None, wait_s: float = 0.3) -> dict[str, HealthReply]:
+    """The retrievers' embedders by name (from a health ping; none while the bus is down)."""
+    if nc is None:
+        return {}
+    out: dict[str, HealthReply] = {}
+    for data in await scatter(nc, subjects.HEALTH_PING, HealthPing().model_dump_json().encode(), wait_s=wait_s):
+        with contextlib.suppress(ValidationError, ValueError):
+            h = HealthReply.model_validate_json(data)
+            if h.service == RETRIEVER and h.model and h.state in ("ready", "degraded"):
+                out.setdefault(h.model, h)
+    return out
+
+
+def embedder_entry(h: HealthReply, started: int) -> dict[str, Any]:
+    """The retriever's embedder in /api/tags (/api/embed takes its name)."""
+    name = f"{h.model}:latest"
+    return {"name": name, "model": name, "modified_at": iso(started), "size": 0, "digest": "",
+            "details": {"parent_model": "", "format": "", "family": "embedding", "families": ["embedding"],
+                        "parameter_size": "", "quantization_level": ""},
+            "dimensions": h.details.get("dim")}
+
+
+def embedder_show(h: HealthReply, started: int) -> dict[str, Any]:
+    return {"modelfile": f"# the retriever's embedder ({h.details.get('backend', '')})\n", "parameters": "",
+            "template": "", "details": embedder_entry(h, started)["details"],
+            "model_info": {"general.architecture": "embedding", "embedding.dimensions": h.details.get("dim")},
+            "capabilities": ["embedding"], "modified_at": iso(started)}

@@ -5,6 +5,9 @@ agents as models, embeddings, and the errors a client gets — in Ollama's shape
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 import ollama
 import pytest
@@ -17,6 +20,7 @@ from tests.protocols.conftest import (
     WEATHER_RESULT,
     Stack,
 )
+from tests.protocols.test_openai_models import model_outcomes
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +87,18 @@ def test_a_tool_call_then_the_answer_from_its_result(stack: Stack) -> None:
     assert parts[-1].done
 
 
+def test_a_client_that_leaves_mid_stream_cancels_the_generation(stack: Stack) -> None:
+    before = model_outcomes(stack).get("cancelled", 0)
+    body = {"model": REASONER_MODEL, "messages": [{"role": "user", "content": "Tell me about it."}]}  # streams
+    with httpx.stream("POST", f"{stack.url}/api/chat", json=body, headers=stack.headers(), timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+        assert json.loads(next(r.iter_lines()))["done"] is False  # the first line: the generation runs; leave
+    end = time.monotonic() + 20  # the slow scripted reasoner would take ~12 s to finish
+    while time.monotonic() < end and model_outcomes(stack).get("cancelled", 0) <= before:
+        time.sleep(0.3)
+    assert model_outcomes(stack).get("cancelled", 0) == before + 1
+
+
 def test_the_agents_answer_as_models(stack: Stack) -> None:
     reply = client(stack).chat(model="coder", messages=[{"role": "user", "content": "Write square(x)."}], stream=False)
     assert "def square" in (reply.message.content or "") and reply.done and reply.eval_count
@@ -95,13 +111,14 @@ def test_the_agents_answer_as_models(stack: Stack) -> None:
 
 def test_embed_and_the_legacy_embeddings(stack: Stack) -> None:
     c = client(stack)
+    [embedder] = [m.model for m in c.list().models if m.details and m.details.family == "embedding"]
+    assert embedder and c.show(embedder).capabilities == ["embedding"]
+    out = c.embed(model=embedder, input=["agents on NATS", "pinned cores"])
+    assert len(out.embeddings) == 2 and len(out.embeddings[0]) > 0 and out.model == embedder
+    assert len(c.embeddings(model=embedder, prompt="agents on NATS").embedding) == len(out.embeddings[0])
     with pytest.raises(ollama.ResponseError) as err:
         c.embed(model="nomic-embed-text", input="x")
-    assert err.value.status_code == 400
-    embedder = err.value.error.split("embeds with '")[1].split("'")[0]  # the error names the embedder
-    out = c.embed(model=embedder, input=["agents on NATS", "pinned cores"])
-    assert len(out.embeddings) == 2 and len(out.embeddings[0]) > 0
-    assert len(c.embeddings(model=embedder, prompt="agents on NATS").embedding) == len(out.embeddings[0])
+    assert err.value.status_code == 400 and embedder.removesuffix(":latest") in err.value.error  # names the embedder
 
 
 def test_errors_are_ollamas_shape_with_the_right_status(stack: Stack) -> None:

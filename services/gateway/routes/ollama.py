@@ -80,8 +80,10 @@ async def served(gw: Gateway, fresh: bool = False) -> dict[str, ServedModel]:
 @router.get("/tags")
 async def tags(gw: GatewayDep) -> dict[str, Any]:
     roster = str(gw.settings.roster)
-    models = [om.tag_entry(m, started=gw.started, roster_path=roster) for m in (await served(gw)).values()]
-    return {"models": models + [om.agent_entry(a, gw.started) for a in MODELS]}
+    models, embedders = await asyncio.gather(served(gw), om.embedders(gw.bridge.nc))
+    return {"models": [om.tag_entry(m, started=gw.started, roster_path=roster) for m in models.values()]
+            + [om.embedder_entry(h, gw.started) for h in embedders.values()]
+            + [om.agent_entry(a, gw.started) for a in MODELS]}
 
 
 @router.get("/ps")
@@ -96,6 +98,9 @@ async def show(req: Request, gw: GatewayDep) -> dict[str, Any]:
     name = body.model_name
     if name in MODELS:
         return om.agent_show(name, gw.started)
+    for embedder, h in (await om.embedders(gw.bridge.nc)).items():
+        if same_name(name, embedder):
+            return om.embedder_show(h, gw.started)
     model = await find(gw, name)
     return om.show_body(model, started=gw.started, roster_path=str(gw.settings.roster))
 
@@ -398,9 +403,14 @@ async def embeddings(req: Request, gw: GatewayDep) -> dict[str, Any]:
     return {"embedding": reply.vectors[0]}
 
 
+def same_name(asked: str, name: str) -> bool:
+    """A client's name for ``name``: any case, Ollama's default tag or none."""
+    return osch.model_name(asked).lower() == name.lower()
+
+
 def check_embedder(asked: str, embedder: str) -> None:
     """Embeddings come from the retriever's one embedder: a request must name it."""
-    if osch.model_name(asked) != embedder:
+    if not same_name(asked, embedder):
         raise he.APIError(400, f"the model '{asked}' does not embed here: the syndicate embeds with '{embedder}' "
                                "(the retriever's embedder)", type="invalid_request_error", code="invalid_model")
 
