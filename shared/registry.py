@@ -165,7 +165,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "evaluator", "services.evaluator", "agent", role="evaluator",  # pinned only when a plan names it
         permissions=Permissions(
-            publish=(s.TASK_SUBMIT, s.SANDBOX_EXEC, s.RETRIEVER_SEARCH, TASK_EVENTS),
+            publish=(s.TASK_SUBMIT, TASK_STATE_KV, s.SANDBOX_EXEC, s.RETRIEVER_SEARCH, TASK_EVENTS),
             subscribe=(s.EVAL_RUN, TASK_EVENTS),
             jetstream=True,
         ),
@@ -176,7 +176,8 @@ SERVICES: tuple[Service, ...] = (
         permissions=Permissions(
             # MCP's tools: run_code in code-sandbox, ingest into the retriever.
             # Model requests: plain generations on the agents' models (OpenAI, Ollama APIs).
-            publish=(s.TASK_SUBMIT, s.TASK_REVIEW, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED,
+            # TASK_STATE_KV: a submitted task's "queued" record (shared.bus.publish_task).
+            publish=(s.TASK_SUBMIT, TASK_STATE_KV, s.TASK_REVIEW, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED,
                      s.METRICS_PING, s.SANDBOX_EXEC, s.RETRIEVER_INGEST, MODEL_GENERATE, s.MODEL_CANCEL),
             subscribe=(TASK_EVENTS, MODEL_EVENTS),
             jetstream=True,
@@ -189,7 +190,7 @@ SERVICES: tuple[Service, ...] = (
 CLI_USER = "cli"
 CLI_PERMISSIONS = Permissions(
     publish=(
-        s.TASK_SUBMIT, s.TASK_REVIEW, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
+        s.TASK_SUBMIT, TASK_STATE_KV, s.TASK_REVIEW, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
         s.SANDBOX_EXEC,  # `syndicate exec`: run a program through code-sandbox
     ),
     subscribe=(TASK_EVENTS, INGEST_EVENTS),
