@@ -9,13 +9,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/llama-flags.sh"  # VERSION, target, FLAGS
 DIR="$CACHE/wheels/llama-cpp-python-$VERSION-$KEY"
 WHEEL=$(ls "$DIR"/llama_cpp_python-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$WHEEL" ]; then
-<<<<<<< HEAD
-  SDIST=$(llama_sdist)
-=======
   # The compile needs a C++ compiler (a fresh Debian has none); cmake and ninja come
   # from PyPI as build requirements when missing.
-  bash "$(dirname "$0")/install-system-deps.sh" build >&2
->>>>>>> main
+  bash "$(dirname "${BASH_SOURCE[0]}")/install-system-deps.sh" build >&2
+  SDIST=$(llama_sdist)
   mkdir -p "$DIR.tmp"
   echo "building llama-cpp-python $VERSION for $target ($FLAGS); once per machine, 5-10 min" >&2
   CMAKE_ARGS="$FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
