@@ -289,10 +289,13 @@ class IslandEngine:
             else:
                 with contextlib.suppress(Exception):
                     self._capacity = await self.ports.capacity([m.name for m in models])
-                # Nothing heard: the default for the coder copies; one probe for a named model
-                # nobody serves (its failure says so in its verdict).
-                self._capacity = {m.name: self._capacity.get(m.name) or (1 if m.name else DEFAULT_CAPACITY)
-                                  for m in models}
+                # A named model nobody serves gets no jobs (its share goes to the others); if
+                # nothing is heard of any model, the coder copies get the default and a named
+                # model one probe, whose failure says why in its verdict.
+                heard = {m.name: self._capacity.get(m.name, 0) for m in models}
+                if not any(heard.values()):
+                    heard = {m.name: 1 if m.name else DEFAULT_CAPACITY for m in models}
+                self._capacity = heard
         out = dict(self._capacity)
         for p in self.outstanding.values():
             if p.model in out:
