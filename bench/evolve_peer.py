@@ -2,8 +2,9 @@
 Weibull bin packing, the same model on the same llama.cpp serving, the same number of
 LLM samples; both final programs judged on the same held-out test instances.
 
-- **syndicate**: `syndicate evolve examples/evolve/binpack-weibull/spec.toml --samples N`
-  on a `make run` stack (its coder-agent's model, the 1.5B by default).
+- **syndicate**: `syndicate evolve examples/evolve/binpack-weibull/spec.toml --samples N
+  --model coder-agent` on a `make run` stack (only its coder-agent's model, the 1.5B by
+  default — the spec's second model, the reasoner's 0.5B, is left out here).
 - **OpenEvolve**: its own process (``openevolve-run``), its own default configuration
   except: the model endpoint (the stack's gateway serving the coder's model as an OpenAI
   model, ``/v1/chat/completions`` with model = the roster name), the budget
@@ -171,7 +172,10 @@ def main() -> None:
                     result["openevolve"] = {**{k: v for k, v in oe.items() if k != "best_program"},
                                             "test_excess_pct": test.get("excess_pct"), "best_program": oe["best_program"]}
                 elif arm == "syndicate":
-                    ours = stack.evolve(spec_path, "--samples", str(args.samples), "--seed", str(args.seed))
+                    # The same model as OpenEvolve's: the coder-agent copies' (the spec's second model,
+                    # the reasoner's 0.5B, is left out).
+                    ours = stack.evolve(spec_path, "--samples", str(args.samples), "--seed", str(args.seed),
+                                        "--model", "coder-agent")
                     result["syndicate"] = {k: ours.get(k) for k in (
                         "status", "samples", "valid", "valid_fraction", "minutes", "samples_per_hour", "valid_per_hour",
                         "test_excess_pct", "best_fit_excess_pct", "first_fit_excess_pct", "verdicts", "best_program")}
