@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the syndicate needs that pip cannot provide.
 #   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox, and
+#                                       chromium, the real browser the console's tests drive, and
 #                                       numpy for the box's Debian interpreter (/usr/bin/python3:
 #                                       evolution scorers such as examples/evolve/binpack-weibull)
 #   install-system-deps.sh build        a C/C++ compiler (g++), for the once-per-machine
@@ -16,7 +17,7 @@ set -euo pipefail
 
 # Each entry: a command on PATH (or an absolute path) and the Debian package providing it.
 case "${1:-sandbox}" in
-  sandbox) wanted=(bwrap=bubblewrap /usr/lib/python3/dist-packages/numpy/__init__.py=python3-numpy) ;;
+  sandbox) wanted=(bwrap=bubblewrap chromium=chromium /usr/lib/python3/dist-packages/numpy/__init__.py=python3-numpy) ;;
   build) wanted=(g++=g++) ;;
   containers)
     wanted=(podman=podman runc=runc buildah=buildah mmdebstrap=mmdebstrap
