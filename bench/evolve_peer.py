@@ -2,8 +2,9 @@
 Weibull bin packing, the same model on the same llama.cpp serving, the same number of
 LLM samples; both final programs judged on the same held-out test instances.
 
-- **syndicate**: `syndicate evolve examples/evolve/binpack-weibull/spec.toml --samples N`
-  on a `make run` stack (its coder-agent's model, the 1.5B by default).
+- **syndicate**: `syndicate evolve examples/evolve/binpack-weibull/spec.toml --samples N
+  --model coder-agent` on a `make run` stack (only its coder-agent's model, the 1.5B by
+  default — the spec's second model, the reasoner's 0.5B, is left out here).
 - **OpenEvolve**: its own process (``openevolve-run``), its own default configuration
   except: the model endpoint (the stack's gateway serving the coder's model as an OpenAI
   model, ``/v1/chat/completions`` with model = the roster name), the budget
@@ -138,34 +139,53 @@ def main() -> None:
     ap.add_argument("--openevolve-diffs", choices=["on", "off"], default="off",
                     help="OpenEvolve's default is diffs (on); off = full rewrites (its users' fix for small models)")
     ap.add_argument("--order", default="openevolve,syndicate")
+    ap.add_argument("--arms-per-run", type=int, default=2,
+                    help="arms to run now (1: one per invocation, to keep each hold of the machine short)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="arms done so far (default .syndicate/bench/evolve_peer/<samples>-<seed>-<diffs>.json): "
+                         "a rerun runs only the missing arms")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.samples = 3
     spec_path = SPECS["weibull"]
     model = load_roster(str(REPO / "infra/models.toml")).role("coder").model_id
-    result: dict[str, Any] = {"bench": "evolve_peer", "samples": args.samples, "model": model, "seed": args.seed,
-                              "openevolve_diffs": args.openevolve_diffs, "uptime_start": uptime()}
+    path = args.results or REPO / ".syndicate/bench/evolve_peer" / f"{args.samples}-{args.seed}-{args.openevolve_diffs}.json"
+    if args.quick:
+        path = Path(tempfile.mkdtemp()) / "quick.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {
+        "bench": "evolve_peer", "samples": args.samples, "model": model, "seed": args.seed,
+        "openevolve_diffs": args.openevolve_diffs}
+    todo = [a for a in args.order.split(",") if a not in result][: args.arms_per_run]
     with tempfile.TemporaryDirectory(prefix="evolve-peer-") as tmp:
         stack = Stack(Path(tmp))
-        stack.up()
+        if todo:
+            stack.up()
         try:
-            for arm in args.order.split(","):
+            for arm in todo:
+                result[f"uptime_{arm}_start"] = uptime()
                 if arm == "openevolve":
                     oe = openevolve_arm(stack, spec_path, args.samples, args.seed, args.openevolve_diffs == "on",
                                         model, Path(tmp) / "openevolve")
                     test = judge(oe["best_program"], spec_path) if oe["best_program"] else {}
                     result["openevolve"] = {**{k: v for k, v in oe.items() if k != "best_program"},
                                             "test_excess_pct": test.get("excess_pct"), "best_program": oe["best_program"]}
-                else:
-                    ours = stack.evolve(spec_path, "--samples", str(args.samples), "--seed", str(args.seed))
+                elif arm == "syndicate":
+                    # The same model as OpenEvolve's: the coder-agent copies' (the spec's second model,
+                    # the reasoner's 0.5B, is left out).
+                    ours = stack.evolve(spec_path, "--samples", str(args.samples), "--seed", str(args.seed),
+                                        "--model", "coder-agent")
                     result["syndicate"] = {k: ours.get(k) for k in (
                         "status", "samples", "valid", "valid_fraction", "minutes", "samples_per_hour", "valid_per_hour",
                         "test_excess_pct", "best_fit_excess_pct", "first_fit_excess_pct", "verdicts", "best_program")}
+                result[f"uptime_{arm}_end"] = uptime()
+                path.write_text(json.dumps(result, indent=1))
                 print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "best_program"} if isinstance(v, dict) else v
                                   for k, v in result.items()}), flush=True)
         finally:
-            stack.down()
+            if todo:
+                stack.down()
     base = judge(load_spec(spec_path).seed, spec_path)
     result["best_fit_excess_pct"] = base.get("excess_pct")
     ours, peer = result.get("syndicate", {}), result.get("openevolve", {})
@@ -173,8 +193,8 @@ def main() -> None:
         result["lower_test_excess_than_openevolve"] = ours["test_excess_pct"] < peer["test_excess_pct"]
     if ours.get("valid_per_hour") is not None and peer.get("valid_per_hour") is not None:
         result["valid_per_hour_ratio"] = round(ours["valid_per_hour"] / max(peer["valid_per_hour"], 1e-9), 2)
-    result["uptime_end"] = uptime()
-    emit(result)
+    emit({k: {kk: vv for kk, vv in v.items() if kk != "best_program"} if isinstance(v, dict) else v
+          for k, v in result.items()})
 
 
 if __name__ == "__main__":

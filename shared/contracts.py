@@ -620,6 +620,7 @@ class EvolveProgram(Message):
     island: int | None = None
     sample: int = 0  # 1-based order in which candidates were asked; 0: seed and baselines
     model: str = ""  # the model that wrote it
+    asked_model: str = ""  # the spec's model it was asked of ("": a coder-agent copy through the JOBS stream)
     function: str = ""  # the evolved function alone (what prompts show)
     stage_scores: dict[str, float] = Field(default_factory=dict)  # cascade stage -> score
     signature: list[float] = Field(default_factory=list)  # per-instance scores of the last stage it ran

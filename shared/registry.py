@@ -137,11 +137,13 @@ SERVICES: tuple[Service, ...] = (
         "router", "services.router", "agent", role="router", weight=0.5, dispatches_jobs=True,
         serves_model=True,  # its classifier's model, when it loads one
         permissions=Permissions(
-            # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket.
-            publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV, THREAD_KV),
+            # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket,
+            # candidates of a spec's named models asked as model requests.
+            publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV, THREAD_KV,
+                     MODEL_GENERATE, s.MODEL_CANCEL),
             # Advisories: a message that exhausted max_deliver becomes a dead letter + failed task.
             subscribe=(s.TASK_SUBMIT, s.TASK_REVIEW, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>",
-                       EVOLVE_RESULTS, EVOLVE_KV, THREAD_KV),
+                       EVOLVE_RESULTS, EVOLVE_KV, THREAD_KV, MODEL_EVENTS),
             jetstream=True,
         ),
     ),

@@ -79,10 +79,13 @@ def summary(run: EvolveRun, gens: list[EvolveGeneration], programs: list[EvolveP
     if islands_mode:
         hours = (minutes or 0.0) / 60
         best_train = by_id.get(run.best_id)
-        models: dict[str, int] = {}
+        models: dict[str, int] = {}  # who wrote the candidates (the engine's model name)
+        asked: dict[str, int] = {}  # which of the spec's models they were asked of
         for p in candidates:
             if p.model:
                 models[p.model] = models.get(p.model, 0) + 1
+            key = p.asked_model or "jobs"
+            asked[key] = asked.get(key, 0) + 1
         data.update({
             "samples": run.asked, "samples_budget": run.spec.sample_budget, "answered": run.answered,
             "valid": run.valid, "valid_fraction": round(run.valid / run.answered, 4) if run.answered else None,
@@ -96,7 +99,7 @@ def summary(run: EvolveRun, gens: list[EvolveGeneration], programs: list[EvolveP
                          "best_validation": i.best_validation, "samples": i.samples, "valid": i.valid,
                          "clusters": len(i.clusters), "programs": sum(len(v) for v in i.clusters.values()),
                          "resets": i.epoch} for i in islands or []],
-            "curve": sample_curve(programs), "models": models, "tokens": sum(p.tokens for p in candidates),
+            "curve": sample_curve(programs), "models": models, "models_asked": asked, "tokens": sum(p.tokens for p in candidates),
         })
         data.update(test_report(run, by_id))
     else:

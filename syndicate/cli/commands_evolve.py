@@ -40,6 +40,7 @@ console = Console()
 err_console = Console(stderr=True)
 POLL_S = 1.0
 CLAIM_WAIT_S = 60.0  # how long to wait for a router to create the run's record
+CODER_COPIES = "coder-agent"  # --model value for the coder-agent copies (the spec's model name "")
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +55,7 @@ def evolve(
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Jobs in flight (default: the coder-agents' slots).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="RNG seed of the run's choices (overrides rng_seed).")] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="islands (steady state, default) | generations (the generational loop).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Who writes candidates (repeatable; replaces the spec's models): coder-agent (the copies, through the JOBS stream) or a served model's name.")] = None,
     generations: Annotated[int | None, typer.Option("--generations", "-g", min=1, help="Generations (mode generations; overrides the spec).")] = None,
     population: Annotated[int | None, typer.Option("--population", "-p", min=1, help="Survivors per generation (mode generations).")] = None,
     children: Annotated[int | None, typer.Option("--children", min=1, help="Candidates per generation (mode generations; default: population).")] = None,
@@ -74,6 +76,8 @@ def evolve(
     overrides: dict[str, Any] = {k: v for k, v in {
         "generations": generations, "population": population, "children": children, "samples": samples,
         "minutes": minutes, "concurrency": concurrency, "rng_seed": seed, "mode": mode}.items() if v is not None}
+    if model:
+        overrides["models"] = [{"name": "" if m == CODER_COPIES else m} for m in model]
     spec_model: EvolveSpec | None = None
     if spec is not None:
         try:

@@ -86,6 +86,7 @@ class FakePorts:
         self.drop = drop or set()  # step-id suffixes whose jobs vanish (a coder that died for good)
         self.stages: list[str] = []  # stage of every scoring run, in order
         self.cancels: list[str] = []
+        self.asked_models: list[tuple[str, str]] = []
         self._capacity = capacity
 
     async def publish_jobs(self, jobs: list[AgentJob]) -> None:
@@ -115,8 +116,13 @@ class FakePorts:
         self.stages.append(json.loads(req.stdin or "{}").get("stage", ""))
         return await run_local(req, self.score_timeout_s)
 
-    async def capacity(self) -> int:
-        return self._capacity
+    async def capacity(self, models: list[str]) -> dict[str, int]:
+        return {m: self._capacity for m in models}
+
+    async def ask_model(self, job: AgentJob, model: str) -> None:
+        """A named model's request: answered by the same scripted engine, tagged with the model."""
+        self.asked_models.append((job.step_id, model))
+        await self.publish_jobs([job])
 
     async def cancel_jobs(self, run_id: str) -> None:
         self.cancels.append(run_id)

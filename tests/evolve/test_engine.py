@@ -196,3 +196,20 @@ async def test_a_seed_without_the_evolved_function_fails_the_run_clearly() -> No
     run = await engine_for(store, FakePorts(ScriptedEngine(["x"]))).run("evo-test")
     assert run.status == "failed" and run.error is not None
     assert "defines no function f()" in run.error.message
+
+
+async def test_samples_go_to_the_spec_models_by_weight_and_pairs_stay_on_one_model() -> None:
+    engine = ScriptedEngine([lambda req: answer(f"return {len(engine.requests) + 1} * x")])
+    models = [{"name": "", "weight": 1}, {"name": "small-model", "weight": 3, "temperature": 0.4}]
+    store = await new_run(make_spec(samples=8, concurrency=8, models=models, database={"samples_per_prompt": 2}))
+    ports = FakePorts(engine)
+    run = await engine_for(store, ports).run("evo-test")
+    assert run.asked == 8
+    programs = {p.program_id: p for p in await store.programs("evo-test")}
+    named = {step.rsplit(".", 1)[-1] for step, model in ports.asked_models if model == "small-model"}
+    assert named and len(named) < 8  # both kinds took samples
+    assert {p.program_id for p in programs.values() if p.asked_model == "small-model"} == named
+    for a, b in (("s1", "s2"), ("s3", "s4"), ("s5", "s6"), ("s7", "s8")):
+        assert programs[a].asked_model == programs[b].asked_model  # a prompt's samples share one engine
+    temps = {r.temperature for r in engine.requests}
+    assert 0.4 in temps

@@ -47,7 +47,9 @@ def write_spec(tmp: Path, full: bool = True) -> Path:
     (tmp / "score.py").write_text(SCORER)
     spec = tmp / "spec.toml"
     cascade = ('[cascade]\nvalidation = "validation"\ntest = "test"\nmetric = "value"\n'
-               '[baselines]\nthree = "def f():\\n    return 3\\n"\n') if full else ""
+               '[baselines]\nthree = "def f():\\n    return 3\\n"\n') if full else (
+        # Half the samples through the JOBS stream, half as model requests to the coders' model.
+        '[[models]]\nname = ""\n[[models]]\nname = "scripted-coder"\n')
     spec.write_text(
         'name = "toy"\ntask = "Make f() return a larger number."\nfunction = "f"\nsamples = 8\nconcurrency = 4\n'
         '[seed]\nfile = "seed.py"\n[scorer]\nfile = "score.py"\n' + cascade +
@@ -162,6 +164,7 @@ def test_a_run_resumes_after_the_router_is_killed(services: Services, tmp_path: 
     assert data["status"] == "done" and data["samples"] == 12 and data["candidates"] == 12
     assert data["best_score"] > data["seed_score"]
     assert "asked" not in data["verdicts"] and "pending" not in data["verdicts"]
+    assert set(data["models_asked"]) == {"jobs", "scripted-coder"}  # model requests too (re-asked after the kill)
     # The restarted router took the run over where the killed one left it.
     claims = [json.loads(line) for line in services.log("router").splitlines() if "evolution run claimed" in line]
     assert len(claims) == 2

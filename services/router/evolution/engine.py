@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 
 SEED_ID = "seed"
 FAILED = frozenset({"runtime_error", "timeout", "memory_limit", "output_limit", "no_number", "no_code", "killed"})
+DEFAULT_CAPACITY = 4  # jobs in flight for a model when nothing says more
 HEAD_EVERY_S = 2.0  # counters reach the head record at most this often (and at every event)
 CAPACITY_EVERY_S = 30.0  # how often the number of coder slots is looked up again
 FAILURE_WINDOW = 12  # a failure older than this many samples of its island is not shown any more
@@ -86,7 +87,9 @@ class EnginePorts(Protocol):
 
     async def run_scoring(self, req: ExecRequest, traceparent: str = "") -> ExecResult: ...
 
-    async def capacity(self) -> int: ...
+    async def ask_model(self, job: AgentJob, model: str) -> None: ...
+
+    async def capacity(self, models: list[str]) -> dict[str, int]: ...
 
     async def cancel_jobs(self, run_id: str) -> None: ...
 
@@ -119,8 +122,8 @@ class IslandEngine:
         self._head_at = 0.0
         self._drive_start = 0.0
         self._active_base = 0.0
-        self._target = 0
-        self._target_at = -math.inf
+        self._capacity: dict[str, int] = {}
+        self._capacity_at = -math.inf
         self._lock = asyncio.Lock()
 
     # --- the run --------------------------------------------------------------------------
@@ -220,7 +223,13 @@ class IslandEngine:
                     setattr(r, k, fields[k])
             return True
 
-        out = await self.store.mutate_run(self.run_id, change)
+        try:
+            out = await self.store.mutate_run(self.run_id, change)
+        except Exception as exc:
+            if force:
+                raise
+            log.warning("head record not updated (next time): %s", exc)  # a bus hiccup: the counters wait
+            return
         if out is not None:
             mine.status, mine.error, mine.spec = out.status, out.error, out.spec
             self.spec = out.spec
@@ -270,16 +279,34 @@ class IslandEngine:
         budget = self._budget_samples()
         return (budget is None or self.head.asked < budget) and not self._time_over()
 
-    async def _in_flight_target(self) -> int:
-        if self.spec.concurrency is not None:
-            return self.spec.concurrency
+    def _models(self) -> list[EvolveModel]:
+        return self.spec.models or [EvolveModel()]
+
+    async def _room(self) -> dict[str, int]:
+        """Jobs each model may take now: its capacity (``concurrency`` split by weight, or
+        what its servers' health replies say) minus its jobs out."""
+        models = self._models()
         now = self.monotonic()
-        if now - self._target_at >= CAPACITY_EVERY_S:
-            self._target_at = now
-            with contextlib.suppress(Exception):
-                self._target = max(1, await self.ports.capacity())
-            self._target = self._target or 4
-        return self._target
+        if now - self._capacity_at >= CAPACITY_EVERY_S or not self._capacity:
+            self._capacity_at = now
+            if self.spec.concurrency is not None:
+                total = sum(m.weight for m in models)
+                self._capacity = {m.name: max(1, round(self.spec.concurrency * m.weight / total)) for m in models}
+            else:
+                with contextlib.suppress(Exception):
+                    self._capacity = await self.ports.capacity([m.name for m in models])
+                # A named model nobody serves gets no jobs (its share goes to the others); if
+                # nothing is heard of any model, the coder copies get the default and a named
+                # model one probe, whose failure says why in its verdict.
+                heard = {m.name: self._capacity.get(m.name, 0) for m in models}
+                if not any(heard.values()):
+                    heard = {m.name: 1 if m.name else DEFAULT_CAPACITY for m in models}
+                self._capacity = heard
+        out = dict(self._capacity)
+        for p in self.outstanding.values():
+            if p.model in out:
+                out[p.model] -= 1
+        return out
 
     async def _evolve(self) -> None:
         sem = asyncio.Semaphore(self.spec.limits.score_concurrency)
@@ -287,7 +314,8 @@ class IslandEngine:
         for p in sorted(self.programs.values(), key=lambda p: p.sample):
             if p.verdict == "asked":
                 self.outstanding[p.program_id] = p
-                if not p.published:
+                # A model request is not durable: it ended with the router that asked it.
+                if not p.published or p.asked_model:
                     await self._publish(p)
             elif p.verdict == "pending" and p.sample > 0:
                 self._spawn(p)
@@ -300,10 +328,12 @@ class IslandEngine:
                     break
                 if not self._may_ask() and not self.outstanding and not self.scoring:
                     break
-                target = await self._in_flight_target()
                 backlog = self.spec.limits.score_concurrency if self.backlog is None else self.backlog
-                while self._may_ask() and len(self.outstanding) < target and len(self.scoring) <= backlog:
-                    await self._ask()
+                while self._may_ask() and len(self.scoring) <= backlog:
+                    room = await self._room()
+                    if max(room.values()) <= 0:
+                        break
+                    await self._ask(room)
                 for d in await self.ports.fetch_results(max_wait_s=self.poll_s):
                     await self._answer(d)
                 await self._expire()
@@ -330,9 +360,14 @@ class IslandEngine:
     def _spawn(self, prog: EvolveProgram) -> None:
         self.scoring.add(asyncio.create_task(self._score_candidate(prog)))
 
-    def _model(self, rng: random.Random) -> EvolveModel:
-        models = self.spec.models or [EvolveModel()]
-        return rng.choices(models, weights=[m.weight for m in models])[0]
+    def _pick_model(self, rng: random.Random, room: dict[str, int], prefer: str | None) -> EvolveModel:
+        """A model with room: the previous sample's when it shares its prompt (one engine
+        shares the prompt's prefill), else by weight."""
+        free = [m for m in self._models() if room.get(m.name, 0) > 0]
+        same = [m for m in free if m.name == prefer]
+        if same:
+            return same[0]
+        return rng.choices(free, weights=[m.weight for m in free])[0]
 
     def _failure(self, island: int, sample: int) -> EvolveProgram | None:
         """The island's most recent failed or duplicate candidate, if recent enough."""
@@ -343,7 +378,7 @@ class IslandEngine:
                   and (p.verdict in FAILED or p.verdict == "duplicate")]
         return max(recent, key=lambda p: p.sample, default=None)
 
-    async def _ask(self) -> None:
+    async def _ask(self, room: dict[str, int]) -> None:
         n = self.head.asked + 1
         rng = random.Random(f"{self.spec.rng_seed}:{self.run_id}:{n}")
         cfg = self.spec.database
@@ -355,9 +390,10 @@ class IslandEngine:
                 await self.ports.progress(self.head, f"migration ({cfg.migration}) at sample {n - 1}: islands {changed}")
         group = (n - 1) // cfg.samples_per_prompt  # consecutive samples of one prompt
         island = group % len(self.db.islands)
-        model = self._model(rng)
         prev = self.programs.get(f"s{n - 1}")
-        if (n - 1) % cfg.samples_per_prompt and prev is not None and prev.island == island and prev.prompt:
+        follows = bool((n - 1) % cfg.samples_per_prompt) and prev is not None and prev.island == island
+        model = self._pick_model(rng, room, prev.asked_model if follows and prev is not None else None)
+        if follows and prev is not None and prev.prompt:
             text, parents = prev.prompt, list(prev.parents)
         else:
             versions = self.db.choose_versions(island, rng)
@@ -366,7 +402,8 @@ class IslandEngine:
             parents = [p.program_id for p in reversed(versions)]
         prog = EvolveProgram(
             run_id=self.run_id, program_id=f"s{n}", sample=n, island=island, verdict="asked", model=model.name,
-            parents=parents, prompt=text, deadline=self.clock() + self.spec.limits.job_timeout_s,
+            asked_model=model.name, parents=parents, prompt=text,
+            deadline=self.clock() + self.spec.limits.job_timeout_s,
         )
         self.programs[prog.program_id] = prog
         await self.store.put_prog(prog)
@@ -376,14 +413,19 @@ class IslandEngine:
         await self._publish(prog, model)
 
     async def _publish(self, prog: EvolveProgram, model: EvolveModel | None = None) -> None:
-        model = model or next((m for m in self.spec.models if m.name == prog.model), EvolveModel(name=prog.model))
+        """Send the job: to the coder-agent copies (JOBS stream), or as a model request to
+        the processes serving a named model."""
+        model = model or next((m for m in self._models() if m.name == prog.asked_model), EvolveModel(name=prog.asked_model))
         temperature = model.temperature if model.temperature is not None else self.spec.limits.temperature
         job = AgentJob(task_id=self.run_id, step_id=step_id(self.run_id, prog.sample), agent="coder", text=prog.prompt,
                        deadline=prog.deadline, max_tokens=self.spec.limits.max_tokens, mode="mutate",
                        temperature=temperature)
         with self.ports.sample_span(self.run_id, prog.sample) as traceparent:
             prog.traceparent = traceparent
-            await self.ports.publish_jobs([job])
+            if model.name:
+                await self.ports.ask_model(job, model.name)
+            else:
+                await self.ports.publish_jobs([job])
         prog.published = True
         await self.store.put_prog(prog)
 

@@ -44,23 +44,28 @@ from shared.bus import instance_id, jetstream, request, scatter
 from shared.contracts import (
     AgentJob,
     CancelRequest,
+    ChatTurn,
     ErrorInfo,
     EvolveRun,
     EvolveSpec,
     ExecRequest,
     ExecResult,
+    GenerateRequest,
     HealthPing,
     HealthReply,
     StepResult,
     TaskEvent,
     TaskSubmit,
+    Usage,
 )
+from shared.errors import SyndicateError
+from shared.evolve.candidate import MUTATE_SYSTEM, code_block, sample_seed
 from shared.evolve.store import RunStore, open_bucket
+from shared.generation.client import GenerateClient, served_models
 from shared.service import publish_event
 from shared.telemetry import current_trace_id
 
 FETCH_BATCH = 16
-DEFAULT_CAPACITY = 4  # jobs in flight when no coder-agent answers the health ping
 BUDGET_CANCEL = "deadline"  # reason of the cancel that stops a run's last jobs (ignored as a run cancel)
 
 
@@ -73,6 +78,9 @@ class RunPorts:
         self.settings = settings
         self._sub: Any = None
         self._tracer = trace.get_tracer("syndicate.evolve")
+        self._client = GenerateClient(broker)
+        self._model_jobs: dict[str, asyncio.Task[None]] = {}  # step id -> its model request
+        self._model_results: asyncio.Queue[Delivery] = asyncio.Queue()
 
     async def publish_jobs(self, jobs: list[AgentJob]) -> None:
         for job in jobs:
@@ -92,12 +100,17 @@ class RunPorts:
         return self._sub
 
     async def fetch_results(self, max_wait_s: float) -> list[Delivery]:
+        ready = []
+        while not self._model_results.empty():
+            ready.append(self._model_results.get_nowait())
+        if ready:
+            max_wait_s = 0.01  # a quick look at the stream too
         sub = await self._subscription()
         try:
             msgs = await sub.fetch(FETCH_BATCH, timeout=max_wait_s)
         except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        out = []
+            return ready
+        out = ready
         for msg in msgs:
             try:
                 out.append(Delivery(StepResult.model_validate_json(msg.data), msg.ack))
@@ -109,21 +122,58 @@ class RunPorts:
         with self._under(traceparent, "evolve score"):
             return await request(self.broker, subjects.SANDBOX_EXEC, req, ExecResult, timeout=req.limits.wall_s + 30)
 
-    async def capacity(self) -> int:
-        """Jobs to keep in flight: every coder-agent copy's slots plus one waiting job each."""
+    async def capacity(self, models: list[str]) -> dict[str, int]:
+        """Jobs to keep in flight per model: its servers' slots plus one waiting job each
+        ("" = the coder-agent copies, which pull from the JOBS stream)."""
         raw = await scatter(self.broker.connection, subjects.HEALTH_PING, HealthPing().model_dump_json().encode(),
                             wait_s=0.5)
-        total = 0
+        replies = []
         for data in raw:
             with contextlib.suppress(ValidationError):
-                reply = HealthReply.model_validate_json(data)
-                if reply.service == "coder-agent":
-                    total += int(reply.details.get("slots") or 1) + 1
-        return total or DEFAULT_CAPACITY
+                replies.append(HealthReply.model_validate_json(data))
+        served = served_models(replies)
+        out = {}
+        for name in models:
+            servers = [r for r in replies if r.service == "coder-agent"] if not name else (
+                served[name].instances if name in served else [])
+            out[name] = sum(int(r.details.get("slots") or 1) + 1 for r in servers)
+        return out
+
+    async def ask_model(self, job: AgentJob, model: str) -> None:
+        """A candidate from a named model (a model request: any process serving it)."""
+        task = asyncio.create_task(self._generate(job, model))
+        self._model_jobs[job.step_id] = task
+        task.add_done_callback(lambda _: self._model_jobs.pop(job.step_id, None))
+
+    async def _generate(self, job: AgentJob, model: str) -> None:
+        req = GenerateRequest(
+            request_id=job.step_id.replace(".", "-"), model=model, stream=False, max_tokens=job.max_tokens,
+            temperature=job.temperature if job.temperature is not None else 0.8, seed=sample_seed(job.step_id),
+            messages=[ChatTurn(role="system", content=MUTATE_SYSTEM), ChatTurn(role="user", content=job.text)],
+            timeout_s=max(1.0, job.deadline - time.time()),
+        )
+        usage = Usage(model=model)
+        try:
+            reply = await self._client.generate(req)
+            text = reply.choices[0].text if reply.choices else ""
+            usage = reply.usage.model_copy(update={"model": reply.model or model})
+            result = StepResult(task_id=job.task_id, step_id=job.step_id, agent="coder", status="done",
+                                answer=text, code=code_block(text) if text.strip() else None, usage=usage)
+        except SyndicateError as exc:
+            status = "timeout" if exc.code == "deadline_exceeded" else "failed"
+            result = StepResult(task_id=job.task_id, step_id=job.step_id, agent="coder", status=status, usage=usage,  # type: ignore[arg-type]
+                                error=ErrorInfo(code=exc.code, message=f"model {model}: {exc.message}"))
+
+        async def ack() -> None:
+            return None
+
+        self._model_results.put_nowait(Delivery(result, ack))
 
     async def cancel_jobs(self, run_id: str) -> None:
-        """Stop the run's generations on every coder-agent (the budget is spent)."""
+        """Stop the run's generations on every coder-agent and model server (the budget is spent)."""
         await self.broker.publish(CancelRequest(task_id=run_id, reason=BUDGET_CANCEL), subjects.TASK_CANCEL)
+        for step in list(self._model_jobs):
+            await self._client.cancel(step.replace(".", "-"), "the evolution run's budget is spent")
 
     @contextlib.contextmanager
     def sample_span(self, run_id: str, sample: int) -> Iterator[str]:
@@ -157,6 +207,8 @@ class RunPorts:
         await publish_event(self.broker, TaskEvent(task_id=run.run_id, type="progress", step="evolve", text=text))
 
     async def close(self, delete_consumer: bool) -> None:
+        for task in list(self._model_jobs.values()):
+            task.cancel()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
