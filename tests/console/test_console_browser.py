@@ -154,7 +154,8 @@ def test_review_from_the_page(stack: ConsoleStack, page: Any) -> None:
     page.wait_for_selector("#review-form")
     assert page.inner_text("#status-badge") == "input_required" and "def f" in page.inner_text("#code")
     page.click("#review-button")  # approve is the default decision
-    page.wait_for_selector("#result-status")
+    # The proposed result already shows #result-status (input_required): wait for the final one.
+    page.wait_for_selector("#result-status.done")
     assert page.inner_text("#result-status") == "done"
 
 
