@@ -9,7 +9,7 @@ SYNDICATE := $(VENV)/bin/syndicate
 STAMP := $(VENV)/.installed
 DEMO ?= Write a Python function is_prime(n) that returns True when the integer n is a prime number and False otherwise.
 
-.PHONY: help install models run stop test test-fast test-slow lint lock bench clean images compose-test fresh-check
+.PHONY: help install models run stop test test-fast test-slow lint lock bench clean images compose-test fresh-check llama-server
 
 help:
 	@echo "make run    install what is missing, start the local stack, run a demo task"
@@ -21,7 +21,7 @@ help:
 
 # Everything a fresh clone needs: system packages (bubblewrap), a virtualenv, the
 # llama-cpp-python wheel (built once per machine into ~/.cache/syndicate), the locked deps.
-$(STAMP): pyproject.toml requirements.lock infra/scripts/llama-wheel.sh infra/scripts/install-system-deps.sh
+$(STAMP): pyproject.toml requirements.lock infra/scripts/llama-wheel.sh infra/scripts/llama-flags.sh infra/scripts/install-system-deps.sh
 	bash infra/scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(PY) -m pip install -q "uv==0.13.9"
@@ -96,6 +96,11 @@ lint: install
 
 lock:
 	uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
+
+# llama.cpp's own llama-server, the serving peer of bench/serving_peer.py: built once per
+# machine from the wheel's source with the wheel's flags into ~/.cache/syndicate/bin.
+llama-server:
+	@PYTHON=$(PYTHON) bash infra/scripts/llama-server.sh
 
 bench: models
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b --quick | tail -1; done

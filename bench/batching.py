@@ -62,11 +62,32 @@ async def one_at_a_time(eng: Any, reqs: list[GenerationRequest]) -> tuple[list[G
     return out, seconds
 
 
+TIMES = ("worker_busy_s", "decode_s", "prefill_decode_s")
+
+
 async def together(eng: Any, reqs: list[GenerationRequest]) -> tuple[list[GenerationResult], float]:
     eng._reset_cache()
+    before = {k: eng.stats()[k] for k in TIMES}
     t0 = time.perf_counter()
     out = await asyncio.gather(*(eng.generate(r) for r in reqs))
-    return list(out), time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    spent = {k: eng.stats()[k] - before[k] for k in TIMES}
+    together.last = {  # type: ignore[attr-defined]
+        "wall_s": wall, "prefill_decode_s": spent["prefill_decode_s"],
+        "generate_decode_s": spent["decode_s"] - spent["prefill_decode_s"],
+        "worker_python_s": spent["worker_busy_s"] - spent["decode_s"],  # admission, sampling, hand-offs
+        "worker_idle_s": wall - spent["worker_busy_s"],  # waiting for the event loop / requests
+    }
+    return list(out), wall
+
+
+def breakdown(parts: dict[str, float], tokens: int, bare_rate: float) -> dict[str, float]:
+    """Where the batched run's wall time went, as fractions of it, next to what the bare
+    decode ceiling would need for the same output tokens (``ideal_s``)."""
+    wall = parts["wall_s"]
+    out = {k: round(v / wall, 3) for k, v in parts.items() if k != "wall_s"}
+    out["generate_vs_bare"] = round((tokens / bare_rate) / parts["generate_decode_s"], 3) if parts["generate_decode_s"] else 0.0
+    return {"wall_s": round(wall, 2), "ideal_s": round(tokens / bare_rate, 2), **out}
 
 
 async def staggered(eng: Any, reqs: list[GenerationRequest], gap_s: float) -> tuple[list[GenerationResult], float]:
@@ -170,7 +191,7 @@ async def run(model: Path, *, levels: list[int], max_tokens: int, rounds: int, c
                     "ratio": round((bat_tok / bat_s) / (plain_tok / plain_s), 3),
                     "engine_ratio": round((bat_tok / bat_s) / (seq_tok / seq_s), 3),
                     "one_at_a_time_latency": latency(seq_res), "batched_latency": latency(bat_res),
-                    "identical": all(same),
+                    "identical": all(same), "parts": dict(together.last),  # type: ignore[attr-defined]
                 }
                 rows[c].append(row)
                 print(row, file=sys.stderr)
@@ -213,6 +234,9 @@ async def run(model: Path, *, levels: list[int], max_tokens: int, rounds: int, c
     batched = {c: statistics.median(r["batched_tok_s"] for r in rs) for c, rs in rows.items()}
     bare = {n: statistics.median(v) for n, v in ceiling.items()}
     frac = {c: batched[c] / bare[c] for c in batched if c in bare}
+    parts = {c: breakdown({k: statistics.median(r["parts"][k] for r in rs) for k in rs[0]["parts"]},
+                          int(statistics.median(r["tokens"] for r in rs)), bare[c])
+             for c, rs in rows.items() if c in bare}
     at = 4 if 4 in med else max(med)
     return {
         "bench": "batching", "model": model.name, "threads": eng.threads, "slots": slots, "rounds": rounds,
@@ -225,6 +249,7 @@ async def run(model: Path, *, levels: list[int], max_tokens: int, rounds: int, c
         "latency": {str(c): rs[-1]["batched_latency"] for c, rs in rows.items()},
         "bare_decode_tok_s": {str(n): round(v, 2) for n, v in bare.items()},
         "fraction_of_ceiling_at": {str(c): round(v, 3) for c, v in frac.items()},
+        "where_the_time_goes": {str(c): v for c, v in parts.items()},
         **slots1, **join,
         "mismatches": sorted(set(mismatches)),
         "ratio_at_4": round(med[at], 3), "ceiling_at_4": round(bare[at] / bare[1], 3),

@@ -26,6 +26,7 @@ from shared.contracts import (
 )
 from shared.generation.serve import ModelServer
 from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
+from shared.llm.gguf_meta import served_facts
 from shared.measurements import MeasurementRecorder, record_path
 from shared.metrics import ServiceMetrics
 from shared.service import ServiceRuntime, in_progress, publish_event, publish_token
@@ -170,6 +171,9 @@ class AgentRuntime:
         self.runtime.model = engine.name
         self.runtime.threads = stats.get("threads")
         self.runtime.stats = engine.stats
+        if stats.get("path"):  # the file's facts in health replies (the gateway's /api/tags, /api/show)
+            with contextlib.suppress(OSError, ValueError):
+                self.runtime.details["model_file"] = served_facts(stats["path"])
         self.runtime.metrics.watch_engine(engine.stats)
         return engine
 

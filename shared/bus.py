@@ -51,11 +51,12 @@ from shared.contracts import (
     HealthPing,
     HealthReply,
     ReviewDecision,
+    TaskState,
     TaskSubmit,
 )
 from shared.errors import BusError, InvalidPayload, Overloaded, SyndicateError, error_from_code
 from shared.settings import Settings, url_credentials, without_credentials
-from shared.telemetry import setup_tracing
+from shared.telemetry import current_trace_id, setup_tracing
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -364,8 +365,28 @@ async def publish_task(broker: NatsBroker, task: TaskSubmit) -> None:
 
     Back-pressure: a full task queue (its ``max_msgs`` with discard=new) raises
     ``Overloaded`` with a message for the submitter; a task over the bus's max_payload
-    raises ``InvalidPayload``; an unreachable bus raises ``BusError``."""
+    raises ``InvalidPayload``; an unreachable bus raises ``BusError``.
+
+    Once the stream holds it, the task is recorded ``queued`` in the task-state KV (unless
+    the router has recorded it already), so whoever is handed its id — on any gateway
+    replica, in any client — finds it from then on, before the router takes it."""
     await _publish_work(broker, task, subjects.TASK_SUBMIT, task.task_id, f"task {task.task_id}")
+    if task.kind != "evolve":  # an evolution run keeps its own records (the evolve bucket)
+        await _record_queued(broker, task)
+
+
+async def _record_queued(broker: NatsBroker, task: TaskSubmit) -> None:
+    """The submitter's record of a task the router has not taken yet (the router replaces
+    it with its own: ``TaskStore.claim``). Best effort: the task is in the stream already,
+    and the router records it when it takes it."""
+    state = TaskState(task=task, status="queued", trace_id=current_trace_id(), history=[("queued", time.time())])
+    try:
+        kv = await broker.connection.jetstream().key_value(subjects.TASK_STATE_BUCKET)
+        await kv.create(task.task_id, state.model_dump_json().encode())
+    except nats.js.errors.KeyWrongLastSequenceError:
+        pass  # the router took it first, or a retried submit
+    except (TimeoutError, nats.errors.Error) as exc:
+        log.warning("task %s submitted but not recorded as queued: %s", task.task_id, exc)
 
 
 async def publish_review(broker: NatsBroker, decision: ReviewDecision) -> None:

@@ -496,7 +496,10 @@ class EvalRunRequest(Message):
 
 
 # --- evolution (router-owned runs; records live in the EVOLVE_BUCKET KV) ----------------
+# docs/evolve.md describes every field; the web console reads these records as they are.
 EvolveStatus = Literal["running", "done", "failed", "cancelled"]
+EvolveMode = Literal["islands", "generations"]
+ScoreStage = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class EvolveLimits(BaseModel):
@@ -506,9 +509,56 @@ class EvolveLimits(BaseModel):
     score_wall_s: Annotated[float, Field(gt=0, le=600)] = 10.0  # one scoring run in code-sandbox
     score_memory_mb: Annotated[int, Field(gt=0, le=8192)] = 256
     score_concurrency: Annotated[int, Field(gt=0, le=64)] = 2  # scoring runs in flight at once
-    job_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0  # a generation's candidates
+    job_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0  # one candidate job (a generation's, in "generations")
     max_tokens: Annotated[int, Field(gt=0, le=32_768)] = 768  # per candidate
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.8
+
+
+class EvolveModel(BaseModel):
+    """A model the run samples candidates from, and its share of the samples."""
+
+    model_config = ConfigDict(extra="forbid")
+    # A roster model name (e.g. "qwen2_5-coder-0_5b"), served by an agent that holds it;
+    # "" = whichever coder-agent copy takes the job (JOBS stream).
+    name: Annotated[str, Field(max_length=256)] = ""
+    weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None  # None: limits.temperature
+
+
+class EvolveCascade(BaseModel):
+    """How a candidate is scored: scorer stages, cheapest first."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Stage names the scorer receives on stdin; the last one's score is the training score.
+    stages: Annotated[list[ScoreStage], Field(min_length=1, max_length=8)] = Field(default_factory=lambda: ["train"])
+    # A candidate goes on to the next stage only when its score there is at least the best
+    # score any program reached at that stage minus tolerance x |that best|.
+    tolerance: Annotated[float, Field(ge=0, le=100)] = 0.01
+    validation: ScoreStage | None = None  # picks the final program among the best training programs
+    test: ScoreStage | None = None  # held out: reported for the final program and the baselines, never chosen on
+    metric: Annotated[str, Field(max_length=64)] | None = None  # a test metric reported as test_<metric> and <baseline>_<metric>
+    validate_top: Annotated[int, Field(ge=1, le=64)] = 4  # training programs kept validated (the run's top ones)
+
+
+class EvolveDatabase(BaseModel):
+    """The program database of mode "islands" (FunSearch's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    islands: Annotated[int, Field(ge=1, le=64)] = 4
+    programs_per_prompt: Annotated[int, Field(ge=1, le=8)] = 2  # versions v0..v{k-1} shown in a prompt
+    # Consecutive samples asked with one prompt (FunSearch: 4): they differ by their sampling
+    # seed, and an engine that shares a common prefix's prefill pays for it once.
+    samples_per_prompt: Annotated[int, Field(ge=1, le=16)] = 2
+    # Cluster sampling: softmax over the island's cluster scores normalised to 0..1, with a
+    # temperature falling from temperature to 0 over temperature_period samples, repeatedly.
+    temperature: Annotated[float, Field(gt=0, le=100)] = 0.1
+    temperature_period: Annotated[int, Field(ge=1)] = 30_000
+    # "reset": every reset_every samples the weaker half of the islands restarts from the
+    # best program of a random stronger one (FunSearch); "ring": every reset_every samples
+    # each island's best is copied into the next island; "none": islands never meet.
+    migration: Literal["reset", "ring", "none"] = "reset"
+    reset_every: Annotated[int, Field(ge=1)] = 100
+    max_failures_shown: Annotated[int, Field(ge=0, le=8)] = 1  # recent sandbox failures of the island in a prompt
 
 
 class EvolveSpec(BaseModel):
@@ -518,34 +568,96 @@ class EvolveSpec(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=128)] = "evolve"
     task: Annotated[str, Field(min_length=1, max_length=20_000)]
     seed: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]  # the seed program's code
-    scorer: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]  # prints one number, higher is better
+    scorer: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]  # prints one number (or JSON), higher is better
     module: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "candidate"  # scorer imports it so
-    generations: Annotated[int, Field(ge=1, le=1000)] = 3
+    mode: EvolveMode = "islands"
+    # The evolved function: prompts show it as <function>_v0 .. _v{k-1} (ascending score)
+    # and ask for the next version; None: whole programs are shown and rewritten.
+    function: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    samples: Annotated[int, Field(ge=1, le=1_000_000)] | None = None  # budget: candidates asked
+    minutes: Annotated[float, Field(gt=0, le=100_000)] | None = None  # budget: active minutes
+    concurrency: Annotated[int, Field(ge=1, le=256)] | None = None  # jobs in flight (None: coder slots seen in health)
+    models: Annotated[list[EvolveModel], Field(max_length=8)] = Field(default_factory=list)
+    cascade: EvolveCascade = Field(default_factory=EvolveCascade)
+    database: EvolveDatabase = Field(default_factory=EvolveDatabase)
+    params: dict[str, Any] = Field(default_factory=dict)  # given to the scorer with each stage
+    baselines: Annotated[dict[str, Annotated[str, Field(max_length=MAX_TEXT)]], Field(max_length=8)] = Field(
+        default_factory=dict)  # name -> program, scored on validation and test beside the final program
+    generations: Annotated[int, Field(ge=1, le=1000)] = 3  # mode "generations"; islands: samples = generations x children when no budget
     population: Annotated[int, Field(ge=1, le=64)] = 4  # survivors kept per generation
     children: Annotated[int, Field(ge=1, le=256)] | None = None  # candidates per generation (None: population)
     hints: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=32)
     rng_seed: int = 0
     limits: EvolveLimits = Field(default_factory=EvolveLimits)
 
+    @property
+    def sample_budget(self) -> int | None:
+        """Candidates to ask in mode "islands" (None: only the minutes bound the run)."""
+        if self.samples is not None:
+            return self.samples
+        if self.minutes is not None:
+            return None
+        return self.generations * (self.children or self.population)
+
 
 class EvolveProgram(Message):
-    """One program of a run (the seed or a candidate) with its score and sandbox verdict."""
+    """One program of a run (the seed, a baseline or a candidate) with its scores and verdict."""
 
     run_id: str
-    program_id: str  # "seed", "g3-c1" (generation 3, child 1)
-    generation: int
-    parents: list[str] = Field(default_factory=list)  # program ids shown to the model
-    code: str = ""
-    code_hash: str = ""  # of the normalised code (selection drops duplicates by it)
-    score: float | None = None  # None: the program earned no score
-    verdict: str = ""  # "ok", a sandbox status, "no_number", "no_code", "lost"
+    program_id: str  # "seed", "base-<name>", "s12" (the 12th sample), "g3-c1" (mode "generations")
+    generation: int = 0  # mode "generations"; islands: 0
+    parents: list[str] = Field(default_factory=list)  # program ids shown to the model, the first = the one it improves
+    code: str = ""  # the whole program the scorer imports
+    code_hash: str = ""  # of the normalised evolved code (duplicates are dropped by it)
+    # "asked" (job out), "pending" (written, not yet scored), "ok", "duplicate" (same code or
+    # same behaviour as duplicate_of), "rejected" (a cascade stage fell short), a sandbox
+    # status ("runtime_error", "timeout", ...), "no_number", "no_code", "lost".
+    verdict: str = ""
+    score: float | None = None  # the training score (the last cascade stage); None: none earned
     detail: str = ""  # tail of the run's output (what the next prompts show)
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # sandbox wall seconds over all its stages
     created_at: float = Field(default_factory=now)
+    island: int | None = None
+    sample: int = 0  # 1-based order in which candidates were asked; 0: seed and baselines
+    model: str = ""  # the model that wrote it
+    asked_model: str = ""  # the spec's model it was asked of ("": a coder-agent copy through the JOBS stream)
+    function: str = ""  # the evolved function alone (what prompts show)
+    stage_scores: dict[str, float] = Field(default_factory=dict)  # cascade stage -> score
+    signature: list[float] = Field(default_factory=list)  # per-instance scores of the last stage it ran
+    fingerprint: str = ""  # the scorer's behaviour hash (same fingerprint = same behaviour)
+    duplicate_of: str = ""
+    validation: float | None = None  # score on the validation stage (run's top programs only)
+    test: dict[str, float] | None = None  # metrics of the test stage (final program, seed, baselines)
+    published: bool = False  # the job is on the JOBS stream
+    deadline: float = 0.0  # an "asked" job not back by then is "lost"
+    finished_at: float | None = None
+    tokens: int = 0  # output tokens the model spent on it
+    prompt: str = ""  # the job's user message (what the model saw)
+    traceparent: str = ""  # W3C trace context of its sample span: the coder and sandbox spans join it
+
+
+class EvolveIsland(Message):
+    """One island of mode "islands": its clusters (programs grouped by behaviour) and its
+    best program. ``curve`` holds (samples asked in the run, island best) at each change."""
+
+    run_id: str
+    island: int
+    epoch: int = 0  # resets so far
+    founder: str = ""  # program id it was (re)started from
+    clusters: dict[str, list[str]] = Field(default_factory=dict)  # signature key -> program ids
+    cluster_scores: dict[str, float] = Field(default_factory=dict)  # signature key -> score
+    best_id: str = ""
+    best_score: float | None = None
+    best_validation: float | None = None
+    samples: int = 0  # candidates asked from this island
+    valid: int = 0  # of them, how many ran and earned a first-stage score
+    registered: int = 0  # programs added to it
+    curve: list[tuple[int, float]] = Field(default_factory=list)
+    updated_at: float = Field(default_factory=now)
 
 
 class EvolveGeneration(Message):
-    """One generation: its candidate jobs, and the population that survived it."""
+    """One generation of mode "generations": its candidate jobs, and the population that survived it."""
 
     run_id: str
     n: int
@@ -570,16 +682,26 @@ class EvolveRun(Message):
     run_id: str
     spec: EvolveSpec
     status: EvolveStatus = "running"
-    generation: int = 0  # last finished generation (0: only the seed is scored)
+    generation: int = 0  # mode "generations": last finished generation (0: only the seed is scored)
     population: list[str] = Field(default_factory=list)
     seed_score: float | None = None
-    best_id: str = ""
+    best_id: str = ""  # best training score so far
     best_score: float | None = None
     owner: str = ""  # instance id of the router running it ("" when nobody does)
     heartbeat_at: float = 0.0
     error: ErrorInfo | None = None
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
+    # mode "islands":
+    phase: Literal["seeding", "evolving", "finishing", "ended"] = "seeding"
+    asked: int = 0  # candidates asked (the --samples budget counts these)
+    answered: int = 0  # candidates that came back (or were declared lost)
+    valid: int = 0  # candidates that ran and earned a first-stage score
+    verdicts: dict[str, int] = Field(default_factory=dict)
+    active_s: float = 0.0  # seconds a router drove the run (the --minutes budget counts these)
+    final_id: str = ""  # the program the run returns: best validation among the top training programs
+    final_validation: float | None = None
+    trace_id: str = ""  # the run's trace
 
 
 # --- model requests: a plain generation on a loaded model (shared/generation/) ---------

@@ -137,11 +137,13 @@ SERVICES: tuple[Service, ...] = (
         "router", "services.router", "agent", role="router", weight=0.5, dispatches_jobs=True,
         serves_model=True,  # its classifier's model, when it loads one
         permissions=Permissions(
-            # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket.
-            publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV, THREAD_KV),
+            # Evolution runs: candidates scored in code-sandbox, records in the evolve bucket,
+            # candidates of a spec's named models asked as model requests.
+            publish=(s.EVAL_RUN, s.TASK_CANCEL, TASK_EVENTS, TASK_STATE_KV, s.SANDBOX_EXEC, EVOLVE_KV, THREAD_KV,
+                     MODEL_GENERATE, s.MODEL_CANCEL),
             # Advisories: a message that exhausted max_deliver becomes a dead letter + failed task.
             subscribe=(s.TASK_SUBMIT, s.TASK_REVIEW, s.STEP_RESULT, TASK_STATE_KV, f"{s.ADVISORY_MAX_DELIVERIES}.>",
-                       EVOLVE_RESULTS, EVOLVE_KV, THREAD_KV),
+                       EVOLVE_RESULTS, EVOLVE_KV, THREAD_KV, MODEL_EVENTS),
             jetstream=True,
         ),
     ),
@@ -165,7 +167,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "evaluator", "services.evaluator", "agent", role="evaluator",  # pinned only when a plan names it
         permissions=Permissions(
-            publish=(s.TASK_SUBMIT, s.SANDBOX_EXEC, s.RETRIEVER_SEARCH, TASK_EVENTS),
+            publish=(s.TASK_SUBMIT, TASK_STATE_KV, s.SANDBOX_EXEC, s.RETRIEVER_SEARCH, TASK_EVENTS),
             subscribe=(s.EVAL_RUN, TASK_EVENTS),
             jetstream=True,
         ),
@@ -176,7 +178,8 @@ SERVICES: tuple[Service, ...] = (
         permissions=Permissions(
             # MCP's tools: run_code in code-sandbox, ingest into the retriever.
             # Model requests: plain generations on the agents' models (OpenAI, Ollama APIs).
-            publish=(s.TASK_SUBMIT, s.TASK_REVIEW, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED,
+            # TASK_STATE_KV: a submitted task's "queued" record (shared.bus.publish_task).
+            publish=(s.TASK_SUBMIT, TASK_STATE_KV, s.TASK_REVIEW, s.TASK_CANCEL, s.RETRIEVER_SEARCH, s.RETRIEVER_EMBED,
                      s.METRICS_PING, s.SANDBOX_EXEC, s.RETRIEVER_INGEST, MODEL_GENERATE, s.MODEL_CANCEL),
             subscribe=(TASK_EVENTS, MODEL_EVENTS),
             jetstream=True,
@@ -189,7 +192,7 @@ SERVICES: tuple[Service, ...] = (
 CLI_USER = "cli"
 CLI_PERMISSIONS = Permissions(
     publish=(
-        s.TASK_SUBMIT, s.TASK_REVIEW, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
+        s.TASK_SUBMIT, TASK_STATE_KV, s.TASK_REVIEW, s.TASK_CANCEL, s.INGEST_JOB, s.EVAL_RUN, s.RETRIEVER_INGEST, s.RETRIEVER_SEARCH,
         s.SANDBOX_EXEC,  # `syndicate exec`: run a program through code-sandbox
     ),
     subscribe=(TASK_EVENTS, INGEST_EVENTS),

@@ -22,7 +22,7 @@ from shared.metrics import ServiceMetrics, add_metrics_responder
 from shared.settings import Settings, parse_cpus
 
 # Engine stats a health reply carries in ``details`` (queue_depth/running have own fields).
-STATS_IN_DETAILS = ("slots", "tokens_per_s")
+STATS_IN_DETAILS = ("slots", "tokens_per_s", "n_ctx")
 
 
 @dataclass

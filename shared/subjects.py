@@ -53,8 +53,9 @@ def max_deliveries_advisory(stream: str = "*", consumer: str = "*") -> str:
 # --- Key-value buckets -------------------------------------------------------------
 TASK_STATE_BUCKET = "syndicate_tasks"  # task_id -> TaskState JSON
 THREAD_BUCKET = "syndicate_threads"  # thread id -> ThreadRecord JSON (the tasks' retention)
-# Evolution runs: "<run>.run" -> EvolveRun, "<run>.gen.<NNNN>" -> EvolveGeneration,
-# "<run>.prog.<program_id>" -> EvolveProgram (see shared/evolve/store.py).
+# Evolution runs: "<run>.run" -> EvolveRun, "<run>.island.<NN>" -> EvolveIsland,
+# "<run>.gen.<NNNN>" -> EvolveGeneration, "<run>.prog.<program_id>" -> EvolveProgram
+# (see shared/evolve/store.py).
 EVOLVE_BUCKET = "syndicate_evolve"
 
 # --- Core NATS: request/reply (queue groups) and broadcast -------------------------

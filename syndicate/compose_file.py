@@ -67,12 +67,14 @@ def _service(svc: Service, pin: Pinning) -> str:
     elif d.state_volume:
         block += f"    volumes:\n      - models:/models:ro\n      - {d.state_volume}:/var/lib/syndicate  # outlives the container\n"
     if svc.image == "gateway":
-        block += '    ports:\n      - "8080:8080"  # OpenAI-compatible API and /metrics\n'
+        block += '    ports:\n      - "8080:8080"  # OpenAI-compatible API, /metrics and the console (/ui)\n'
     block += "    environment:\n      <<: *env\n"
     block += f"      SYNDICATE_SERVICE: {svc.name}\n"
     block += "".join(f'      {key}: "{value}"\n' for key, value in pin.env.items() if key in ("SYNDICATE_CPUS", "OMP_NUM_THREADS"))
     block += f"      OTEL_SERVICE_NAME: {svc.name}\n"
     block += f"      SYNDICATE_NATS_URL: nats://{svc.name}:{secret(svc.name)}@nats:4222\n"
+    if svc.image == "gateway":  # the console links each task's trace to Jaeger's UI (published below)
+        block += "      SYNDICATE_GATEWAY_JAEGER_URL: ${SYNDICATE_GATEWAY_JAEGER_URL:-http://localhost:16686}\n"
     block += "    healthcheck:\n      <<: *health\n"
     if svc.image != "agent":
         block += "      start_period: 30s\n"

@@ -76,16 +76,21 @@ main() {
   step() {
     local name=$1 limit=$2 cmd=$3 start rc
     if [ -n "${timed_out:-}" ]; then  # the timed-out command may still run in the container
-      names+=("$name") rcs+=("-") secs+=(0); echo "== $name: skipped ($timed_out timed out)"; return 0
+      names+=("$name") rcs+=("-") secs+=(0); echo "== $name: skipped ($timed_out did not finish)"; return 0
     fi
     echo "== $name  ($(date +%H:%M:%S), log $OUT/${name// /-}.log)"
     start=$(date +%s)
     set +e
-    timeout --kill-after=30 "$limit" podman exec -w "$DEST" "$NAME" bash -c "$cmd" >"$OUT/${name// /-}.log" 2>&1
+    # The command's own exit code, written inside the container: a signalled `podman exec`
+    # can exit 0 while the command still runs (seen when the run was interrupted).
+    timeout --kill-after=30 "$limit" podman exec -w "$DEST" "$NAME" bash -c "$cmd; echo \$? >/tmp/fresh-rc" >"$OUT/${name// /-}.log" 2>&1
     rc=$?
+    inner=$(podman exec "$NAME" cat /tmp/fresh-rc 2>/dev/null)
+    podman exec "$NAME" rm -f /tmp/fresh-rc >/dev/null 2>&1
     set -e
+    if [ $rc -eq 0 ]; then rc=${inner:-137}; fi  # no exit code written: the command never finished
     names+=("$name") rcs+=("$rc") secs+=("$(( $(date +%s) - start ))")
-    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then timed_out=$name; echo "   $name timed out after $limit s" >>"$OUT/${name// /-}.log"; fi
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then timed_out=$name; echo "   $name ended by a signal (timeout after $limit s, or interrupted)" >>"$OUT/${name// /-}.log"; fi
     echo "   rc $rc in ${secs[-1]} s"
     return 0
   }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages the syndicate needs that pip cannot provide.
-#   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox
+#   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox, and
+#                                       chromium, the real browser the console's tests drive, and
+#                                       numpy for the box's Debian interpreter (/usr/bin/python3:
+#                                       evolution scorers such as examples/evolve/binpack-weibull)
 #   install-system-deps.sh build        a C/C++ compiler (g++), for the once-per-machine
 #                                       llama-cpp-python build (llama-wheel.sh asks for it
 #                                       only when it has no cached wheel to reuse)
@@ -14,7 +17,7 @@ set -euo pipefail
 
 # Each entry: a command on PATH (or an absolute path) and the Debian package providing it.
 case "${1:-sandbox}" in
-  sandbox) wanted=(bwrap=bubblewrap) ;;
+  sandbox) wanted=(bwrap=bubblewrap chromium=chromium /usr/lib/python3/dist-packages/numpy/__init__.py=python3-numpy) ;;
   build) wanted=(g++=g++) ;;
   containers)
     wanted=(podman=podman runc=runc buildah=buildah mmdebstrap=mmdebstrap

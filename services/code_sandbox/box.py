@@ -79,6 +79,9 @@ def bwrap_argv(cfg: BoxConfig, *, seccomp_fd: int | None, status_fd: int) -> lis
             argv += ["--symlink", os.readlink(p), f"/{top}"]
         elif p.is_dir():
             argv += ["--ro-bind", str(p), f"/{top}"]
+    # Debian points shared libraries at /etc/alternatives (numpy's libblas.so.3, liblapack):
+    # symlinks into /usr only, so the box may read them.
+    argv += ["--ro-bind-try", "/etc/alternatives", "/etc/alternatives"]
     scratch = str(s.sandbox_scratch_mb * 1024 * 1024)
     argv += [
         "--proc", "/proc", "--dev", "/dev",

@@ -12,20 +12,13 @@ from __future__ import annotations
 
 import ast
 import time
-import zlib
 
 from services.coder_agent.prompts import extract_code, strip_scaffolding
 from shared.contracts import AgentJob, Attempt, ErrorInfo, StepResult, Usage
 from shared.errors import Cancelled, DeadlineExceeded, SyndicateError
+from shared.evolve.candidate import MUTATE_SYSTEM, sample_seed
 from shared.llm.base import GenerationRequest, TextEngine
 
-MUTATE_SYSTEM = (
-    "You are an expert Python programmer who improves programs. You are shown a task, one "
-    "or more existing programs and the score each earned (higher is better). Write an "
-    "improved version. Answer with exactly one ```python code block holding the complete "
-    "program: every import and every function the task names, with the same signatures. "
-    "No tests, no examples, no prints, no explanations outside the code block."
-)
 MAX_SYNTAX_REPAIRS = 1
 
 
@@ -62,17 +55,12 @@ def drop_example_usage(code: str) -> str:
     return "".join(kept).rstrip() + "\n"
 
 
-def job_seed(step_id: str) -> int:
-    """A stable per-candidate sampling seed."""
-    return zlib.crc32(step_id.encode())
-
-
 async def mutate(engine: TextEngine, job: AgentJob, default_max_tokens: int = 768) -> StepResult:
     """Write one candidate program for ``job`` (a ``mode="mutate"`` AgentJob)."""
     usage = Usage(model=engine.name)
     attempts: list[Attempt] = []
     messages = [{"role": "system", "content": MUTATE_SYSTEM}, {"role": "user", "content": job.text}]
-    seed = job_seed(job.step_id)
+    seed = sample_seed(job.step_id)
 
     def result(status: str, error: ErrorInfo | None = None) -> StepResult:
         code = attempts[-1].code if attempts else None
@@ -86,7 +74,10 @@ async def mutate(engine: TextEngine, job: AgentJob, default_max_tokens: int = 76
             started = time.monotonic()
             out = await engine.generate(GenerationRequest(
                 messages=messages, max_tokens=job.max_tokens or default_max_tokens,
-                temperature=job.temperature or 0.0, seed=seed + n - 1, deadline=job.deadline, request_id=job.task_id,
+                temperature=job.temperature or 0.0, seed=seed + n - 1, deadline=job.deadline,
+                # Its own id: a run's candidates generate side by side; cancel(run id) still
+                # stops them all (sub-ids "<run>.<step>", shared/agent.py MeteredEngine.cancel).
+                request_id=job.step_id,
             ))
             usage.input_tokens += out.input_tokens
             usage.output_tokens += out.output_tokens

@@ -40,9 +40,10 @@ def create_gateway(settings: GatewaySettings | None = None) -> RequestCounter:
     broker = make_broker("gateway", settings)
     metrics = GatewayMetrics()
     bridge = TaskBridge(broker, settings, metrics)
-    runtime = ServiceRuntime(
-        "gateway", settings, details={"url": settings.gateway_url, "max_inflight": settings.gateway_max_inflight},
-    )
+    details: dict[str, object] = {"url": settings.gateway_url, "max_inflight": settings.gateway_max_inflight}
+    if settings.gateway_console != "off":
+        details["console"] = f"{settings.gateway_public_url or settings.gateway_url}".rstrip("/") + "/ui"
+    runtime = ServiceRuntime("gateway", settings, details=details)
     runtime.stats = lambda: {"queue_depth": 0, "running": bridge.inflight}
     add_health_responder(broker, runtime.health)
     gw = Gateway(settings, broker, bridge, metrics, runtime, GenerateClient(broker), started=int(time.time()))

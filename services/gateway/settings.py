@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -39,8 +39,18 @@ class GatewaySettings(Settings):
     gateway_ingest_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # The base URL agent cards advertise (behind a proxy); unset: the URL the card was asked at.
     gateway_public_url: str | None = None
+    # The web console at /ui (docs/console.md): "read" shows the stack, "write" also lets
+    # the page submit and cancel tasks, "off" serves nothing. With an API key set, the
+    # console asks for it either way.
+    gateway_console: Literal["off", "read", "write"] = "read"
+    # Where the console links a trace when spans go to OTLP (Jaeger's UI, e.g.
+    # http://localhost:16686); unset: no link.
+    gateway_jaeger_url: str | None = None
+    # Folders the console looks in for `syndicate eval study` reports (report.json), besides
+    # the last study this state dir recorded; empty: <state_dir>/study, ./study, ./docs/study.
+    gateway_study_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
-    @field_validator("gateway_ingest_roots", mode="before")
+    @field_validator("gateway_ingest_roots", "gateway_study_dirs", mode="before")
     @classmethod
     def _split_roots(cls, v: Any) -> Any:
         if isinstance(v, str):

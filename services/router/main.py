@@ -125,14 +125,17 @@ async def on_task(task: TaskSubmit, store: TaskStore = Context(), threads: Threa
         await evolution.accept(task)
         return
     existing = await store.get(task.task_id)
-    if existing is not None and existing.status != "routed":
-        return  # redelivered submit of a task already running or finished
-    if existing is None and len(deadlines) >= settings.max_active_tasks:
+    if existing is not None and existing.status not in ("queued", "routed"):
+        return  # redelivered submit of a task already running or finished (or cancelled while queued)
+    fresh = existing is None or existing.status == "queued"  # only its submitter's record so far
+    if fresh and len(deadlines) >= settings.max_active_tasks:
         await reject(store, task)
         return
     history: list[ThreadTurn] | None = None
-    if existing is None:
-        state = TaskState(task=task, status="routed", trace_id=current_trace_id(), history=[("routed", time.time())])
+    if fresh:
+        queued = existing.history if existing is not None else []
+        state = TaskState(task=task, status="routed", trace_id=current_trace_id(),
+                          history=[*queued, ("routed", time.time())])
         placed = await threads.place(state)
         if placed.error:
             await refuse(store, task, "failed", NotFound(placed.error))
@@ -141,12 +144,13 @@ async def on_task(task: TaskSubmit, store: TaskStore = Context(), threads: Threa
         history = await threads.history(state)
         state.route = await choose_route(task, history)
         state.steps = [StepRecord(step_id=f"{task.task_id}.1", agent=state.route[0])]
-        if not await store.create(state):
+        if not await store.claim(state):
             return
         log.info("task routed", task_id=task.task_id, route=state.route, thread=state.thread_id, follows=state.follows)
         await publish_event(broker, TaskEvent(task_id=task.task_id, type="status", status="routed",
                                               text=" → ".join(state.route)))
     else:
+        assert existing is not None
         state = existing  # crashed between routing and dispatch: dispatch again (deduplicated)
     await threads.record(state)  # the task joins its thread (idempotent)
     if early := early_cancels.pop(task.task_id, None):
@@ -176,7 +180,7 @@ async def refuse(store: TaskStore, task: TaskSubmit, status: str, err: Syndicate
     )
     state = TaskState(task=task, status=status, trace_id=result.trace_id, result=result,  # type: ignore[arg-type]
                       history=[(status, time.time())])
-    if not await store.create(state):
+    if not await store.claim(state):
         return False
     await finish(state)
     return True
@@ -335,7 +339,8 @@ async def end_task(store: TaskStore, task_id: str, status: str, reason: str, cod
                 step.status, step.finished_at = status, time.time()  # type: ignore[assignment]
         state.result = TaskResult(
             task_id=task_id, trace_id=state.trace_id, status=status,  # type: ignore[arg-type]
-            kind=registry.kind_of_agent(state.route[-1]) if state.route else "reason",  # type: ignore[arg-type]
+            kind=registry.kind_of_agent(state.route[-1]) if state.route  # type: ignore[arg-type]
+            else "code" if state.task.kind == "code" else "reason",  # ended while queued
             error=ErrorInfo(code=code or status, message=reason), submitted_at=state.task.submitted_at,
         )
         if state.review:
@@ -442,7 +447,6 @@ async def fail_task_of(store: TaskStore, subject: str, data: bytes, reason: str)
         msg = model.model_validate_json(data)
     except ValidationError:
         return  # an invalid payload was dead-lettered by the consumer itself
-    if isinstance(msg, TaskSubmit) and await store.get(msg.task_id) is None \
-            and await refuse(store, msg, "failed", Undeliverable(reason)):
-        return
+    if isinstance(msg, TaskSubmit) and await refuse(store, msg, "failed", Undeliverable(reason)):
+        return  # it never got past the queue
     await end_task(store, msg.task_id, "failed", reason, code=Undeliverable.code)

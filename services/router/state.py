@@ -73,6 +73,28 @@ class TaskStore(Records[TaskState]):
         """Store a new task; False when the id already exists (a redelivered submit)."""
         return await super().create(state.task.task_id, state)
 
+    async def claim(self, state: TaskState) -> bool:
+        """Store the router's first record of a task in place of the ``queued`` one its
+        submitter wrote (``shared.bus.publish_task``), or as a new one when there is
+        none; False when the router already took it (a redelivered submit) or it ended
+        before (a cancel that came first)."""
+        key = state.task.task_id
+        for _ in range(MAX_CAS_RETRIES):
+            if await super().create(key, state):
+                return True
+            try:
+                entry = await self.kv.get(key)
+            except KeyNotFoundError:
+                continue  # gone meanwhile (purged): create it
+            if entry.value is None or TaskState.model_validate_json(entry.value).status != "queued":
+                return False
+            try:
+                await self.kv.update(key, state.model_dump_json().encode(), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return True
+        raise RuntimeError(f"{key}: too many concurrent updates")
+
     async def active(self) -> list[TaskState]:
         """Tasks not in a final state (to rebuild deadlines after a restart)."""
         out: list[TaskState] = []

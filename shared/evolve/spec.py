@@ -20,7 +20,13 @@ Format (docs/evolve.md has the full description)::
     [limits]                 # optional: EvolveLimits fields
     score_wall_s = 10
 
-``seed`` and ``scorer`` may also be plain strings holding the code.
+    [baselines.first_fit]    # optional: programs scored on the test stage beside the result
+    file = "first_fit.py"
+
+``seed``, ``scorer`` and each baseline may also be plain strings holding the code. The
+mode "islands" keys (``function``, ``samples``, ``minutes``, ``[cascade]``,
+``[database]``, ``[params]``, ``[[models]]``) are EvolveSpec's fields, as docs/evolve.md
+describes them.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ def load_spec(path: Path) -> EvolveSpec:
         raise ConfigError(f"{path}: {exc}") from exc
     for field in ("seed", "scorer"):
         data[field] = _program(data.get(field), field, path.parent)
+    baselines = data.get("baselines", {})
+    if not isinstance(baselines, dict):
+        raise ConfigError(f"{path}: [baselines] maps names to programs, e.g. [baselines.first_fit] file = ...")
+    data["baselines"] = {name: _program(value, f"baselines.{name}", path.parent) for name, value in baselines.items()}
     data.setdefault("name", path.stem)
     try:
         return EvolveSpec.model_validate(data)

@@ -5,6 +5,7 @@ Keys (KV keys allow ``[-/_=.A-Za-z0-9]``; run ids and program ids stay inside it
 - ``<run>.run``           -> EvolveRun (spec, progress, owner lease), updated by CAS
 - ``<run>.gen.<NNNN>``    -> EvolveGeneration (jobs, survivors, trace ids)
 - ``<run>.prog.<id>``     -> EvolveProgram (code, score, verdict, parents)
+- ``<run>.island.<NN>``   -> EvolveIsland (mode "islands": clusters, best, curve)
 
 Everything a run needs to resume is here: the head record says which generation finished
 last and which programs survived it; an unfinished generation lists its jobs, and each
@@ -20,7 +21,7 @@ import nats
 from nats.js.api import KeyValueConfig, StorageType
 
 from shared import subjects
-from shared.contracts import EvolveGeneration, EvolveProgram, EvolveRun, now
+from shared.contracts import EvolveGeneration, EvolveIsland, EvolveProgram, EvolveRun, now
 
 RUN_TTL_S = 30 * 86_400.0  # runs are kept a month (inspection, resume, extension)
 CAS_RETRIES = 20
@@ -36,6 +37,10 @@ def gen_key(run_id: str, n: int) -> str:
 
 def prog_key(run_id: str, program_id: str) -> str:
     return f"{run_id}.prog.{program_id}"
+
+
+def island_key(run_id: str, island: int) -> str:
+    return f"{run_id}.island.{island:02d}"
 
 
 async def open_bucket(js: Any, *, create: bool = True) -> Any:
@@ -109,6 +114,21 @@ class RunStore:
 
     async def put_prog(self, prog: EvolveProgram) -> None:
         await self.kv.put(prog_key(prog.run_id, prog.program_id), prog.model_dump_json().encode())
+
+    async def get_island(self, run_id: str, island: int) -> EvolveIsland | None:
+        value, _ = await self._get(island_key(run_id, island))
+        return EvolveIsland.model_validate_json(value) if value else None
+
+    async def put_island(self, isl: EvolveIsland) -> None:
+        isl.updated_at = now()
+        await self.kv.put(island_key(isl.run_id, isl.island), isl.model_dump_json().encode())
+
+    async def islands(self, run_id: str, count: int) -> list[EvolveIsland]:
+        """Islands 0..count-1 of a run (a fresh record where none is stored yet)."""
+        out = []
+        for i in range(count):
+            out.append(await self.get_island(run_id, i) or EvolveIsland(run_id=run_id, island=i))
+        return out
 
     async def generations(self, run_id: str, upto: int) -> list[EvolveGeneration]:
         """Generations 1..upto that have a record, in order."""

@@ -99,6 +99,7 @@ class GenerateClient:
         self._models: dict[str, ServedModel] = {}
         self._models_at = -1e9
         self._refresh_lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
 
     @property
     def nc(self) -> nats.NATS | None:
@@ -109,19 +110,35 @@ class GenerateClient:
         return nc if getattr(nc, "is_connected", False) else None
 
     async def models(self, *, fresh: bool = False, wait_s: float = 0.3) -> dict[str, ServedModel]:
-        """The served models (health ping, cached for ``models_cache_s``; ``fresh``: ping now)."""
+        """The served models, from the services' health replies. The last answer is given at
+        once (a ping waits ``wait_s``: requests must not pay it); when it is older than
+        ``models_cache_s`` a new ping runs in the background. ``fresh``: ping now and wait
+        (a name not in the last answer may have appeared since)."""
+        if fresh or self._models_at < 0:
+            await self._refresh(wait_s)
+        elif time.monotonic() - self._models_at > self.models_cache_s and self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh_quietly(wait_s))
+        return self._models
+
+    async def _refresh(self, wait_s: float) -> None:
         async with self._refresh_lock:
-            if fresh or time.monotonic() - self._models_at > self.models_cache_s:
-                nc = self.nc
-                if nc is None:
-                    raise BusError("the syndicate's message bus is unreachable")
-                raw = await scatter(nc, subjects.HEALTH_PING, HealthPing().model_dump_json().encode(), wait_s=wait_s)
-                replies = []
-                for data in raw:
-                    with contextlib.suppress(ValidationError, ValueError):
-                        replies.append(HealthReply.model_validate_json(data))
-                self._models, self._models_at = served_models(replies), time.monotonic()
-            return self._models
+            nc = self.nc
+            if nc is None:
+                raise BusError("the syndicate's message bus is unreachable")
+            raw = await scatter(nc, subjects.HEALTH_PING, HealthPing().model_dump_json().encode(), wait_s=wait_s)
+            replies = []
+            for data in raw:
+                with contextlib.suppress(ValidationError, ValueError):
+                    replies.append(HealthReply.model_validate_json(data))
+            self._models, self._models_at = served_models(replies), time.monotonic()
+
+    async def _refresh_quietly(self, wait_s: float) -> None:
+        try:
+            await self._refresh(wait_s)
+        except Exception:  # the bus is down: the next caller that needs a fresh answer hears it
+            pass
+        finally:
+            self._refresher = None
 
     async def start(self, req: GenerateRequest) -> Generation:
         """Send ``req`` to a server of its model; its events follow on the returned Generation."""

@@ -144,9 +144,8 @@ class ModelServer:
             await events.send(GenerateEvent(request_id=req.request_id, type="done", reply=reply))
             self._count(req, "done")
         except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else ModelUnavailable(f"{self.service} is stopping")
-            if isinstance(exc, asyncio.CancelledError):
-                error = ModelUnavailable(f"{self.service} stopped while generating")
+            # Cancelled (the agent is stopping): the client hears it now, not after a silence.
+            error = exc if isinstance(exc, Exception) else ModelUnavailable(f"{self.service} stopped while generating")
             info = to_error_info(error)
             span.set_status(Status(StatusCode.ERROR, info.code))
             span.set_attribute("error.type", info.code)
@@ -213,9 +212,14 @@ class ModelServer:
             messages = tc.chat_messages(req.messages, req.tools if use_tools else [], native=native)
             if native and use_tools:
                 fields["tools"] = [tc.tool_json(t) for t in req.tools]
-        if use_tools and req.tool_choice in ("required", "function"):
-            tools = req.tools if req.tool_choice == "required" else [t for t in req.tools if t.name == req.tool_name]
-            fields["grammar"] = tc.call_grammar(tools, parallel=req.parallel_tool_calls and req.tool_choice == "required")
+        try:  # a schema llama.cpp's converter cannot express is the caller's problem: say so
+            if use_tools and req.tool_choice in ("required", "function"):
+                tools = req.tools if req.tool_choice == "required" else [t for t in req.tools if t.name == req.tool_name]
+                fields["grammar"] = tc.call_grammar(tools, parallel=req.parallel_tool_calls and req.tool_choice == "required")
+            if req.json_schema is not None:
+                tc.schema_grammar(req.json_schema)
+        except Exception as exc:
+            raise InvalidPayload(f"the JSON schema cannot be turned into a grammar: {exc}") from exc
         stop = list(req.stop)
         if use_tools and not req.parallel_tool_calls:
             stop.append(tc.CLOSE)  # one call: stop where it closes (the parser reads it unclosed)

@@ -253,3 +253,10 @@ def call_grammar(tools: list[ToolSpec], *, parallel: bool) -> str:
     more = f' ("\\n" tool-call){{0,{MAX_REQUIRED_CALLS - 1}}}' if parallel else ""
     return (f"root ::= tool-call{more}\n"
             f'tool-call ::= "{OPEN}\\n" call-json "\\n{CLOSE}"\n{rules}')
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
+    """The GBNF grammar of a JSON schema (raises when llama.cpp's converter cannot express it)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(json.dumps(schema))

@@ -30,6 +30,7 @@ class EngineConfig:
     exact_batching: bool = False  # slots > 1: batched rows computed exactly as lone ones (slower)
     exact_max_rows: int = 7  # rows per call that still take the lone-decode kernels (this build)
     exact_min_chunk: int = 8  # prompt rows per call that take the whole-prompt kernels
+    share_min_tokens: int = 16  # prompt tokens a copy of another slot's cache must save
     speculative: Literal["off", "prompt-lookup", "draft"] = "off"
     draft_model_path: Path | None = None  # speculative="draft": a model of the same tokenizer
     draft_tokens: int = 4  # most tokens the draft model writes per step

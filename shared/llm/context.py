@@ -126,12 +126,21 @@ class ModelContext:
         if not self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, keep, -1):
             self.forget(slot)
             return
-        del slot.kv[keep:]
+        slot.cut(keep)
 
     def forget(self, slot: Slot) -> None:
         """Drop a slot's whole cache (its contents are unknown or unwanted)."""
         self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, -1, -1)
-        slot.kv.clear()
+        slot.cut(0)
+
+    def copy(self, src: Slot, dst: Slot, keep: int) -> None:
+        """Make ``dst`` hold the first ``keep`` tokens of ``src``'s cache. Streams differ, so
+        llama.cpp copies the whole stream buffer (at the start of the next llama_decode,
+        before that call computes anything) and then ``dst`` is cut to ``keep``."""
+        self.lc.llama_memory_seq_cp(self.mem, src.seq_id, dst.seq_id, -1, -1)
+        dst.kv[:] = src.kv
+        dst.prompt_end, dst.logits, dst.logits_at = src.prompt_end, src.logits, src.logits_at
+        self.truncate(dst, keep)
 
     def clear(self) -> None:
         """Empty every stream of the cache (the callers' slot lists must follow)."""

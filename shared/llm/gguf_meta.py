@@ -67,23 +67,35 @@ def read_gguf_metadata(path: str | Path, *, keep_arrays: bool = False) -> dict[s
     return meta
 
 
-def describe(path: str | Path) -> dict[str, Any]:
-    """Architecture, name, quant type (file type name) and context length of a model."""
-    meta = read_gguf_metadata(path)
-    arch = meta.get("general.architecture")
-    ftype = meta.get("general.file_type")
-    quant = None
-    if ftype is not None:
-        try:
-            from gguf import LlamaFileType
+def _quant_name(ftype: int | None) -> str | None:
+    """A ``general.file_type`` as llama.cpp names it (``Q4_K_M``)."""
+    if ftype is None:
+        return None
+    try:
+        from gguf import LlamaFileType
 
-            quant = LlamaFileType(ftype).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except (ImportError, ValueError):
-            quant = str(ftype)
+        return LlamaFileType(ftype).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except (ImportError, ValueError):
+        return str(ftype)
+
+
+def describe(path: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Architecture, name, quant type (file type name) and context length of a model."""
+    meta = read_gguf_metadata(path) if meta is None else meta
+    arch = meta.get("general.architecture")
     return {
         "architecture": arch,
         "name": meta.get("general.name"),
-        "quant": quant,
+        "quant": _quant_name(meta.get("general.file_type")),
         "context_length": meta.get(f"{arch}.context_length") if arch else None,
         "has_chat_template": "tokenizer.chat_template" in meta,
     }
+
+
+def served_facts(path: str | Path) -> dict[str, Any]:
+    """What a process serving the model at ``path`` tells clients about the file (health
+    details, read by the gateway's Ollama API): size in bytes, ``describe``'s facts and
+    the parameter size label (``1.5B``) when the file states one."""
+    meta = read_gguf_metadata(path)
+    return {"size": Path(path).stat().st_size, **describe(path, meta),
+            "parameter_size": meta.get("general.size_label")}

@@ -8,6 +8,7 @@ The house (each module a few screens; docs/batching.md has the measurements):
 | ``config.py`` | ``EngineConfig`` |
 | ``context.py`` | the llama.cpp model, context, raw batch and KV-cache operations; ``pin_process`` |
 | ``queue.py`` | event-loop side: tickets, the bounded queue in front of the slots, hand-offs |
+| ``handoff.py`` | the worker's wake-up of an event loop, off the worker's critical path |
 | ``worker.py`` | the worker thread's step loop: admit, decode one batch, choose tokens, hand off |
 | ``batch.py`` | what a step carries: prompt chunks, exact-batching calls |
 | ``slots.py`` | KV streams per slot and prefix reuse |
@@ -83,6 +84,7 @@ from shared.errors import Cancelled, DeadlineExceeded, EngineError, ModelUnavail
 from shared.llm.base import GenerationRequest, GenerationResult, TokenCallback
 from shared.llm.config import EngineConfig
 from shared.llm.context import ModelContext, import_llama_cpp, pin_process
+from shared.llm.handoff import LoopWaker
 from shared.llm.prompt import PromptRenderer
 from shared.llm.queue import RequestQueue, Ticket, relay
 from shared.llm.sampling import Sampling
@@ -92,6 +94,13 @@ from shared.llm.tracing import EngineStats, result_attributes, span_error, trace
 from shared.llm.worker import Worker
 
 __all__ = ["EngineConfig", "LlamaEngine", "import_llama_cpp", "pin_process"]
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class LlamaEngine:
@@ -130,8 +139,9 @@ class LlamaEngine:
         self._queue = RequestQueue(self.name, self.slots, config.queue_limit)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._wakers: dict[asyncio.AbstractEventLoop, LoopWaker] = {}
         self._worker = Worker(config, self._llama, self._slots, self._prompts, self._sampling, self._spec,
-                              self._stats, exact=self.exact_batching, deliver=self._queue.deliver)
+                              self._stats, exact=self.exact_batching)
         self._worker.start()
 
     # --- public API -------------------------------------------------------------------
@@ -178,7 +188,7 @@ class LlamaEngine:
             try:
                 await queue.take_turn(ticket, busy)
                 span.set_attribute("syndicate.llm.queue_wait_s", time.monotonic() - ticket.submitted)
-                ticket.loop = loop
+                ticket.waker = self._waker(loop)
                 ticket.outbox = asyncio.Queue()
                 self._worker.submit(ticket)
                 result = await relay(ticket, on_token)
@@ -228,7 +238,7 @@ class LlamaEngine:
             "speculative": self.config.speculative,
             "draft_model": str(self.config.draft_model_path) if self._spec.drafter else None,
             "load_seconds": round(self.load_seconds, 3),
-            **st.steps, **st.counts, **{f"spec_{k}": v for k, v in self._spec.counts.items()},
+            **st.steps, **st.prompt, **{k: round(v, 3) for k, v in st.time.items()}, **st.counts, **{f"spec_{k}": v for k, v in self._spec.counts.items()},
             **{f"last_{k}": v for k, v in st.last.items()},
         }
 
@@ -244,6 +254,16 @@ class LlamaEngine:
         self._worker.join()
         self._free()
 
+    def _waker(self, loop: asyncio.AbstractEventLoop) -> LoopWaker:
+        """The hand-off to ``loop`` (on that loop); those of closed loops are dropped."""
+        waker = self._wakers.get(loop)
+        if waker is None:
+            for old in [w for w in self._wakers.values() if w.loop.is_closed()]:
+                old.close()
+                del self._wakers[old.loop]
+            waker = self._wakers[loop] = LoopWaker(loop, self._queue.deliver)
+        return waker
+
     def _shutdown(self) -> None:
         self._closed = True
         for t in list(self._queue.tickets.values()):
@@ -251,6 +271,9 @@ class LlamaEngine:
         self._worker.stop()
 
     def _free(self) -> None:
+        for waker in self._wakers.values():  # from its own loop, or after that loop closed
+            if waker.loop.is_closed() or _running_loop() is waker.loop:
+                waker.close()
         self._spec.close()
         self._llama.close()
 
@@ -259,7 +282,7 @@ class LlamaEngine:
         """Empty every slot's cache."""
         self._llama.clear()
         for slot in self._slots:
-            slot.kv.clear()
+            slot.cut(0)
         self._spec.reset()
 
     def _prompt_tokens(self, req: GenerationRequest) -> list[int]:

@@ -5,7 +5,7 @@ and the hand-off of text pieces and outcomes from the worker thread.
 once. A waiting request whose deadline passes gets ``DeadlineExceeded``; cancelling a
 waiting request removes it (``Cancelled``). A request that ends hands its slot to the
 oldest waiter. The worker hands a step's pieces and outcomes to each loop in one
-``call_soon_threadsafe`` (``deliver``), never one per token.
+wake-up (``deliver``, through shared/llm/handoff.py), never one per token.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.errors import Cancelled, DeadlineExceeded, QueueFull
 from shared.llm.base import GenerationRequest, GenerationResult, TokenCallback
+from shared.llm.handoff import LoopWaker
 
 
 @dataclass(eq=False)
@@ -32,7 +33,7 @@ class Ticket:
     cancelled_at: float | None = None
     ready: asyncio.Future | None = None  # set when it may run (it waited in the queue)
     outbox: asyncio.Queue | None = None  # text pieces, then one Outcome
-    loop: asyncio.AbstractEventLoop | None = None
+    waker: LoopWaker | None = None  # how the worker reaches the caller's event loop
 
     def stop(self) -> None:
         """Ask the worker to stop this request before its next decode step."""
@@ -83,7 +84,7 @@ class RequestQueue:
             self._abandon(ticket)
             raise DeadlineExceeded(
                 f"request waited {time.monotonic() - ticket.submitted:.2f}s in the queue of "
-                f"{self.name} and passed its deadline"
+                f"{self.name} and passed its deadline", detail={"output_tokens": 0, "text": ""},
             ) from None
         except asyncio.CancelledError:
             self._abandon(ticket)

@@ -10,6 +10,7 @@ calls reuse a few); each sequence gets its own grammar state.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from shared.llm.base import GenerationRequest
     from shared.llm.context import ModelContext
     from shared.llm.sequence import Seq
+
+_TOKEN_DATA = [("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]  # struct llama_token_data
 
 
 PENALTY_LAST_N = 64  # tokens the repeat / presence / frequency penalties look back over (llama.cpp's default)
@@ -77,6 +80,28 @@ class Sampling:
         if seq.greedy:
             return self.argmax(i, margin=seq.dirty is not None)
         return seq.sampler.sample(self._llama.ctx, i), float("inf")
+
+    def choose_saved(self, seq: Seq, logits: Any) -> int:
+        """The next token from a saved logits row (a prompt's last, shared by requests of
+        the same prompt): what ``choose`` would give on that row in the context."""
+        import numpy as np
+
+        if seq.greedy:
+            return int(np.argmax(logits))
+        lc = self._llama.lc
+        data = np.empty(len(logits), dtype=_TOKEN_DATA)  # llama_sampler_sample's candidates
+        data["id"] = np.arange(len(logits), dtype=np.int32)
+        data["logit"] = logits
+        data["p"] = 0.0
+        arr = lc.llama_token_data_array(
+            data=data.ctypes.data_as(ctypes.POINTER(lc.llama_token_data)), size=len(logits), selected=-1, sorted=False,
+        )
+        lc.llama_sampler_apply(seq.sampler.sampler, ctypes.byref(arr))
+        if not 0 <= arr.selected < arr.size:
+            raise RuntimeError("the sampler chain selected no token")
+        tok = int(arr.data[arr.selected].id)
+        lc.llama_sampler_accept(seq.sampler.sampler, tok)
+        return tok
 
     def argmax(self, i: int, margin: bool = False) -> tuple[int, float]:
         """Greedy choice from logits row ``i`` (first max, like llama.cpp's greedy sampler)

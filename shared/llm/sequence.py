@@ -74,6 +74,9 @@ class Seq:
     resyncs: int = 0
     dirty: int | None = None  # first cache position computed in a speculative verify batch
     spec_net: float = 0.0  # seconds speculation has saved this request so far (< 0: lost)
+    # admitted but waiting for another sequence to evaluate a prefix it shares (slots.py)
+    wait: Seq | None = None
+    share: int = 0  # prompt tokens it will copy from that sequence's slot
     # this step's part of the batch
     row: int = -1  # batch index of the first row with this sequence's logits
     draft: list[int] = field(default_factory=list)

@@ -27,6 +27,12 @@ class EngineStats:
         self.counts = {"served": 0, "rejected": 0, "timeouts": 0, "cancelled": 0, "errors": 0}
         self.last: dict[str, Any] = {}
         self.steps = {"decode_steps": 0, "seq_steps": 0, "max_seqs_per_step": 0}
+        # prompt tokens evaluated, taken from a slot's own cache, copied from another slot's
+        self.prompt = {"prompt_tokens_evaluated": 0, "prompt_tokens_reused": 0, "prompt_tokens_copied": 0,
+                       "kv_copies": 0}
+        # worker seconds: busy (a step: admission, decode, sampling, hand-off), in llama_decode,
+        # in llama_decode calls that carried prompt rows
+        self.time = {"worker_busy_s": 0.0, "decode_s": 0.0, "prefill_decode_s": 0.0}
         self.tokens_out = 0
         self.last_resyncs = 0  # of the last finished request (worker thread)
         self._emitted: deque[tuple[float, int]] = deque()  # (time, output tokens) per 0.1 s
@@ -43,8 +49,11 @@ class EngineStats:
                 while self._emitted[0][0] < now - self.window_s:
                     self._emitted.popleft()
 
-    def step(self, k_seqs: int) -> None:
+    def step(self, k_seqs: int, seconds: float, prefill: bool) -> None:
         """One llama_decode call carrying rows of ``k_seqs`` sequences."""
+        self.time["decode_s"] += seconds
+        if prefill:
+            self.time["prefill_decode_s"] += seconds
         self.steps["decode_steps"] += 1
         self.steps["seq_steps"] += k_seqs
         self.steps["max_seqs_per_step"] = max(self.steps["max_seqs_per_step"], k_seqs)

@@ -3,16 +3,15 @@
 Each step admits new requests into free slots, decodes one batch (``_call``: the next
 token of every generating sequence plus prompt chunks of joining ones, shared/llm/batch.py),
 chooses each sequence's next token, and hands the step's text pieces and results to the
-event loops in one ``call_soon_threadsafe`` per loop (a wake-up per token would put the
-loop thread on the cores the decode threads are using once per token). A finished,
+event loops in one wake-up per loop (a wake-up per token would put the loop thread on the
+cores the decode threads are using once per token; shared/llm/handoff.py says why the
+wake-up never makes the worker wait for the loop). A finished,
 cancelled or timed-out sequence leaves at the next step and frees its slot while the
 others continue; a running request is stopped before its next decode step.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 import time
 from collections import deque
@@ -23,13 +22,12 @@ from shared.llm.base import GenerationResult
 from shared.llm.batch import exact_calls, prompt_chunks
 from shared.llm.queue import Outcome, Ticket
 from shared.llm.sequence import Seq, TextStream
-from shared.llm.slots import Slot, common_prefix, pick_slot, reusable
+from shared.llm.slots import Slot, place, usable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from shared.llm.config import EngineConfig
     from shared.llm.context import ModelContext
+    from shared.llm.handoff import LoopWaker
     from shared.llm.prompt import PromptRenderer
     from shared.llm.sampling import Sampling
     from shared.llm.speculator import Speculator
@@ -40,13 +38,13 @@ class Worker:
     """The step loop over ``slots`` sequences of one model (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, llama: ModelContext, slots: list[Slot], prompts: PromptRenderer,
-                 sampling: Sampling, spec: Speculator, stats: EngineStats, *, exact: bool,
-                 deliver: Callable[[list[tuple[Ticket, Any]]], None]) -> None:
+                 sampling: Sampling, spec: Speculator, stats: EngineStats, *, exact: bool) -> None:
         self.config, self.name = config, config.name
         self._llama, self._slots, self._prompts = llama, slots, prompts
         self._sampling, self._spec, self._stats = sampling, spec, stats
-        self._exact, self._deliver = exact, deliver
+        self._exact = exact
         self.active: list[Seq] = []  # worker thread only
+        self.waiting: list[Seq] = []  # admitted, waiting for a prefix another sequence evaluates
         self._inbox: deque[Ticket] = deque()  # loop -> worker
         self._wake = threading.Condition()
         self._closed = False
@@ -78,22 +76,25 @@ class Worker:
             self._spec.calibrate(self._slots[0])
         while True:
             with self._wake:
-                while not self._inbox and not self.active and not self._closed:
+                while not self._inbox and not self.active and not self.waiting and not self._closed:
                     self._wake.wait()
-                if self._closed and not self._inbox and not self.active:
+                if self._closed and not self._inbox and not self.active and not self.waiting:
                     return
                 new = list(self._inbox)
                 self._inbox.clear()
+            t_busy = time.perf_counter()
             for ticket in new:
                 self._admit(ticket)
-            if self.active:
+            if self.active or self.waiting:
                 try:
                     self._step()
+                    self._resolve()
                 except Exception as e:  # a bug or llama.cpp failure: fail the batch, keep serving
-                    for seq in list(self.active):
+                    for seq in [*self.active, *self.waiting]:
                         self._llama.forget(seq.slot)
                         self._end(seq, EngineError(f"llama.cpp generation failed: {e}"))
             self._flush()
+            self._stats.time["worker_busy_s"] += time.perf_counter() - t_busy
 
     def _step(self) -> None:
         """One scheduling step: a token (plus a draft when alone) of every generating
@@ -103,7 +104,7 @@ class Worker:
         every row on the kernels it would get alone (shared/llm/batch.py); otherwise the
         whole step is one call, as llama-server does.
         """
-        for seq in list(self.active):
+        for seq in [*self.active, *self.waiting]:
             try:
                 self._check(seq.ticket, len(seq.out))
             except (Cancelled, DeadlineExceeded) as e:
@@ -111,7 +112,7 @@ class Worker:
         if not self.active:
             return
         decoding = [s for s in self.active if not s.pending]
-        alone = len(self.active) == 1 and not self._inbox
+        alone = len(self.active) == 1 and not self.waiting and not self._inbox
         for seq in decoding:
             seq.draft = self._spec.draft(seq) if alone and seq.spec else []
         chunks = prompt_chunks(self.config, self.active, decoding, exact=self._exact)
@@ -139,12 +140,14 @@ class Worker:
                 self._end(seq, EngineError(f"llama.cpp generation failed: {e}"))
             return
         dt = time.perf_counter() - t_step
-        self._stats.step(len(decoding) + len(chunks))
+        self._stats.step(len(decoding) + len(chunks), dt, bool(chunks))
         for seq in decoding:
             seq.slot.kv.extend([seq.nxt, *seq.draft])
         for seq, k in chunks:
             seq.slot.kv.extend(seq.pending[:k])
+            seq.slot.prompt_end = len(seq.slot.kv)
             seq.pending = seq.pending[k:]
+            self._stats.prompt["prompt_tokens_evaluated"] += k
         resync: list[Seq] = []
         for seq in decoding:
             verdict = self._spec.verify(seq, alone, dt, self._emit)
@@ -156,6 +159,7 @@ class Worker:
             if seq.pending:
                 continue
             seq.t_prompt = time.monotonic()
+            seq.slot.prompt_done(llama.logits_row(seq.row).copy())  # for requests of the same prompt
             seq.nxt = self._sampling.choose(seq, seq.row)[0]
             if self._emit(seq, seq.nxt):
                 self._end(seq)
@@ -166,8 +170,9 @@ class Worker:
 
     # --- joining and leaving -------------------------------------------------------------------
     def _admit(self, ticket: Ticket) -> None:
-        """Give a new request a free slot: the one whose cache shares most of its prompt."""
-        req = ticket.request
+        """Give a new request a free slot and the longest cached prefix of its prompt
+        (shared/llm/slots.py): it starts now, or once the sequence evaluating that prefix has."""
+        req, cfg = ticket.request, self.config
         try:
             self._check(ticket, 0)
             prompt = self._prompts.tokens(req)
@@ -176,29 +181,73 @@ class Worker:
                     f"prompt of {len(prompt)} tokens does not fit the context of {self._llama.n_ctx}",
                     detail={"input_tokens": len(prompt), "n_ctx": self._llama.n_ctx},
                 )
-            slot = pick_slot(self._slots, prompt)
-            if slot is None:  # the loop side hands over at most `slots` requests
+            where = place(self._slots, {s.slot: s for s in self.active}, prompt, min_eval=cfg.exact_min_chunk,
+                          min_copy=cfg.share_min_tokens, exact=self._exact)
+            if where is None:  # the loop side hands over at most `slots` requests
                 raise EngineError(f"no free slot in {self.name} (internal error)")
-            common = reusable(common_prefix(slot.kv, prompt), len(prompt), self.config.exact_min_chunk)
-            if common < len(slot.kv):
-                self._llama.truncate(slot, common)
             spec = self._spec.wants(req.speculative, len(prompt))
             greedy = self._sampling.is_greedy(req)
             seq = Seq(
-                ticket=ticket, slot=slot, prompt=prompt, pending=prompt[len(slot.kv):],
+                ticket=ticket, slot=where.slot, prompt=prompt, pending=prompt,
                 sampler=self._sampling.chain(req), stream=TextStream(list(req.stop), lambda p: self._push(ticket, p)),
                 max_out=min(req.max_tokens, self._llama.n_ctx - len(prompt)), spec=spec,
                 # Exact mode (speculation, greedy, no grammar): see Speculator.verify.
-                exact=spec and greedy, greedy=greedy,
+                exact=spec and greedy, greedy=greedy, wait=where.wait, share=where.share,
             )
             if spec:
                 self._spec.start(seq)
         except BaseException as e:
+            if isinstance(e, (Cancelled, DeadlineExceeded)):  # as for a running request
+                e.detail.update({"output_tokens": 0, "text": ""})
             self._finish(ticket, Outcome(error=e))
             return
-        slot.busy = True
-        slot.last_used = time.monotonic()
+        seq.slot.busy = True
+        seq.slot.last_used = time.monotonic()
+        if seq.wait is not None:
+            self._llama.forget(seq.slot)  # it will hold a copy
+            self.waiting.append(seq)
+        else:
+            self._start(seq, where.source)
+
+    def _start(self, seq: Seq, source: Slot | None) -> None:
+        """Take the prompt's cached prefix — in place, or copied from ``source`` when that
+        saves at least ``share_min_tokens`` — and join the step loop. A prompt cached
+        whole with its logits evaluates nothing: its first token is chosen now."""
+        llama, slot, prompt, cfg = self._llama, seq.slot, seq.prompt, self.config
+        have = usable(slot, prompt, cfg.exact_min_chunk, self._exact)
+        copy = 0 if source is None else usable(source, prompt, cfg.exact_min_chunk, self._exact)
+        if copy >= have + cfg.share_min_tokens:
+            assert source is not None
+            llama.copy(source, slot, copy)
+            self._stats.prompt["prompt_tokens_copied"] += copy
+            self._stats.prompt["kv_copies"] += 1
+        else:
+            if have < len(slot.kv):
+                llama.truncate(slot, have)
+            self._stats.prompt["prompt_tokens_reused"] += have
+        seq.wait = None
+        seq.pending = prompt[len(slot.kv):]
         self.active.append(seq)
+        if not seq.pending:
+            seq.t_prompt = time.monotonic()
+            try:
+                seq.nxt = self._sampling.choose_saved(seq, slot.logits)
+            except Exception as e:
+                self._end(seq, EngineError(f"sampling failed: {e}"))
+                return
+            if self._emit(seq, seq.nxt):
+                self._end(seq)
+
+    def _resolve(self) -> None:
+        """Start the waiting sequences whose prefix is now cached (or whose source left:
+        they take what its slot holds and evaluate the rest themselves)."""
+        for seq in list(self.waiting):
+            src = seq.wait
+            assert src is not None
+            if src in self.active and len(src.slot.kv) < seq.share:
+                continue
+            self.waiting.remove(seq)
+            self._start(seq, src.slot)
 
     def _check(self, ticket: Ticket, n_out: int) -> None:
         if ticket.cancel.is_set():
@@ -230,6 +279,8 @@ class Worker:
         """The sequence leaves: its slot (and the cache it filled) is free for the next."""
         if seq in self.active:
             self.active.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
         seq.slot.busy = False
         seq.slot.last_used = time.monotonic()
         ticket = seq.ticket
@@ -266,11 +317,10 @@ class Worker:
         per step."""
         if not self._outgoing:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, Any]]] = {}
+        by_loop: dict[LoopWaker, list[tuple[Ticket, Any]]] = {}
         for ticket, item in self._outgoing:
-            if ticket.loop is not None and not ticket.loop.is_closed():
-                by_loop.setdefault(ticket.loop, []).append((ticket, item))
+            if ticket.waker is not None and not ticket.waker.loop.is_closed():
+                by_loop.setdefault(ticket.waker, []).append((ticket, item))
         self._outgoing = []
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._deliver, items)
+        for waker, items in by_loop.items():
+            waker.send(items)

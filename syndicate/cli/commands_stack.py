@@ -151,6 +151,8 @@ def status(json_out: bool = typer.Option(False, "--json", help="One JSON object.
         console.print(f"[yellow]no service answered on {nats_url}[/]: start the stack with `syndicate up --detach` (or `make run`)")
     for line in notes:
         console.print(line, highlight=False)
+    for url in dict.fromkeys(r.details["console"] for r in replies if r.service == "gateway" and r.details.get("console")):
+        console.print(f"[bold]console:[/] {url}  (agents, tasks, traces, evolution runs in the browser)", highlight=False)
     for note in (record or {}).get("placement", {}).get("notes", []):
         console.print(f"[dim]placement: {note}[/]")
 

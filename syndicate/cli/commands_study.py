@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -90,10 +91,20 @@ def study_cmd(
         if bus is not None:
             bus.close()
     write_status(out_dir, status="done", finished_at=time.time())
+    _record_latest(settings.state_dir, out_dir)
     sys.stdout.write(paths["md"].read_text())
     for kind, p in paths.items():
         err.print(f"{kind}: {p}")
     err.print(f"took {time.time() - started:.0f}s")
+
+
+def _record_latest(state_dir: Path, out_dir: Path) -> None:
+    """Tell the gateway's console (its Study page) where the latest study is."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / "study-latest.json").write_text(json.dumps({"out": str(out_dir.resolve()), "at": time.time()}))
+    except OSError as exc:
+        err.print(f"[yellow]could not record the study for the console:[/] {exc}")
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ from shared.contracts import (
 from shared.errors import NotFound, Overloaded, SyndicateError, WrongState
 from shared.task_client import TaskClient, TaskFollow
 from shared.telemetry import current_trace_id, read_trace
+from shared.trace_view import waterfall, without_create_spans
 from syndicate.cli.connect import cli_settings, connected_broker
 
 console = Console()
@@ -243,28 +244,12 @@ def trace_cmd(
         where = settings.otlp_endpoint or settings.traces_dir
         err_console.print(f"no spans for trace {trace_id} in {where} (with OTLP export, open Jaeger's UI)")
         raise typer.Exit(1)
-    print_waterfall(spans if all_spans else _without_create_spans(spans))
-
-
-def _without_create_spans(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """FastStream opens a zero-length 'create' span before each publish: hide them, and
-    re-parent their children so the tree stays whole."""
-    hidden = {s["span_id"]: s["parent_id"] for s in spans if s["name"].endswith(" create")}
-    out = []
-    for s in spans:
-        if s["span_id"] in hidden:
-            continue
-        parent = s["parent_id"]
-        while parent in hidden:
-            parent = hidden[parent]
-        out.append({**s, "parent_id": parent})
-    return out
+    print_waterfall(spans if all_spans else without_create_spans(spans))
 
 
 def print_waterfall(spans: list[dict[str, Any]], width: int = 20) -> None:
-    t0 = min(s["start"] for s in spans)
-    total = max(s["end"] for s in spans) - t0 or 1e-9
-    depth = _depths(spans)
+    rows, total = waterfall(spans)
+    total = total or 1e-9
     table = Table(title=f"trace {spans[0]['trace_id']} · {total * 1000:.0f} ms · {len(spans)} spans",
                   box=None, padding=(0, 1), header_style="bold")
     table.add_column("service", no_wrap=True, max_width=14, overflow="ellipsis")
@@ -272,28 +257,9 @@ def print_waterfall(spans: list[dict[str, Any]], width: int = 20) -> None:
     table.add_column("start s", justify="right", no_wrap=True)
     table.add_column("dur s", justify="right", no_wrap=True)
     table.add_column("timeline", no_wrap=True, min_width=width)
-    for s in spans:
-        a = min(width - 1, int((s["start"] - t0) / total * width))
-        b = max(a + 1, int((s["end"] - t0) / total * width))
+    for r in rows:
+        a = min(width - 1, int(r.start_s / total * width))
+        b = max(a + 1, int((r.start_s + r.duration_s) / total * width))
         bar = " " * a + "█" * (b - a)
-        table.add_row(s["service"], "  " * min(depth[s["span_id"]], 4) + _span_label(s["name"]),
-                      f"{s['start'] - t0:.3f}", f"{s['end'] - s['start']:.3f}", f"[cyan]{bar}[/]")
+        table.add_row(r.service, "  " * r.depth + r.label, f"{r.start_s:.3f}", f"{r.duration_s:.3f}", f"[cyan]{bar}[/]")
     console.print(table)
-
-
-def _span_label(name: str) -> str:
-    """Shorter names for the terminal: reply inboxes and per-task event subjects."""
-    if name.startswith("_INBOX."):
-        return "reply " + name.rsplit(" ", 1)[-1]
-    return re.sub(r"^(syndicate\.task\.events)\.\S+", r"\1", name).removeprefix("syndicate.")
-
-
-def _depths(spans: list[dict[str, Any]]) -> dict[str, int]:
-    parent = {s["span_id"]: s["parent_id"] for s in spans}
-    out: dict[str, int] = {}
-    for sid in parent:
-        d, p = 0, parent[sid]
-        while p in parent and d < 50:
-            d, p = d + 1, parent[p]
-        out[sid] = d
-    return out

@@ -204,10 +204,11 @@ def test_stats_show_slots_and_throughput(make_engine) -> None:  # type: ignore[n
 
 async def test_tokens_per_s_counts_recent_output(make_engine) -> None:  # type: ignore[no-untyped-def]
     eng = make_engine(slots=2)
+    eng._stats.window_s = 3600.0  # every token is recent, however busy the machine
     await asyncio.gather(eng.generate(req("a", max_tokens=40)), eng.generate(req("b", max_tokens=40)))
     s = eng.stats()
     assert s["tokens_out_total"] == 80
-    assert s["tokens_per_s"] == pytest.approx(80 / eng.RATE_WINDOW_S)
+    assert s["tokens_per_s"] == pytest.approx(80 / 3600.0, abs=0.01)
 
 
 def test_roster_enables_batching_for_agents() -> None:
@@ -249,19 +250,8 @@ async def test_a_step_reaches_the_event_loop_in_one_hand_off(make_engine) -> Non
     per token: each wake-up puts the loop thread on the cores the decode threads use."""
     eng = make_engine(slots=4)
     loop = asyncio.get_running_loop()
-    calls = 0
-    original = loop.call_soon_threadsafe
-
-    def counting(*args):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
-        return original(*args)
-
-    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
-    try:
-        results = await asyncio.gather(*(eng.generate(req(f"Prompt {i}", max_tokens=40)) for i in range(4)))
-    finally:
-        del loop.call_soon_threadsafe
+    results = await asyncio.gather(*(eng.generate(req(f"Prompt {i}", max_tokens=40)) for i in range(4)))
     tokens = sum(r.output_tokens for r in results)
     assert tokens == 160
-    assert calls <= eng.stats()["decode_steps"] + 1 < tokens
+    assert 0 < eng._wakers[loop].wakeups <= eng.stats()["decode_steps"] + 1 < tokens
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import tempfile
 import time
@@ -17,7 +18,7 @@ import nats
 
 from services.coder_agent.mutation import mutate
 from services.router.evolution.loop import Delivery
-from shared.contracts import AgentJob, EvolveGeneration, EvolveRun, ExecRequest, ExecResult
+from shared.contracts import AgentJob, EvolveRun, ExecRequest, ExecResult
 from shared.llm.base import ScriptedEngine
 
 
@@ -71,7 +72,7 @@ class FakePorts:
     scoring runs the scorer in a subprocess beside the candidate file."""
 
     def __init__(self, engine: ScriptedEngine, *, crash_after: int | None = None, score_timeout_s: float = 10.0,
-                 queue: asyncio.Queue[Delivery] | None = None) -> None:
+                 queue: asyncio.Queue[Delivery] | None = None, drop: set[str] | None = None, capacity: int = 2) -> None:
         self.engine = engine
         # The results "stream": pass the same queue to a second FakePorts to resume a run.
         self.queue: asyncio.Queue[Delivery] = queue if queue is not None else asyncio.Queue()
@@ -82,10 +83,17 @@ class FakePorts:
         self.handed = 0
         self.messages: list[str] = []
         self.score_timeout_s = score_timeout_s
+        self.drop = drop or set()  # step-id suffixes whose jobs vanish (a coder that died for good)
+        self.stages: list[str] = []  # stage of every scoring run, in order
+        self.cancels: list[str] = []
+        self.asked_models: list[tuple[str, str]] = []
+        self._capacity = capacity
 
     async def publish_jobs(self, jobs: list[AgentJob]) -> None:
         for job in jobs:
             self.published.append(job.step_id)
+            if job.step_id.rsplit(".", 1)[-1] in self.drop:
+                continue
             result = await mutate(self.engine, job)
 
             async def ack(step: str = job.step_id) -> None:
@@ -103,15 +111,31 @@ class FakePorts:
         self.handed += 1
         return [d]
 
-    async def run_scoring(self, req: ExecRequest) -> ExecResult:
+    async def run_scoring(self, req: ExecRequest, traceparent: str = "") -> ExecResult:
         self.scored.append(req.files[0].content)
+        self.stages.append(json.loads(req.stdin or "{}").get("stage", ""))
         return await run_local(req, self.score_timeout_s)
+
+    async def capacity(self, models: list[str]) -> dict[str, int]:
+        return {m: self._capacity for m in models}
+
+    async def ask_model(self, job: AgentJob, model: str) -> None:
+        """A named model's request: answered by the same scripted engine, tagged with the model."""
+        self.asked_models.append((job.step_id, model))
+        await self.publish_jobs([job])
+
+    async def cancel_jobs(self, run_id: str) -> None:
+        self.cancels.append(run_id)
 
     @contextlib.contextmanager
     def generation_span(self, run_id: str, n: int) -> Iterator[str]:
         yield f"trace-{n}"
 
-    async def progress(self, run: EvolveRun, gen: EvolveGeneration | None, text: str) -> None:
+    @contextlib.contextmanager
+    def sample_span(self, run_id: str, sample: int) -> Iterator[str]:
+        yield f"00-{sample:032x}-{sample:016x}-01"
+
+    async def progress(self, run: EvolveRun, text: str) -> None:
         self.messages.append(text)
 
 
@@ -123,10 +147,12 @@ async def run_local(req: ExecRequest, timeout_s: float) -> ExecResult:
         (Path(tmp) / "main.py").write_text(req.code)
         start = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "main.py", cwd=tmp, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            # -S: no site-packages (scorers of tests need only the standard library), half the start-up.
+            sys.executable, "-S", "main.py", cwd=tmp, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout=min(timeout_s, req.limits.wall_s))
+            out, err = await asyncio.wait_for(proc.communicate(req.stdin.encode()), timeout=min(timeout_s, req.limits.wall_s))
         except TimeoutError:
             proc.kill()
             await proc.wait()

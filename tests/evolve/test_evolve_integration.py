@@ -1,6 +1,6 @@
-"""``syndicate evolve`` with real processes: nats-server, router, code-sandbox (full
-isolation) and two coder-agent copies with scripted models (SYNDICATE_ENGINE_SCRIPT);
-the router is killed mid-run and the run resumes."""
+"""``syndicate evolve`` (mode "islands") with real processes: nats-server, router,
+code-sandbox (full isolation) and two coder-agent copies with scripted models
+(SYNDICATE_ENGINE_SCRIPT); the router is killed mid-run and the run resumes."""
 
 from __future__ import annotations
 
@@ -27,16 +27,33 @@ ROUTER_ENV = {
 
 
 def code(body: str) -> str:
-    return f"Sure:\n```python\ndef f():\n    {body}\n```"
+    return f"Sure:\n```python\ndef f_v1():\n    {body}\n```"
 
 
-def write_spec(tmp: Path) -> Path:
+SCORER = """
+import json, sys
+from candidate import f
+stage = json.loads(sys.stdin.read() or "{}").get("stage", "train")
+value = f()
+print('f() =', repr(value))
+scale = {"quick": 1, "train": 1, "validation": 1, "test": 2}[stage]
+print(json.dumps({"score": scale * value, "fingerprint": repr(value), "metrics": {"value": scale * value}}))
+"""
+
+
+def write_spec(tmp: Path, full: bool = True) -> Path:
+    """The toy spec; ``full``: with validation, test and a baseline (the resume test needs none)."""
     (tmp / "seed.py").write_text("def f():\n    return 1\n")
-    (tmp / "score.py").write_text("from candidate import f\nvalue = f()\nprint('f() =', repr(value))\nprint(value)\n")
+    (tmp / "score.py").write_text(SCORER)
     spec = tmp / "spec.toml"
+    cascade = ('[cascade]\nvalidation = "validation"\ntest = "test"\nmetric = "value"\n'
+               '[baselines]\nthree = "def f():\\n    return 3\\n"\n') if full else (
+        # Half the samples through the JOBS stream, half as model requests to the coders' model.
+        '[[models]]\nname = ""\n[[models]]\nname = "scripted-coder"\n')
     spec.write_text(
-        'name = "toy"\ntask = "Make f() return a larger number."\ngenerations = 2\npopulation = 2\nchildren = 4\n'
-        '[seed]\nfile = "seed.py"\n[scorer]\nfile = "score.py"\n[limits]\nscore_wall_s = 5\njob_timeout_s = 120\n'
+        'name = "toy"\ntask = "Make f() return a larger number."\nfunction = "f"\nsamples = 8\nconcurrency = 4\n'
+        '[seed]\nfile = "seed.py"\n[scorer]\nfile = "score.py"\n' + cascade +
+        '[database]\nislands = 2\n[limits]\nscore_wall_s = 5\njob_timeout_s = 120\n'
     )
     return spec
 
@@ -91,18 +108,19 @@ def last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_evolve_improves_with_two_coder_copies_and_traces_each_generation(services: Services, tmp_path: Path) -> None:
+def test_evolve_improves_with_two_coder_copies_and_traces_each_sample(services: Services, tmp_path: Path) -> None:
     start(services, tmp_path, delay="0.05")
     out = services.cli("evolve", str(write_spec(tmp_path)), "--json", "--out", str(tmp_path / "report"), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:] + services.log("router")[-3000:]
     data = last_json(out.stdout)
-    assert data["status"] == "done" and data["generations"] == 2
-    assert data["seed_score"] == 1.0
-    assert data["best_score"] > data["seed_score"]
-    assert f"return {int(data['best_score'])}" in data["best_program"]
-    assert data["candidates"] == 8
+    assert data["status"] == "done" and data["mode"] == "islands"
+    assert data["samples"] == 8 and data["candidates"] == 8 and data["seed_score"] == 1.0
+    assert data["best_score"] == 9.0 and "return 9" in data["best_program"] and "def f():" in data["best_program"]
     assert {"runtime_error", "no_number"} <= set(data["verdicts"])  # each copy's first reply fails
-    assert data["lineage"][0]["score"] == data["best_score"] and data["lineage"][-1]["program_id"] == "seed"
+    assert data["valid_fraction"] == 0.75 and data["minutes"] > 0
+    assert data["test_value"] == 18.0 and data["seed_value"] == 2.0 and data["three_value"] == 6.0
+    assert data["lineage"][0]["score"] == 9.0 and data["lineage"][-1]["program_id"] == "seed"
+    assert len(data["islands"]) == 2 and sum(i["samples"] for i in data["islands"]) == 8
     assert Path(data["curve_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Scale-out: both coder-agent copies wrote candidates from the shared durable consumer.
     for name in ("coder-a", "coder-b"):
@@ -113,41 +131,40 @@ def test_evolve_improves_with_two_coder_copies_and_traces_each_generation(servic
     assert "lineage of the winner" in again.stdout and data["best_id"] in again.stdout
     listed = services.cli("evolve", "--list")
     assert data["run_id"] in listed.stdout and "done" in listed.stdout
-    # One trace per generation: a router root span, coder-agent and code-sandbox children.
-    for n in ("1", "2"):
-        (trace_id,) = data["traces"][n]
-        spans = json.loads(services.cli("trace", trace_id, "--json").stdout)
-        roots = [s for s in spans if s["parent_id"] is None]
-        assert [(r["service"], r["name"]) for r in roots] == [("router", f"evolve generation {n}")]
-        assert {"router", "coder-agent", "code-sandbox"} <= {s["service"] for s in spans}
+    # One trace per sample: a router root span, the coder-agent's work and the sandbox's runs.
+    trace_id = data["lineage"][0]["trace_id"]
+    spans = json.loads(services.cli("trace", trace_id, "--json").stdout)
+    roots = [s for s in spans if s["parent_id"] is None]
+    assert [(r["service"], r["name"]) for r in roots] == [("router", f"evolve sample {data['lineage'][0]['sample']}")]
+    assert {"router", "coder-agent", "code-sandbox"} <= {s["service"] for s in spans}
 
 
 def test_a_run_resumes_after_the_router_is_killed(services: Services, tmp_path: Path) -> None:
     start(services, tmp_path, delay="0.2")  # slow model: the kill lands mid-run
-    spec = write_spec(tmp_path)
-    run_id = services.cli("evolve", str(spec), "--generations", "3", "--detach").stdout.strip()
+    spec = write_spec(tmp_path, full=False)
+    run_id = services.cli("evolve", str(spec), "--samples", "12", "--detach").stdout.strip()
     assert run_id.startswith("evo-")
     deadline = time.time() + 120
     run = None
     while time.time() < deadline:
         run = read_run(services.server.url, run_id)
-        if run is not None and run.generation >= 1:
+        if run is not None and run.answered >= 2:
             break
         time.sleep(0.3)
-    assert run is not None and run.generation >= 1 and run.status == "running"
+    assert run is not None and run.answered >= 2 and run.status == "running"
     services.procs["router"].send_signal(signal.SIGKILL)
     services.procs["router"].wait(10)
     killed_at = read_run(services.server.url, run_id)
-    assert killed_at is not None and killed_at.status == "running" and killed_at.generation < 3
+    assert killed_at is not None and killed_at.status == "running" and killed_at.asked < 12
 
     services.start("router", "services.router", **ROUTER_ENV)
     out = services.cli("evolve", "--resume", run_id, "--json", "--out", str(tmp_path / "report"), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:] + services.log("router")[-3000:]
     data = last_json(out.stdout)
-    assert data["status"] == "done" and data["generations"] == 3
+    assert data["status"] == "done" and data["samples"] == 12 and data["candidates"] == 12
     assert data["best_score"] > data["seed_score"]
-    assert data["candidates"] == 12  # 3 generations x 4, none asked twice
+    assert "asked" not in data["verdicts"] and "pending" not in data["verdicts"]
+    assert set(data["models_asked"]) == {"jobs", "scripted-coder"}  # model requests too (re-asked after the kill)
     # The restarted router took the run over where the killed one left it.
     claims = [json.loads(line) for line in services.log("router").splitlines() if "evolution run claimed" in line]
-    assert [c["generation"] for c in claims][0] == 0 and claims[-1]["generation"] >= 1 and len(claims) == 2
-    assert len(data["traces"]["1"]) == 1  # generation 1 was finished before the kill: not redone
+    assert len(claims) == 2

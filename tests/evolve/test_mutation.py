@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
-from services.coder_agent.mutation import job_seed, mutate
+from services.coder_agent.mutation import mutate
 from shared.contracts import AgentJob
+from shared.evolve.candidate import sample_seed as job_seed
 from shared.llm.base import ScriptedEngine
 
 

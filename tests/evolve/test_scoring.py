@@ -3,11 +3,12 @@ and non-numbers score nothing but keep their verdict. Also the SPEC file format.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from services.router.evolution.scoring import read_score, scoring_request
+from services.router.evolution.scoring import read_score, read_stage, scoring_request
 from shared.contracts import EvolveSpec, ExecResult
 from shared.errors import ConfigError
 from shared.evolve.spec import load_spec
@@ -41,6 +42,21 @@ def test_last_number_line_is_the_score() -> None:
     score, verdict, detail = read_score(ExecResult(status="ok", exit_code=0, stdout="3 bins\n  -42.5  \n\n"))
     assert (score, verdict) == (-42.5, "ok")
     assert "3 bins" in detail
+
+
+def test_a_json_last_line_carries_score_signature_fingerprint_and_metrics() -> None:
+    out = 'instance 0: 7 bins\n{"score": -7.5, "signature": [7, 8], "fingerprint": "ab12", "metrics": {"excess_pct": 2.5}}\n'
+    s = read_stage(ExecResult(status="ok", exit_code=0, stdout=out))
+    assert (s.score, s.verdict, s.signature, s.fingerprint, s.metrics) == (-7.5, "ok", [7.0, 8.0], "ab12", {"excess_pct": 2.5})
+    assert s.detail == "instance 0: 7 bins"  # the JSON line is machinery, not a diagnostic for the model
+    for bad in ('{"signature": [1]}', '{"score": "high"}', '{"score": 1, "signature": [NaN]}', '{"score": 1'):
+        got = read_stage(ExecResult(status="ok", exit_code=0, stdout=bad + "\n"))
+        assert (got.score, got.verdict) == (None, "no_number"), bad
+
+
+def test_the_stage_and_params_go_to_the_scorer_on_stdin() -> None:
+    req = scoring_request(spec(params={"distribution": "or"}), "def f():\n    return 2\n", "evo-1", stage="quick")
+    assert json.loads(req.stdin) == {"stage": "quick", "params": {"distribution": "or"}}
 
 
 def test_the_candidate_is_importable_beside_the_scorer() -> None:

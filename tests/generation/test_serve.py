@@ -13,7 +13,7 @@ from typing import Any
 import llama_cpp.llama_grammar  # noqa: F401 - loaded before the event loop runs (agents have it loaded)
 import pytest
 
-from shared.bus import make_broker
+from shared.bus import add_health_responder, make_broker
 from shared.contracts import ChatTurn, GenerateRequest, HealthReply, ToolSpec
 from shared.errors import (
     DeadlineExceeded,
@@ -46,6 +46,8 @@ async def serving(server: NatsServer, *engines: ScriptedEngine, keepalive_s: flo
     brokers, servers = [], []
     for i, engine in enumerate(engines):
         broker = make_broker(f"agent-{i}", settings, telemetry=False)
+        add_health_responder(broker, lambda i=i, name=engine.name: HealthReply(
+            service="coder-agent", instance=f"coder-agent@test:{i}", pid=i, model=name, details={"slots": 2}))
         await broker.start()
         ms = ModelServer(broker, "coder-agent", instance=f"coder-agent@test:{i}", keepalive_s=keepalive_s)
         await ms.serve(engine)
@@ -123,6 +125,8 @@ async def test_an_unserved_model_is_unavailable(nats_server: NatsServer) -> None
             await client.start(ask(model="other"))
         with pytest.raises(InvalidPayload, match="not a valid JSON schema"):
             await client.start(ask(json_schema={"type": "objekt"}))
+        with pytest.raises(InvalidPayload, match="cannot be turned into a grammar"):
+            await client.generate(ask(json_schema={"$ref": "https://example.com/remote.json"}))
 
 
 async def test_copies_of_a_model_share_its_requests(nats_server: NatsServer) -> None:
@@ -199,6 +203,19 @@ async def test_a_server_that_goes_silent_is_noticed(nats_server: NatsServer) -> 
         await gen.close()
 
 
+async def test_the_model_list_is_answered_from_the_last_ping(nats_server: NatsServer) -> None:
+    async with serving(nats_server, ScriptedEngine(["x"], name="m"), ScriptedEngine(["y"], name="m")) as (client, _):
+        client.models_cache_s = 0.2
+        first = await client.models()  # nothing known yet: waits for the ping
+        assert list(first) == ["m"] and first["m"].slots == 4 and len(first["m"].instances) == 2
+        await asyncio.sleep(0.3)
+        t0 = asyncio.get_running_loop().time()
+        assert await client.models() is first  # stale: answered at once, refreshed behind
+        assert asyncio.get_running_loop().time() - t0 < 0.1
+        await asyncio.sleep(0.5)
+        assert list(await client.models()) == ["m"] and (await client.models()) is not first
+
+
 def test_served_models_come_from_model_servers_health() -> None:
     def reply(service: str, model: str | None, state: str = "ready", slots: int = 4) -> HealthReply:
         return HealthReply(service=service, instance=f"{service}@h:{slots}", pid=1, state=state, model=model,  # type: ignore[arg-type]
@@ -212,3 +229,26 @@ def test_served_models_come_from_model_servers_health() -> None:
     assert list(found) == ["big", "small", "tiny"]
     assert (found["big"].services, found["big"].slots, len(found["big"].instances)) == (["coder-agent"], 6, 2)
     assert json.loads(json.dumps(found["tiny"].services)) == ["router"]
+
+
+async def test_the_tiny_model_calls_a_required_tool_validly(nats_server: NatsServer, tmp_path: Any) -> None:
+    """A real engine (random weights): the grammar alone makes its required call valid,
+    end to end through the bus; a JSON schema answer parses."""
+    from shared.llm.llama import EngineConfig, LlamaEngine
+    from shared.llm.tiny import TinySpec, write_tiny_model
+
+    model = write_tiny_model(tmp_path / "tiny.gguf", TinySpec(seed=3))
+    engine = LlamaEngine(EngineConfig(model_path=model, name="m", pin=False, n_ctx=1024, slots=2))
+    flag = ToolSpec(name="set_flag", parameters={"type": "object", "properties": {
+        "on": {"type": "boolean"}, "level": {"type": "integer", "minimum": 0}}, "required": ["on", "level"]})
+    try:
+        async with serving(nats_server, engine) as (client, _):  # type: ignore[arg-type]
+            called = await client.generate(ask(tools=[WEATHER, flag], tool_choice="function", tool_name="set_flag",
+                                               temperature=1.0, seed=1, max_tokens=200))
+            data = await client.generate(ask(json_schema={"type": "object", "properties": {"ok": {"type": "boolean"}},
+                                                          "required": ["ok"]}, max_tokens=60, temperature=0.0))
+    finally:
+        engine.close()
+    [call] = called.choices[0].tool_calls
+    assert call.name == "set_flag" and isinstance(call.arguments["on"], bool) and called.choices[0].finish_reason == "tool_calls"
+    assert isinstance(json.loads(data.choices[0].text)["ok"], bool)

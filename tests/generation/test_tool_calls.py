@@ -127,3 +127,17 @@ def test_the_call_grammar_compiles_and_accepts_only_calls(parallel: bool) -> Non
     LlamaGrammar.from_string(gbnf, verbose=False)  # llama.cpp's own parser
     assert gbnf.startswith("root ::= tool-call") and ("{0,3}" in gbnf) == parallel
     assert '"get_weather"' in gbnf.replace('\\"', '"') and '"multiply"' in gbnf.replace('\\"', '"')
+
+
+def test_a_schema_the_converter_cannot_express_is_named() -> None:
+    assert "root ::=" in tc.schema_grammar({"type": "object", "properties": {"a": {"type": "integer"}}})
+    with pytest.raises(Exception):  # noqa: B017 - whatever llama.cpp's converter raises
+        tc.schema_grammar({"$ref": "https://example.com/remote.json"})
+
+
+def test_model_names_become_one_subject_token() -> None:
+    from shared import subjects
+
+    assert subjects.model_generate("qwen2_5-coder-1_5b") == "syndicate.model.generate.qwen2_5-coder-1_5b"
+    assert subjects.model_generate("qwen2.5 coder*>") == "syndicate.model.generate.qwen2_5_coder__"
+    assert subjects.model_queue("a.b") == "model-a_b"

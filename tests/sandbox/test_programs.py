@@ -124,3 +124,11 @@ async def test_warm_pool_serves_and_never_reuses_a_box(host) -> None:
     finally:
         await p.close()
     assert_clean(host)
+
+
+async def test_numpy_imports_in_the_box(pool: BoxPool) -> None:
+    # Evolution scorers (examples/evolve/binpack-*) use Debian's numpy, whose BLAS is found
+    # through /etc/alternatives symlinks: the box must resolve them.
+    r = await run(pool, "import numpy as np\nprint(int(np.ones(3) @ np.ones(3)))\n",
+                  limits=ExecLimits(wall_s=10, cpu_s=5, memory_mb=96, processes=8))
+    assert (r.status, r.stdout) == ("ok", "3\n"), r.stderr[-500:]

@@ -30,6 +30,9 @@ def test_a_new_agent_gets_its_user_jobs_and_a_place_in_the_router(with_critic: r
     assert users["critic-agent"].subscribe_allow()[0] == subjects.job_subject("critic")
     assert {subjects.STEP_RESULT, subjects.task_events("*")} <= set(users["critic-agent"].publish_allow())
     assert subjects.job_subject("critic") in users["router"].publish_allow()
+    # ... and serves its model to model requests like every agent
+    assert {registry.MODEL_GENERATE, subjects.MODEL_CANCEL} <= set(users["critic-agent"].subscribe_allow())
+    assert registry.MODEL_EVENTS in users["critic-agent"].publish_allow()
     assert "critic" in registry.agent_names() and registry.service_for_role("critic") == "critic-agent"
     job = AgentJob(task_id="t-1", step_id="t-1.1", agent="critic", text="review", deadline=1.0)
     assert job.agent == "critic"

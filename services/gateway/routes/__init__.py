@@ -9,8 +9,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.routes import a2a, completions, embeddings, mcp, models, observability, tasks
+from services.gateway.routes import (
+    a2a,
+    completions,
+    embeddings,
+    mcp,
+    models,
+    observability,
+    ollama,
+    tasks,
+    ui,
+    ui_stream,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     models.router, completions.router, embeddings.router, observability.router, mcp.router, a2a.router, tasks.router,
+    ollama.router, ui.router, ui_stream.router,
 )

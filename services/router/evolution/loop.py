@@ -65,11 +65,11 @@ class LoopPorts(Protocol):
 
     async def fetch_results(self, max_wait_s: float) -> list[Delivery]: ...
 
-    async def run_scoring(self, req: ExecRequest) -> ExecResult: ...
+    async def run_scoring(self, req: ExecRequest, traceparent: str = "") -> ExecResult: ...
 
     def generation_span(self, run_id: str, n: int) -> AbstractContextManager[str]: ...
 
-    async def progress(self, run: EvolveRun, gen: EvolveGeneration | None, text: str) -> None: ...
+    async def progress(self, run: EvolveRun, text: str) -> None: ...
 
 
 def step_id(run_id: str, n: int, child: int) -> str:
@@ -110,7 +110,7 @@ class EvolutionLoop:
         out = await self.store.mutate_run(run_id, finish)
         assert out is not None
         if out.status == "done":
-            await self.ports.progress(out, None, f"done: best {out.best_score:.6g} (seed {out.seed_score:.6g})")
+            await self.ports.progress(out, f"done: best {out.best_score:.6g} (seed {out.seed_score:.6g})")
         return out
 
     # --- seed ---------------------------------------------------------------------------
@@ -131,7 +131,7 @@ class EvolutionLoop:
 
             out = await self.store.mutate_run(run.run_id, fail)
             assert out is not None
-            await self.ports.progress(out, None, err.message)
+            await self.ports.progress(out, err.message)
             return out
         score = seed.score
 
@@ -141,7 +141,7 @@ class EvolutionLoop:
 
         out = await self.store.mutate_run(run.run_id, seeded)
         assert out is not None
-        await self.ports.progress(out, None, f"seed scores {score:.6g}")
+        await self.ports.progress(out, f"seed scores {score:.6g}")
         return out
 
     # --- one generation -------------------------------------------------------------------
@@ -197,7 +197,7 @@ class EvolutionLoop:
                 await self.ports.publish_jobs(jobs)
                 gen.published = True
                 await self.store.put_gen(gen)
-            await self.ports.progress(run, gen, f"generation {n}: {len(gen.jobs)} candidates asked")
+            await self.ports.progress(run, f"generation {n}: {len(gen.jobs)} candidates asked")
             children = await self._collect(run, gen)
             survivors = select_survivors(population + children, run.spec.population)
             gen.population = [p.program_id for p in survivors]
@@ -215,7 +215,7 @@ class EvolutionLoop:
 
         out = await self.store.mutate_run(run.run_id, advance)
         assert out is not None
-        await self.ports.progress(out, gen, f"generation {n} done: best {best.score:.6g} ({best.program_id})")
+        await self.ports.progress(out, f"generation {n} done: best {best.score:.6g} ({best.program_id})")
         return out
 
     async def _collect(self, run: EvolveRun, gen: EvolveGeneration) -> list[EvolveProgram]:
