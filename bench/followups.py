@@ -82,7 +82,10 @@ async def main_async(args: argparse.Namespace, settings: CoderSettings, results:
                            deadline=time.time() + DEADLINE_S)
             t0 = time.monotonic()
             result = await followup.solve(CodeSolver(bench.engine, bench.run, settings), job, bench.run)
-            return result, time.monotonic() - t0
+            seconds = time.monotonic() - t0
+            print(f"  {task_id}: {result.status} in {seconds:.0f}s, {result.usage.output_tokens} tokens, "
+                  f"{len(result.attempts)} candidates", flush=True)
+            return result, seconds
 
         rows = []
         for i, case in enumerate(cases, 1):

@@ -2,9 +2,10 @@
 checks it held.
 
 ``prepare`` turns a job with earlier turns (``AgentJob.thread``) into what the solver
-takes: the last program becomes the file the answer edits (so the result carries its new
-content and a diff), the earlier requests become context, and the checks the last program
-held come along:
+takes: the earlier requests and the last program become the context, with the change
+asked restated after the program (a small model handed the program as a file to return
+copies it back unchanged: the request must be the last thing it reads), and the checks
+the last program held come along:
 
 - the checks a person stated (the task's examples and test files, in any earlier turn)
   are **regression checks**, trusted like this task's own: a candidate that breaks one
@@ -15,7 +16,8 @@ held come along:
 - an earlier check the new request restates with another value (``f(2) == 5`` now,
   ``f(2) == 4`` before) is superseded: the new request wins.
 
-``solve`` runs the solver and records every check with its origin and whether the chosen
+``solve`` runs the solver, gives the result the edited program as a file with its diff
+against the last one, and records every check with its origin and whether the chosen
 code holds it (``StepResult.checks``): the next turn carries the ones that held.
 """
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 from services.coder_agent.checks import harness, read_outcomes
 from services.coder_agent.ranking import rank
+from services.coder_agent.report import edited_files
 from services.coder_agent.solver import CodeSolver
 from services.coder_agent.trusted import is_test_file, trusted_checks
 from shared.contracts import (
@@ -41,7 +44,7 @@ from shared.contracts import (
 )
 
 RunCode = Callable[[ExecRequest], Awaitable[ExecResult]]
-START_FILE = "solution.py"  # the last program, as the file a follow-up edits
+START_FILE = "solution.py"  # the last program, as the file the follow-up's answer edits
 MAX_REQUESTS = 6  # earlier requests quoted in the prompt (the latest ones)
 
 
@@ -54,6 +57,7 @@ class FollowUp:
     reported: list[CheckRecord] = field(default_factory=list)  # the model's earlier tests: run, not enforced
     superseded: list[CheckRecord] = field(default_factory=list)
     source: ThreadTurn | None = None  # the turn whose program is edited
+    edits: str | None = None  # that program, when the answer is its new version
 
     @property
     def label(self) -> str:
@@ -66,10 +70,10 @@ def prepare(job: AgentJob) -> FollowUp:
     last = next((t for t in reversed(job.thread) if t.code), None)
     if last is None:
         return FollowUp(job) if not job.thread else FollowUp(job.model_copy(update={"context": _context(job, None)}))
-    files = job.files if any(not is_test_file(f) for f in job.files) else \
-        [FileIn(path=START_FILE, content=last.code or ""), *job.files]
+    own_files = any(not is_test_file(f) for f in job.files)  # the request brings the file to edit itself
     restated = _calls(trusted_checks(job.text, [f for f in job.files if is_test_file(f)]).checks)
-    out = FollowUp(job.model_copy(update={"files": files, "context": _context(job, last)}), source=last)
+    out = FollowUp(job.model_copy(update={"context": _context(job, None if own_files else last)}), source=last,
+                   edits=None if own_files else last.code)
     for check in last.checks:
         if not check.held:
             continue
@@ -85,12 +89,14 @@ def prepare(job: AgentJob) -> FollowUp:
 
 
 def _context(job: AgentJob, last: ThreadTurn | None) -> str:
-    """The earlier requests, for the prompt (the program itself is the file to edit)."""
+    """The earlier requests, then the program written for them and the change asked."""
     asked = [t.text.strip() for t in job.thread][-MAX_REQUESTS:]
     lines = ["This continues a conversation. Earlier requests, oldest first:", *(f"- {a}" for a in asked)]
     if last is not None:
-        lines.append(f"`{START_FILE}` is the program written for them: change it as this request asks, and keep "
-                     "what the earlier requests asked unless this request changes it.")
+        lines += ["The program written for them:", f"```python\n{(last.code or '').rstrip()}\n```",
+                  f"Now change that program as asked: {job.text.strip()}",
+                  "Keep what the earlier requests asked unless this change says otherwise, and answer with the "
+                  "whole changed program."]
     return "\n".join(filter(None, [job.context.strip(), "\n".join(lines)]))
 
 
@@ -116,6 +122,10 @@ async def solve(solver: CodeSolver, job: AgentJob, run_code: RunCode) -> StepRes
     result = await solver.solve(follow.job, [c.check for c in follow.enforced], follow.label)
     if not solver.pool or result.code is None:
         return result
+    if follow.edits is not None:
+        result.files, result.diff = edited_files([FileIn(path=START_FILE, content=follow.edits)], result.code)
+        if not result.diff:
+            result.answer += "\n\nThe program is the same as the previous turn's: no change was made."
     result.checks = own_checks(solver, follow) + await reported(follow, result.code, solver, run_code) + follow.superseded
     earlier = [c for c in result.checks if c.turn and c.held is not None]
     if earlier:

@@ -37,9 +37,10 @@ def job(text: str, thread: list[ThreadTurn]) -> AgentJob:
 def test_prepare_edits_the_last_program_and_sorts_its_checks() -> None:
     follow = followup.prepare(job("Change double to accept digit strings: double('5') == 10.\nAnd double(5) == 11.",
                                   [TURN]))
-    [f] = follow.job.files
-    assert (f.path, f.content) == (followup.START_FILE, FIRST)
-    assert "Write double(x) returning twice x." in follow.job.context
+    assert follow.job.files == [] and follow.edits == FIRST
+    context = follow.job.context
+    assert "Write double(x) returning twice x." in context and FIRST.strip() in context
+    assert context.index(FIRST.strip()) < context.index("Now change that program as asked: Change double")
     assert [c.check for c in follow.enforced] == ["assert double(2) == 4"]  # double(0) == 1 never held
     assert [c.check for c in follow.reported] == ["assert double(-1) == -2"]  # a held model test: reported
     assert [c.check for c in follow.superseded] == ["assert double(5) == 10"]
@@ -66,7 +67,7 @@ async def test_a_revision_that_breaks_an_earlier_stated_check_is_never_chosen() 
     assert "assert double(-1) == -2  # a test the model wrote for task t-first" in result.answer
     assert "kept from earlier in the conversation (task t-first)" in result.answer
     prompt = engine.requests[0].messages[-1]["content"]
-    assert f"File `{followup.START_FILE}`" in prompt and "Earlier requests" in prompt
+    assert "Earlier requests" in prompt and "return x * 2" in prompt
 
 
 async def test_when_every_candidate_breaks_an_earlier_check_the_task_fails_and_says_which() -> None:
