@@ -33,7 +33,7 @@ GOAL_PCT, STRETCH_PCT = 3.0, 2.0
 
 def one_run(stack: Stack, spec: Path, mode: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     budget = ["--samples", str(args.samples)] if args.samples else ["--minutes", str(args.minutes)]
-    extra = ["--mode", mode]
+    extra = ["--mode", mode] + [a for m in args.model for a in ("--model", m)]
     if mode == "generations":  # the same number of samples as generations x children
         per = 8
         total = args.samples or 0
@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--copies", default="1")
     ap.add_argument("--modes", default="islands")
+    ap.add_argument("--model", action="append", default=[],
+                    help="who writes candidates (syndicate evolve --model): coder-agent and/or a served model")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:

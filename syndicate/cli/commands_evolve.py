@@ -144,6 +144,8 @@ async def _evolve(spec: EvolveSpec | None, resume: str | None, overrides: dict[s
             err_console.print(f"[dim]evolution run {run_id} · follow again with: syndicate evolve --resume {run_id}[/]")
         try:
             run = await _follow(store, run_id, live=not json_out)
+            if not json_out:
+                err_console.print()  # the live view's last line ends before the report starts
         except (KeyboardInterrupt, asyncio.CancelledError):
             err_console.print(f"\n[yellow]detached[/]: the run goes on in the router · syndicate evolve --resume {run_id}")
             raise typer.Exit(130) from None

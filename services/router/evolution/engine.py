@@ -176,7 +176,10 @@ class IslandEngine:
                 self.db.register(p, p.island, p.sample)
                 await self.store.put_island(isl)
 
-    def _recount(self) -> None:
+    def _recount(self) -> list[int]:
+        """The counters of the head and the islands, from the program records (the truth:
+        a candidate's validity may only be known once its twin is scored). Returns the
+        islands whose counters changed."""
         cands = [p for p in self.programs.values() if p.sample > 0]
         self.head.answered = sum(p.verdict not in ("asked", "pending") for p in cands)
         self.head.valid = sum(self._is_valid(p) for p in cands)
@@ -188,6 +191,14 @@ class IslandEngine:
         best = self.db.best()
         if best is not None:
             self.head.best_id, self.head.best_score = best.program_id, best.score
+        changed = []
+        for isl in self.db.islands:
+            mine = [p for p in cands if p.island == isl.island]
+            counts = (len(mine), sum(self._is_valid(p) for p in mine))
+            if (isl.samples, isl.valid) != counts:
+                isl.samples, isl.valid = counts
+                changed.append(isl.island)
+        return changed
 
     def _is_valid(self, p: EvolveProgram) -> bool:
         """A candidate that ran and earned a first-stage score, or repeats the code of one that did."""
@@ -206,6 +217,9 @@ class IslandEngine:
         if not force and now - self._head_at < HEAD_EVERY_S:
             return
         self._head_at = now
+        for i in self._recount():
+            with contextlib.suppress(Exception):
+                await self.store.put_island(self.db.islands[i])
         mine = self.head
         mine.active_s = self.active_s
         for k, v in fields.items():
@@ -408,7 +422,6 @@ class IslandEngine:
         self.programs[prog.program_id] = prog
         await self.store.put_prog(prog)
         self.head.asked = n
-        self.db.islands[island].samples += 1
         self.outstanding[prog.program_id] = prog
         await self._publish(prog, model)
 
@@ -437,20 +450,12 @@ class IslandEngine:
             await d.ack()  # a redelivery of an answer already stored, or not ours
             return
         self.outstanding.pop(pid, None)
-        if prog.verdict == "lost":  # it came back after all: counted again below
-            self.head.answered -= 1
-            self.head.verdicts["lost"] = max(0, self.head.verdicts.get("lost", 1) - 1)
         self._fill(prog, res)
         prog.finished_at = self.clock() if prog.verdict != "pending" else None
         await self.store.put_prog(prog)  # stored before the ack: a crash now loses nothing
         await d.ack()
         if prog.verdict == "pending":
             self._spawn(prog)
-        else:
-            self._count(prog)
-            if self._is_valid(prog):
-                self.head.valid += 1
-                self.db.islands[prog.island or 0].valid += 1
 
     def _fill(self, prog: EvolveProgram, res: StepResult) -> None:
         """The candidate program (or why there is none) from a coder's answer."""
@@ -485,7 +490,6 @@ class IslandEngine:
                 self.outstanding.pop(pid)
                 prog.verdict, prog.detail, prog.finished_at = "lost", "no candidate came back before its deadline", now
                 await self.store.put_prog(prog)
-                self._count(prog)
 
     async def _drop_outstanding(self, why: str) -> None:
         if self.outstanding:
@@ -495,11 +499,6 @@ class IslandEngine:
             self.outstanding.pop(pid)
             prog.verdict, prog.detail, prog.finished_at = "lost", why, self.clock()
             await self.store.put_prog(prog)
-            self._count(prog)
-
-    def _count(self, prog: EvolveProgram) -> None:
-        self.head.answered += 1
-        self.head.verdicts[prog.verdict] = self.head.verdicts.get(prog.verdict, 0) + 1
 
     # --- scoring ----------------------------------------------------------------------------
     async def _stage(self, prog: EvolveProgram, stage: str) -> StageScore:
@@ -546,13 +545,8 @@ class IslandEngine:
         async with self._sem:
             await self._cascade(prog)
         prog.finished_at = self.clock()
-        if prog.stage_scores:
-            self.db.islands[prog.island or 0].valid += 1
         await self.store.put_prog(prog)
         async with self._lock:
-            self._count(prog)
-            if prog.stage_scores:
-                self.head.valid += 1
             if prog.verdict != "ok" or prog.island is None:
                 return
             island = self.db.islands[prog.island]
