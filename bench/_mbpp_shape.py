@@ -28,6 +28,10 @@ sys.path.insert(0, str(REPO))
 from services.coder_agent.trusted import called_names, doctest_checks, prose_checks  # noqa: E402
 
 WRITTEN = Path(__file__).resolve().parent / "data" / "written_tasks.json"
+# Examples HumanEval's docstrings state that its own canonical solutions fail (checked by
+# running each stated example against them): never the one example of a shaped task.
+WRONG_EXAMPLES = frozenset({"assert tri(1) == 3", "assert tri(4) == 3", "assert median([-10, 4, 6, 1000, 10, 20]) == 15.0",
+                            'assert bf("Earth", "Mercury") == ("Venus")'})
 # A docstring line where the examples start.
 _EXAMPLES = re.compile(r"^\s*(>>>|(for )?examples?\b|e\.g\.|input\s*:)", re.IGNORECASE)
 _RESUME = re.compile(r"^\s*(variables?|constraints?|notes?)\s*:", re.IGNORECASE)
@@ -43,15 +47,16 @@ class ShapedTask:
 
 
 def _description(doc: str, entry: str) -> str:
-    """The docstring's prose without its examples: up to the first example, and sections
-    after them that define the inputs ("Variables:", "Constraints:", "Note:")."""
+    """The docstring's prose without its examples: up to the first example section (lines
+    that are examples left out), and sections after it that define the inputs
+    ("Variables:", "Constraints:", "Note:")."""
     out, skipping = [], False
     for line in doc.splitlines():
         if _RESUME.match(line):
             skipping = False
-        elif _EXAMPLES.match(line) or f"{entry}(" in line:
+        elif _EXAMPLES.match(line):
             skipping = True
-        if not skipping:
+        if not skipping and not prose_checks(line, [entry]):
             out.append(line.strip())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
 
@@ -68,7 +73,7 @@ def from_humaneval(item) -> ShapedTask | None:  # type: ignore[no-untyped-def]
     doc = ast.get_docstring(defs[0]) or ""
     description = _description(doc, item.entry_point)
     examples = [c for c in doctest_checks(item.prompt) + prose_checks(item.prompt, [item.entry_point])
-                if item.entry_point in called_names(c)]
+                if item.entry_point in called_names(c) and c not in WRONG_EXAMPLES]
     if not description or not examples:
         return None
     hidden = f"{item.test}\n\ncheck({item.entry_point})\n"

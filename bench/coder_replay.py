@@ -42,10 +42,12 @@ class Schedule:
     tests: bool  # the model writes tests (when the task states fewer than 3 checks)
     k2: int  # fresh samples of a later round, while the evidence does not decide
     early: bool = True  # a round stops once the evidence decides
+    decide_on: str = "all"  # CoderSettings.decide_on
 
     @property
     def name(self) -> str:
-        return f"k1={self.k1} tests={'y' if self.tests else 'n'} k2={self.k2}{'' if self.early else ' no-early'}"
+        return (f"k1={self.k1} tests={'y' if self.tests else 'n'} k2={self.k2} decide={self.decide_on}"
+                f"{'' if self.early else ' no-early'}")
 
 
 def candidates(row: dict) -> list[tuple[Candidate, bool, int]]:
@@ -90,13 +92,13 @@ def replay(row: dict, s: Schedule, prefill: float, shared: bool) -> tuple[bool, 
         stop_at = None
         for j in order:
             pool.append(members[j][0])
-            if s.early and (not tests_now or members[j][2] >= tests_out) and rank(pool, tiers=tiers).decided:
+            if s.early and (not tests_now or members[j][2] >= tests_out) and rank(pool, tiers=tiers).decided_by(s.decide_on):
                 stop_at = max(members[j][2], tests_out if tests_now else 0)
                 break
         if stop_at is None:
             cost += sum(gens)
             pool[:] = sorted(pool, key=lambda c: c.index)
-            return bool(pool) and rank(pool, tiers=tiers).decided
+            return bool(pool) and rank(pool, tiers=tiers).decided_by(s.decide_on)
         cost += sum(min(g, stop_at) for g in gens)
         pool[:] = sorted(pool, key=lambda c: c.index)
         return True
@@ -117,9 +119,10 @@ def main() -> None:
     args = ap.parse_args()
     rows = [json.loads(p.read_text()) for d in args.results for p in sorted(d.glob("*.json"))]
     rows = [r for r in rows if len(r["agent"]["candidates"]) >= 8 and "rules" in r]
-    schedules = [Schedule(1, False, 0), Schedule(1, True, 0), Schedule(1, True, 4), Schedule(1, True, 7),
-                 Schedule(1, False, 4), Schedule(2, True, 4), Schedule(4, True, 4), Schedule(4, True, 0),
-                 Schedule(4, True, 4, early=False), Schedule(8, True, 0), Schedule(1, True, 3), Schedule(1, True, 2)]
+    schedules = [Schedule(1, False, 0), Schedule(1, True, 0), Schedule(1, False, 4)]
+    schedules += [Schedule(k1, True, k2, decide_on=d) for d in ("all", "task")
+                  for k1, k2 in ((1, 2), (1, 3), (1, 4), (1, 7), (2, 4), (4, 0), (4, 4), (8, 0))]
+    schedules += [Schedule(4, True, 4, early=False)]
     single_right = sum(r["single"]["pass"] for r in rows)
     out = []
     for s in schedules:

@@ -177,7 +177,7 @@ class CodeSolver:
             await self._say(f"writing {what} in parallel" if n > 1 or self.tests_asked else f"writing {what}")
             ranking = await self._round(writer, tests_pending=self.tests_asked)
             for round_no in range(2, s.max_rounds + 1):
-                if ranking is None or ranking.decided:
+                if ranking is None or ranking.decided_by(s.decide_on):
                     break
                 asks, origins = self._next_round(ranking, seed)
                 if not asks:
@@ -209,7 +209,7 @@ class CodeSolver:
             if not self.pool:
                 continue
             ranking = self._rank()
-            if not tests_pending and ranking.decided and self.settings.early_stop:
+            if not tests_pending and ranking.decided_by(self.settings.decide_on) and self.settings.early_stop:
                 if writer.running:
                     await self._say(f"stopping {writer.running} generation{'s' * (writer.running != 1)}: the evidence decides")
                 await writer.stop()
@@ -320,7 +320,7 @@ class CodeSolver:
         budget is spent."""
         s = self.settings
         room = s.max_candidates - len(self.pool)
-        if r.decided or room <= 0:
+        if r.decided_by(s.decide_on) or room <= 0:
             return [], []
         repaired = {c.origin.removeprefix("repair of ") for c in self.pool if c.origin.startswith("repair of ")}
         order = sorted(self.pool, key=lambda c: r.scores[c.index], reverse=True)
