@@ -29,6 +29,7 @@ class CoderSettings(Settings):
     # asserts, doctest or prose examples); 0 never asks.
     tests_below_trusted: int = 3
     write_tests: bool = True
+    tests_first: bool = False  # the tests before the candidates, not beside them (measured: bench/coder_cases.py)
     # The test block ends at its closing fence (prompts.STOP); the cap only stops a model
     # that never closes it, and a statement it cuts off is left out.
     tests_max_tokens: int = 512

@@ -167,15 +167,20 @@ class CodeSolver:
         seed = zlib.crc32(job.step_id.encode())
         n = max(1, min(s.candidates, s.max_candidates))
         async with CandidateWriter(self.engine, job, self.usage, s.max_tokens, self.on_token, self.is_cancelled) as writer:
+            tests = Ask(tests_messages(prompt, self.names, defines), 0.0, max_tokens=s.tests_max_tokens, stop=STOP)
+            if self.tests_asked and s.tests_first:
+                writer.add(tests, TESTS)
+                await self._say("writing tests")
+                await self._round(writer, tests_pending=True)
             writer.add(Ask(base, 0.0, stream=True, stop=STOP), (base, "greedy"))
             for k in range(1, n):
                 writer.add(Ask(base, s.sample_temperature, seed=seed + k, stop=STOP), (base, "sampled"))
-            if self.tests_asked:
-                tests = tests_messages(prompt, self.names, defines)
-                writer.add(Ask(tests, 0.0, max_tokens=s.tests_max_tokens, stop=STOP), TESTS)
-            what = f"{n} candidate{'s' * (n != 1)}" + (" and tests" if self.tests_asked else "")
-            await self._say(f"writing {what} in parallel" if n > 1 or self.tests_asked else f"writing {what}")
-            ranking = await self._round(writer, tests_pending=self.tests_asked)
+            pending = self.tests_asked and not s.tests_first
+            if pending:
+                writer.add(tests, TESTS)
+            what = f"{n} candidate{'s' * (n != 1)}" + (" and tests" if pending else "")
+            await self._say(f"writing {what} in parallel" if n > 1 or pending else f"writing {what}")
+            ranking = await self._round(writer, tests_pending=pending)
             for round_no in range(2, s.max_rounds + 1):
                 if ranking is None or ranking.decided_by(s.decide_on):
                     break
