@@ -110,3 +110,12 @@ def test_near_ties_are_attributed_to_the_better_ranked_passage() -> None:
                 "during sudden volatile market crashes.")
     _, cites = ground(sentence, [first, second])  # rarity-weighted 4/11 vs 5/11 of its words
     assert [c.path for c in cites] == ["a.md"]
+
+
+def test_a_passages_file_name_supports_the_sentence_that_names_it() -> None:
+    wrap = SearchHit(text='def wrap(text, width=70, **kwargs):\n    """Wrap a single paragraph of text, returning a list of '
+                          'wrapped lines."""', path="/usr/lib/python3.11/textwrap.py", start_line=368, end_line=381, score=0.56)
+    other = SearchHit(text="def split(s, comments=False, posix=True):\n    \"\"\"Split the string s using shell-like syntax.\"\"\"",
+                      path="/usr/lib/python3.11/shlex.py", start_line=301, end_line=310, score=0.4)
+    text, cites = ground("Use textwrap.wrap for a long paragraph, as textwrap suggests.", [wrap, other])
+    assert [c.path for c in cites] == [wrap.path] and text.endswith("[/usr/lib/python3.11/textwrap.py:368-381]")
