@@ -119,3 +119,24 @@ def test_a_passages_file_name_supports_the_sentence_that_names_it() -> None:
                       path="/usr/lib/python3.11/shlex.py", start_line=301, end_line=310, score=0.4)
     text, cites = ground("Use textwrap.wrap for a long paragraph, as textwrap suggests.", [wrap, other])
     assert [c.path for c in cites] == [wrap.path] and text.endswith("[/usr/lib/python3.11/textwrap.py:368-381]")
+
+
+def test_the_code_question_set_is_sound() -> None:
+    """Every answerable question over the standard-library collection names defs that exist
+    and facts the defs (or their module's name) state; enough off-corpus questions."""
+    import ast
+    import importlib
+
+    doc = json.loads((REPO / "bench" / "data" / "code_questions.json").read_text())
+    assert len(doc["answerable"]) >= 20 and len(doc["off_corpus"]) >= 10
+    sources = {}
+    for m in doc["modules"]:
+        path = Path(importlib.import_module(m).__file__ or "")
+        text = path.read_text()
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef):
+                sources[(m, node.name)] = ast.get_source_segment(text, node) or ""
+    for q in doc["answerable"]:
+        found = " ".join(f"{s['module']} {sources[(s['module'], s['def'])]}" for s in q["sources"]).lower()
+        for fact in q["facts"]:
+            assert any(p.lower().rstrip("(") in found for p in fact), (q["question"], fact)
