@@ -140,3 +140,17 @@ def test_the_code_question_set_is_sound() -> None:
         found = " ".join(f"{s['module']} {sources[(s['module'], s['def'])]}" for s in q["sources"]).lower()
         for fact in q["facts"]:
             assert any(p.lower().rstrip("(") in found for p in fact), (q["question"], fact)
+
+
+async def test_a_refusal_over_a_passage_close_to_the_question_is_asked_again() -> None:
+    engine = ScriptedEngine(["The sources do not say when a position can be liquidated.",
+                             "A position is liquidatable when its health factor drops below 1."])
+    result = await Answerer(engine, search, ReasonerSettings()).answer(job())
+    assert result.status == "done" and "nothing relevant" not in result.answer
+    assert [c.path for c in result.citations] == ["notes/liq.md"] and len(engine.requests) == 2
+    retry = engine.requests[1]
+    assert retry.request_id == "t-5.r" and retry.messages[-2]["role"] == "assistant"
+    # Far from the question (below sure_score): the refusal stands, nothing is asked again.
+    engine = ScriptedEngine(["The sources do not say when a position can be liquidated.", "unused"])
+    result = await Answerer(engine, search, ReasonerSettings(sure_score=0.9)).answer(job())
+    assert "has nothing relevant" in result.answer and len(engine.requests) == 1
