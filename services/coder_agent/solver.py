@@ -167,7 +167,8 @@ class CodeSolver:
         seed = zlib.crc32(job.step_id.encode())
         n = max(1, min(s.candidates, s.max_candidates))
         async with CandidateWriter(self.engine, job, self.usage, s.max_tokens, self.on_token, self.is_cancelled) as writer:
-            tests = Ask(tests_messages(prompt, self.names, defines), 0.0, max_tokens=s.tests_max_tokens, stop=STOP)
+            tests = Ask(tests_messages(prompt, self.names, defines), 0.0, max_tokens=s.tests_max_tokens, stop=STOP,
+                        optional=True)  # the tests are evidence, not the task: an engine error costs only them
             if self.tests_asked and s.tests_first:
                 writer.add(tests, TESTS)
                 await self._say("writing tests")
