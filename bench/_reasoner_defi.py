@@ -1,6 +1,10 @@
-"""DeFi-notes arm of bench/reasoner_quality.py: the reasoner's Answerer over the
-retriever's own index of examples/defi-notes, scored against
-examples/defi-notes-questions.json.
+"""Collection arms of bench/reasoner_quality.py: the reasoner's Answerer over the
+retriever's own index of a collection, scored against labelled questions.
+
+- ``defi``: prose, examples/defi-notes, questions in examples/defi-notes-questions.json;
+- ``code``: code, five modules of the running Python's standard library (textwrap, shlex,
+  fnmatch, heapq, bisect), questions in bench/data/code_questions.json, whose sources are
+  named by module and function and resolved to lines here (any Python version works).
 
 - correct: an answerable question answered (not "nothing relevant") stating every
   required fact (each fact: any of its phrasings, case- and whitespace-insensitive);
@@ -29,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from bench._reasoner_gsm8k import read_jsonl  # noqa: E402
 
 QUESTIONS = REPO / "examples" / "defi-notes-questions.json"
+CODE_QUESTIONS = REPO / "bench" / "data" / "code_questions.json"
 
 
 def _norm(text: str) -> str:
@@ -64,29 +69,62 @@ def score(recs: list[dict]) -> dict:
     }
 
 
+def defi_spec() -> tuple[list[Path], dict]:
+    doc = json.loads(QUESTIONS.read_text())
+    return [Path(doc["collection_root"])], doc
+
+
+def code_spec() -> tuple[list[Path], dict]:
+    """The modules' files, and the questions with each source resolved to the lines of its def."""
+    import ast
+    import importlib
+
+    doc = json.loads(CODE_QUESTIONS.read_text())
+    files = {m: Path(importlib.import_module(m).__file__ or "").resolve() for m in doc["modules"]}
+    spans: dict[tuple[str, str], dict] = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                spans[(module, node.name)] = {"path": str(path), "start_line": node.lineno, "end_line": node.end_lineno}
+    for q in doc["answerable"]:
+        q["sources"] = [spans[(s["module"], s["def"])] for s in q["sources"] if (s["module"], s["def"]) in spans]
+    return list(files.values()), doc
+
+
+SPECS = {"defi": defi_spec, "code": code_spec}
+
+
 async def run_defi(engine, out: Path) -> dict:  # type: ignore[no-untyped-def]
-    """Ingest the notes into a temporary collection, answer every labelled question, score."""
+    return await run_collection(engine, out, "defi")
+
+
+async def run_collection(engine, out: Path, name: str) -> dict:  # type: ignore[no-untyped-def]
+    """Ingest the collection into a temporary index, answer every labelled question, score."""
     from services.reasoner_agent.answerer import Answerer
     from services.reasoner_agent.settings import ReasonerSettings
     from services.retriever.embedding import load_embedder
     from services.retriever.index import DocumentIndex
     from services.retriever.store_edge import EdgeStore
     from shared.contracts import AgentJob, IngestRequest, SearchReply, SearchRequest
-    from syndicate.cli.commands_retrieval import plan_ingest
+    from shared.ingest_files import plan_ingest
 
-    doc = json.loads(QUESTIONS.read_text())
+    roots, doc = SPECS[name]()
     todo = [("answerable", q) for q in doc["answerable"]] + [("off_corpus", q) for q in doc["off_corpus"]]
     done = {r["question"]: r for r in read_jsonl(out)}
     os.chdir(REPO)  # stored paths are relative to the repository, as `syndicate ingest` run there stores them
     with tempfile.TemporaryDirectory() as tmp:
         store = EdgeStore(Path(tmp))
         index = DocumentIndex(store, load_embedder("minilm", threads=1))
-        for batch in plan_ingest([Path(doc["collection_root"])]).batches:
-            index.ingest(IngestRequest(collection="defi", documents=batch))
+        for batch in plan_ingest(roots).batches:
+            index.ingest(IngestRequest(collection=name, documents=batch))
         index.optimize_idle(idle_s=0)
+        hits_seen: dict[str, list] = {}
 
         async def search(req: SearchRequest) -> SearchReply:
-            return await asyncio.to_thread(index.search, req)
+            reply = await asyncio.to_thread(index.search, req)
+            hits_seen[req.query] = [(h.path.rsplit("/", 1)[-1], h.start_line, round(h.score, 3)) for h in reply.hits]
+            return reply
 
         raw: dict[str, str] = {}  # the model's own text per task, kept to study grounding offline
 
@@ -108,14 +146,15 @@ async def run_defi(engine, out: Path) -> dict:  # type: ignore[no-untyped-def]
         for k, (kind, q) in enumerate(todo, 1):
             if q["question"] in done:
                 continue
-            job = AgentJob(task_id=f"defi-{k}", step_id=f"defi-{k}.1", agent="reasoner", text=q["question"],
-                           collection="defi", deadline=time.time() + 3600)
+            job = AgentJob(task_id=f"{name}-{k}", step_id=f"{name}-{k}.1", agent="reasoner", text=q["question"],
+                           collection=name, deadline=time.time() + 3600)
             t = time.perf_counter()
             res = await answerer.answer(job)
             if res.status != "done":
                 raise RuntimeError(f"{q['question']}: {res.status} {res.error}")
             rec = {"question": q["question"], "kind": kind, "sources": q.get("sources", []),
                    "answer": res.answer, "raw": raw.pop(job.task_id, None), "citations": [c.model_dump() for c in res.citations],
+                   "hits": hits_seen.get(q["question"], []),
                    "nothing_relevant": "nothing relevant" in res.answer,
                    "correct": kind == "answerable" and "nothing relevant" not in res.answer
                    and all(states(res.answer, f) for f in q["facts"]),
@@ -123,7 +162,7 @@ async def run_defi(engine, out: Path) -> dict:  # type: ignore[no-untyped-def]
             with out.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             done[q["question"]] = rec
-            print(f"[defi {k}/{len(todo)}] {kind} correct={rec['correct']} nothing={rec['nothing_relevant']} "
+            print(f"[{name} {k}/{len(todo)}] {kind} correct={rec['correct']} nothing={rec['nothing_relevant']} "
                   f"cites={[(c['path'].rsplit('/', 1)[-1], c['start_line']) for c in rec['citations']]}",
                   file=sys.stderr, flush=True)
         store.close()

@@ -66,7 +66,8 @@ async def main_async(args: argparse.Namespace) -> dict:
             chosen = next((a for a in result.attempts if a.chosen), None)
             checks = chosen.tests.splitlines() if chosen and chosen.tests else []
             right = [await holds(ref, c) for c in checks]
-            row = {"task": task[:60], "status": result.status, "correct": bool(result.code) and await holds(result.code or "", test),
+            row = {"task": task[:60], "status": result.status, "unverified": result.unverified,
+                   "correct": bool(result.code) and await holds(result.code or "", test),
                    "checks": len(checks), "checks_correct": all(right), "wrong_checks": [c for c, ok in zip(checks, right, strict=True) if not ok],
                    "candidates": len(result.attempts), "seconds": round(time.monotonic() - t0, 1),
                    "sentence": result.answer.split("```\n\n", 1)[-1].split("\n\n")[0]}
@@ -75,7 +76,11 @@ async def main_async(args: argparse.Namespace) -> dict:
             rows.append(row)
             print(row, flush=True)
     return {"n": len(rows), "done": sum(r["status"] == "done" for r in rows), "correct": sum(r["correct"] for r in rows),
-            "checks_correct": sum(r["checks_correct"] for r in rows)}
+            "checks_correct": sum(r["checks_correct"] for r in rows),
+            "unverified": sum(r["unverified"] for r in rows),
+            "wrong_plain_done": sum(r["status"] == "done" and not r["unverified"] and not r["correct"] for r in rows),
+            "wrong_unverified": sum(r["unverified"] and not r["correct"] for r in rows),
+            "seconds": [r["seconds"] for r in rows], "candidates": settings.candidates, "tests_first": settings.tests_first}
 
 
 def main() -> None:

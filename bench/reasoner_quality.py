@@ -9,10 +9,11 @@ GSM8K (first 50 test problems with --quick, first 250 otherwise, --limit N):
   slots under the same prompt, and a majority vote.
 Both are scored by the evaluator's GSM8K exact match (its own answer extraction).
 
-DeFi notes (examples/defi-notes-questions.json): the Answerer over the retriever's own
-index of examples/defi-notes (in-process, real embedder): answer correctness (every
-required fact stated), citation precision and recall against the labelled lines, and the
-"nothing relevant" rate on off-corpus questions.
+Collections (bench/_reasoner_defi.py): the Answerer over the retriever's own index
+(in-process, real embedder) of the DeFi notes (``defi``: prose, examples/defi-notes) and of
+five standard-library modules (``code``): answer correctness (every required fact
+stated), citation precision and recall against the labelled lines, the "nothing relevant"
+rate on off-corpus questions and the false "nothing relevant" rate on answerable ones.
 
 Every item's result goes to a JSONL file under --results as it finishes; a rerun resumes
 (--fresh starts over). Accuracy does not depend on load, so long runs may go in the
@@ -39,12 +40,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench._common import emit  # noqa: E402
-from bench._reasoner_defi import run_defi  # noqa: E402
+from bench._reasoner_defi import run_collection  # noqa: E402
 from bench._reasoner_gsm8k import gsm8k_items, run_agent, score_gsm8k  # noqa: E402
 
 GOAL_GAIN_POINTS = 8.0
 GOAL_CITATION_PRECISION = 0.9
-ARMS = ("single", "agent", "defi")
+ARMS = ("single", "agent", "defi", "code")
+COLLECTIONS = ("defi", "code")
+GOAL_FALSE_REFUSALS = 0.05  # answerable questions answered "nothing relevant"
+GOAL_OFF_CORPUS = 0.9  # off-corpus questions answered "nothing relevant"
+GOAL_FACTS = 0.9  # DeFi answers stating every required fact
 
 
 def resolved_role(model: str | None):  # type: ignore[no-untyped-def]
@@ -100,7 +105,7 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     if args.fresh:  # only the files of the arms run now: another process may be filling the others
         for arm in arms:
-            (results / ("defi.jsonl" if arm == "defi" else f"gsm8k_{arm}.jsonl")).unlink(missing_ok=True)
+            (results / (f"{arm}.jsonl" if arm in COLLECTIONS else f"gsm8k_{arm}.jsonl")).unlink(missing_ok=True)
     limit = 50 if args.quick else (args.limit or 250)
     cpus = [int(c) for c in args.agent_cpus.split(",")] if args.agent_cpus else [max(os.sched_getaffinity(0))]
     out: dict = {"bench": "reasoner_quality", "model": role.model_id, "agent_cpus": cpus,
@@ -112,7 +117,7 @@ def main() -> None:
     if "single" in arms:
         run_single(role.path, items, results / "gsm8k_single.jsonl", args.single_cpus)
     engine = None
-    if "agent" in arms or "defi" in arms:
+    if {"agent", *COLLECTIONS} & set(arms):
         from shared.llm.llama import EngineConfig, LlamaEngine
 
         engine = LlamaEngine(EngineConfig.from_role(role, cpus))
@@ -123,9 +128,10 @@ def main() -> None:
             assert engine is not None
             k, n = (int(x) for x in args.shard.split("/"))
             asyncio.run(run_agent(engine, items[k::n], results / "gsm8k_agent.jsonl"))
-        if "defi" in arms:
-            assert engine is not None
-            out["defi"] = asyncio.run(run_defi(engine, results / "defi.jsonl"))
+        for name in COLLECTIONS:
+            if name in arms:
+                assert engine is not None
+                out[name] = asyncio.run(run_collection(engine, results / f"{name}.jsonl", name))
     finally:
         if engine is not None:
             engine.close()
@@ -135,6 +141,11 @@ def main() -> None:
         out["goal_gain_met"] = out["gain_points"] >= GOAL_GAIN_POINTS
     if "defi" in out:
         out["goal_citation_precision_met"] = out["defi"]["citation_precision"] >= GOAL_CITATION_PRECISION
+        out["goal_facts_met"] = out["defi"]["answer_correct"] >= GOAL_FACTS
+    if set(COLLECTIONS) & set(out):
+        got = [out[c] for c in COLLECTIONS if c in out]
+        out["goal_false_refusals_met"] = all(g["refused_answerable_rate"] <= GOAL_FALSE_REFUSALS for g in got)
+        out["goal_off_corpus_met"] = all(g["nothing_relevant_rate"] >= GOAL_OFF_CORPUS for g in got)
     out["wall_s"] = round(time.time() - t0, 1)
     out["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     emit(out)

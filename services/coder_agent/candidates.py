@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.contracts import AgentJob, Usage
-from shared.errors import Cancelled, DeadlineExceeded, QueueFull
+from shared.errors import Cancelled, DeadlineExceeded, QueueFull, SyndicateError
 from shared.llm.base import GenerationRequest, GenerationResult, TextEngine, TokenCallback
 
 CANCEL_POLL_S = 0.2
@@ -37,6 +37,7 @@ class Ask:
     max_tokens: int | None = None
     stream: bool = False  # stream its tokens to the task's events (one generation at most)
     stop: list[str] = field(default_factory=list)
+    optional: bool = False  # an engine error (not a cancel or the deadline) gives an empty text
 
 
 class CandidateWriter:
@@ -127,8 +128,14 @@ class CandidateWriter:
         while True:
             try:
                 return await self.engine.generate(req, self.on_token if ask.stream else None)
+            except (Cancelled, DeadlineExceeded):
+                raise
             except QueueFull:
                 if self.job.deadline is not None and time.time() + QUEUE_RETRY_S >= self.job.deadline:
                     raise DeadlineExceeded("the model stayed full until the task's deadline") from None
                 await asyncio.sleep(QUEUE_RETRY_S)
                 self.check_cancelled()
+            except SyndicateError:
+                if not ask.optional:
+                    raise
+                return GenerationResult(text="", model=self.engine.name)

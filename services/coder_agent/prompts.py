@@ -51,15 +51,14 @@ def tests_request(names: list[str], defines: str = "") -> str:
     under a comment quoting the task's words it checks (model_tests.py reads the quote),
     from the task and the solution's signatures only, never from a candidate's body (so the
     tests do not copy a candidate's mistakes)."""
-    call = f"`{names[0]}`" if len(names) == 1 else ", ".join(f"`{n}`" for n in names) if names else "the task's functions"
-    known = f"\n\nThe solution defines:\n```python\n{defines.strip()}\n```" if defines.strip() else ""
+    call = ", ".join(f"`{n}`" for n in names) if names else "the task's functions"
+    known = f"\nThe solution defines:\n```python\n{defines.strip()}\n```" if defines.strip() else ""
+    # Short: every prompt token costs about as much as a generated one on a CPU.
     return (
-        f"{TESTS_MARK} Write tests for it instead: one ```python block of 3 to 6 assert "
-        f"statements, each on one line, of the form `assert call == expected`, calling only {call} by "
-        "that name (do not define it; no prints, no loops). Give each rule and special case the task "
-        "states one assert on the smallest input that shows it, with the expected value worked out from "
-        "the task, and put the task's own words that the assert checks in a comment on the line above "
-        f"it, for example:\n```python\n# returns the largest number in the list\nassert largest([3, 9, 2]) == 9\n```{known}"
+        f"{TESTS_MARK} Write 3 to 6 tests instead, in one ```python block: one `assert call == expected` line "
+        "per rule or special case the task states, on the smallest input that shows it, each under a comment "
+        "quoting the task's words it checks:\n```python\n# returns the largest number\nassert largest([3, 9, 2]) == 9\n```\n"
+        f"Call only {call}; do not define it.{known}"
     )
 
 

@@ -101,6 +101,14 @@ class Ranking:
         """The evidence decides: there is some, and the best candidate passes all of it."""
         return bool(self.standing) and self.satisfied and len(self.best.passed(self.kept)) == len(self.kept)
 
+    def decided_by(self, evidence: str) -> bool:
+        """``decided`` ("all"), or decided by the task's own checks and rule checks alone
+        ("task": the best passes them, the model's other tests only rank; where the task
+        states none and the model wrote no rule check, as "all")."""
+        if evidence == "task" and (self.trusted or self.rules):
+            return self.satisfied
+        return self.decided
+
 
 def dropped_checks(pool: list[Candidate], model: list[int], min_voters: int = 2) -> list[int]:
     """Model tests that more of the candidates that ran fail than pass (with at least

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from shared.settings import Settings
@@ -14,6 +16,10 @@ class CoderSettings(Settings):
     candidates: int = Field(default=4, ge=1, le=16)  # the first round: the greedy answer + samples
     samples: int = Field(default=4, ge=0, le=16)  # fresh samples of a later round, while the evidence does not decide
     early_stop: bool = True  # cancel a round's generations once the evidence decides
+    # What decides: "all" — the best passes every check that stands, the model's tests
+    # included; "task" — it passes the task's own checks and the rule checks (the model's
+    # other tests only rank candidates).
+    decide_on: Literal["all", "task"] = "all"
     max_candidates: int = Field(default=8, ge=1, le=32)
     max_rounds: int = Field(default=2, ge=1, le=8)
     sample_temperature: float = 0.8
@@ -23,6 +29,7 @@ class CoderSettings(Settings):
     # asserts, doctest or prose examples); 0 never asks.
     tests_below_trusted: int = 3
     write_tests: bool = True
+    tests_first: bool = False  # the tests before the candidates, not beside them (measured: bench/coder_cases.py)
     # The test block ends at its closing fence (prompts.STOP); the cap only stops a model
     # that never closes it, and a statement it cuts off is left out.
     tests_max_tokens: int = 512

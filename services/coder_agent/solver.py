@@ -167,17 +167,23 @@ class CodeSolver:
         seed = zlib.crc32(job.step_id.encode())
         n = max(1, min(s.candidates, s.max_candidates))
         async with CandidateWriter(self.engine, job, self.usage, s.max_tokens, self.on_token, self.is_cancelled) as writer:
+            tests = Ask(tests_messages(prompt, self.names, defines), 0.0, max_tokens=s.tests_max_tokens, stop=STOP,
+                        optional=True)  # the tests are evidence, not the task: an engine error costs only them
+            if self.tests_asked and s.tests_first:
+                writer.add(tests, TESTS)
+                await self._say("writing tests")
+                await self._round(writer, tests_pending=True)
             writer.add(Ask(base, 0.0, stream=True, stop=STOP), (base, "greedy"))
             for k in range(1, n):
                 writer.add(Ask(base, s.sample_temperature, seed=seed + k, stop=STOP), (base, "sampled"))
-            if self.tests_asked:
-                tests = tests_messages(prompt, self.names, defines)
-                writer.add(Ask(tests, 0.0, max_tokens=s.tests_max_tokens, stop=STOP), TESTS)
-            what = f"{n} candidate{'s' * (n != 1)}" + (" and tests" if self.tests_asked else "")
-            await self._say(f"writing {what} in parallel" if n > 1 or self.tests_asked else f"writing {what}")
-            ranking = await self._round(writer, tests_pending=self.tests_asked)
+            pending = self.tests_asked and not s.tests_first
+            if pending:
+                writer.add(tests, TESTS)
+            what = f"{n} candidate{'s' * (n != 1)}" + (" and tests" if pending else "")
+            await self._say(f"writing {what} in parallel" if n > 1 or pending else f"writing {what}")
+            ranking = await self._round(writer, tests_pending=pending)
             for round_no in range(2, s.max_rounds + 1):
-                if ranking is None or ranking.decided:
+                if ranking is None or ranking.decided_by(s.decide_on):
                     break
                 asks, origins = self._next_round(ranking, seed)
                 if not asks:
@@ -209,7 +215,7 @@ class CodeSolver:
             if not self.pool:
                 continue
             ranking = self._rank()
-            if not tests_pending and ranking.decided and self.settings.early_stop:
+            if not tests_pending and ranking.decided_by(self.settings.decide_on) and self.settings.early_stop:
                 if writer.running:
                     await self._say(f"stopping {writer.running} generation{'s' * (writer.running != 1)}: the evidence decides")
                 await writer.stop()
@@ -320,7 +326,7 @@ class CodeSolver:
         budget is spent."""
         s = self.settings
         room = s.max_candidates - len(self.pool)
-        if r.decided or room <= 0:
+        if r.decided_by(s.decide_on) or room <= 0:
             return [], []
         repaired = {c.origin.removeprefix("repair of ") for c in self.pool if c.origin.startswith("repair of ")}
         order = sorted(self.pool, key=lambda c: r.scores[c.index], reverse=True)

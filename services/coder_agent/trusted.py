@@ -88,7 +88,8 @@ def usable(check: str, known: frozenset[str] | set[str] = frozenset()) -> bool:
 
 def _statement(rest: str, known: set[str]) -> str | None:
     """The longest prefix of ``rest`` (which starts with ``assert``) that is one usable
-    assert statement: the sentence around it ("... == 4, as it should.") is cut off."""
+    assert statement: the sentence around it ("... == 4, as it should.") is cut off. An
+    assert written with a prose arrow (``assert f(x) => y``) is read as ``f(x) == y``."""
     rest = rest[:_MAX_LINE]
     ends = [i for i in range(len(rest), 6, -1) if not rest[i - 1].isspace() and rest[i - 1] not in ",;:`"]
     for end in ends:
@@ -97,8 +98,13 @@ def _statement(rest: str, known: set[str]) -> str | None:
             body = ast.parse(text).body
         except SyntaxError:
             continue
-        if len(body) == 1 and isinstance(body[0], ast.Assert) and usable(text, known):
-            return text
+        if len(body) != 1 or not isinstance(body[0], ast.Assert) or not usable(text, known):
+            continue
+        sep = _SEPARATORS.match(rest[end:])
+        if sep is not None and sep.group(1).lower() in _STRONG | {"=", "should return"}:
+            value = _literal(rest[end + sep.end():])
+            return f"{text} == {value}" if value is not None and body[0].msg is None else None
+        return text
     return None
 
 
@@ -138,13 +144,21 @@ def doctest_checks(text: str, limit: int = 50) -> list[str]:
 
 
 def _call_prefix(s: str) -> str | None:
-    """The shortest prefix of ``s`` that is a complete call expression ``name(...)``."""
+    """The shortest prefix of ``s`` that is a complete call expression ``name(...)`` whose
+    arguments are literals (``poly(x) = 0`` states no example)."""
     for end in (i + 1 for i, ch in enumerate(s) if ch == ")"):
         try:
             node = ast.parse(s[:end], mode="eval").body
         except SyntaxError:
             continue
-        return s[:end] if isinstance(node, ast.Call) else None
+        if not isinstance(node, ast.Call):
+            return None
+        try:
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                ast.literal_eval(arg)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+        return s[:end]
     return None
 
 
@@ -152,7 +166,7 @@ def _literal(s: str) -> str | None:
     """``s`` (minus trailing punctuation and backticks) when it is exactly one Python
     literal — the whole of it, or the whole of what comes before a ``;``."""
     for part in (s, s.split(";", 1)[0]):
-        part = part.strip().strip("`").rstrip(_TRAILING).strip("`").strip()
+        part = part.strip().removesuffix('"""').removesuffix("'''").strip("`").rstrip(_TRAILING).strip("`").strip()
         if not part:
             continue
         try:
@@ -191,9 +205,31 @@ def prose_checks(text: str, names: list[str] | None = None, limit: int = 50) -> 
     return list(dict.fromkeys(checks))[:limit]
 
 
+def _renamed(check: str, names: set[str], to: str) -> str:
+    """``check`` with its calls of ``names`` made calls of ``to``."""
+    tree = ast.parse(check)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names:
+            node.func.id = to
+    return ast.unparse(tree)
+
+
 def text_checks(text: str) -> list[str]:
-    """Every example the task's text states: asserts, doctests and prose examples."""
-    return list(dict.fromkeys(assert_checks(text) + doctest_checks(text) + prose_checks(text)))
+    """Every example the task's text states: asserts, doctests and prose examples. In a
+    stub (code with one function), an example in its docstring that calls a name the task
+    never names is an example of the stub (HumanEval/81 defines numerical_letter_grade and
+    its docstring shows grade_equation(...) ==> ...)."""
+    checks = list(dict.fromkeys(assert_checks(text) + doctest_checks(text) + prose_checks(text)))
+    try:
+        defs = [n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    except SyntaxError:
+        return checks
+    doc = ast.get_docstring(defs[0]) if len(defs) == 1 else None
+    if doc:
+        named, in_doc = set(task_function_names(text)), set(assert_checks(doc) + doctest_checks(doc) + prose_checks(doc))
+        checks = [_renamed(c, odd, defs[0].name) if c in in_doc and (odd := set(called_names(c)) - named) else c
+                  for c in checks]
+    return list(dict.fromkeys(checks))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from services.reasoner_agent.prompts import (
     CHOICE_SYSTEM,
     NOTHING_RELEVANT,
     NUMBER_SYSTEM,
+    RAG_RETRY,
     RAG_SYSTEM,
     SYSTEM,
     earlier_turns,
@@ -67,9 +68,9 @@ class Answerer:
         except SyndicateError as exc:
             return self._fail(job, "failed", exc)
 
-    def _request(self, job: AgentJob, messages: list[dict[str, str]]) -> GenerationRequest:
+    def _request(self, job: AgentJob, messages: list[dict[str, str]], suffix: str = "") -> GenerationRequest:
         return GenerationRequest(messages=messages, max_tokens=job.max_tokens or self.settings.max_tokens,
-                                 deadline=job.deadline, request_id=job.task_id)
+                                 deadline=job.deadline, request_id=job.task_id + suffix)
 
     async def _once(self, job: AgentJob, messages: list[dict[str, str]]) -> StepResult:
         out = await self.engine.generate(self._request(job, messages), self.on_token)
@@ -108,9 +109,20 @@ class Answerer:
         out = await self.engine.generate(self._request(job, messages), self.on_token)
         usage = Usage(model=out.model, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
                       seconds=out.seconds, ttft_s=out.ttft_s)
-        if refuses(out.text):
-            return await self._nothing(job, usage, streamed=True)
-        answer, citations = self._ground(labelled(out.text, hits), hits)
+        answer, citations = ("", []) if refuses(out.text) else self._ground(labelled(out.text, hits), hits)
+        if not citations and max(h.score for h in hits) >= self.settings.sure_score:
+            # A passage this close to the question holds something: a refusal (or an answer
+            # none of them supports) over it is asked once more, told the answer is there.
+            await self._say("the sources are close to the question: asking again")
+            again = [*messages, {"role": "assistant", "content": out.text}, {"role": "user", "content": RAG_RETRY}]
+            retry = await self.engine.generate(self._request(job, again, suffix=".r"))
+            usage.input_tokens += retry.input_tokens
+            usage.output_tokens += retry.output_tokens
+            usage.seconds += retry.seconds
+            if not refuses(retry.text):
+                answer, citations = self._ground(labelled(retry.text, hits), hits)
+            if citations and self.on_token is not None:
+                await self.on_token("\n\n" + answer)
         if not citations:  # an answer no retrieved passage supports is not an answer from the collection
             return await self._nothing(job, usage, streamed=True)
         return self._done(job, answer, usage, citations)

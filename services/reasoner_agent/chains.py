@@ -83,7 +83,7 @@ async def run_chains(engine: TextEngine, base: GenerationRequest, *, n: int, kin
                 if progress is not None:
                     await progress(f"reasoning chain {i + 1} of {n}: {answers[i] or 'no final answer'}")
             finished = [answers[i] for t, i in index.items() if t.done() and texts[i] is not None]
-            if early_stop and pending and decided(finished, len(pending)):
+            if early_stop and pending and decided(finished, len(pending), answers[0] if texts[0] is not None else None):
                 out.stopped_early = len(pending)
                 break
     finally:

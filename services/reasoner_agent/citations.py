@@ -10,6 +10,7 @@ enough. The citations returned are exactly the labels left in the text.
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
 from services.reasoner_agent.prompts import label
 from shared.contracts import Citation, SearchHit
@@ -88,7 +89,9 @@ def ground(answer: str, hits: list[SearchHit], *, support: float = 0.25,
     holds at least ``attribute`` of them. Words are weighted by rarity among the passages. Line breaks (lists, paragraphs) are kept.
     """
     by_label = {label(h): h for h in hits}
-    passage_words = {label(h): words(h.text) for h in hits}
+    # A passage's file name is part of what it says: "use textwrap.wrap" is supported by the
+    # `def wrap` chunk of textwrap.py, whose text never spells "textwrap".
+    passage_words = {label(h): words(h.text) | words(PurePosixPath(h.path).stem) for h in hits}
     weight = rarity(list(passage_words.values()))
     used: list[SearchHit] = []
 

@@ -21,7 +21,13 @@ CHOICE_SYSTEM = ("Think the question through step by step, briefly. End your rep
 # from the sources, they answer well. So the prompt asks for the answer, the sources are
 # numbered (a model that does cite writes [n], turned into [path:start-end] afterwards), and
 # citations.ground() attributes every sentence to the passage that holds it.
-RAG_SYSTEM = "Answer the question in one to three sentences, using only the facts in the sources."
+# Every fact the sources give that answers the question: "it becomes liquidatable" alone
+# leaves out who repays what, at what discount, and how much at once.
+RAG_SYSTEM = ("Answer the question using only the facts in the sources, in two to four sentences: state every "
+              "fact they give that answers it (what happens, who does what, numbers, conditions, names of "
+              "functions or files).")
+RAG_RETRY = ("The sources above do hold what answers the question (for code: the function or file to use). "
+             "Answer it from them.")
 NOTHING_RELEVANT = "The collection '{collection}' has nothing relevant to this question, so I will not guess."
 
 

@@ -111,10 +111,15 @@ def tally(answers: list[str | None], prefer: int = 0) -> Vote:
     return Vote(answers[winner], best, sum(counts.values()), len(answers), winner)
 
 
-def decided(answers: list[str | None], remaining: int) -> bool:
-    """True when the chains still running cannot change the vote's leader (early stop)."""
-    counts = sorted(Counter(a for a in answers if a is not None).values(), reverse=True)
+def decided(answers: list[str | None], remaining: int, greedy: str | None = None) -> bool:
+    """True when the chains still running cannot change the vote's leader (early stop).
+    ``greedy``: the finished greedy chain's answer — a tie goes to it, so a leader that is
+    that answer is decided as soon as the others can at most tie it."""
+    counts = Counter(a for a in answers if a is not None)
     if not counts:
         return False
-    second = counts[1] if len(counts) > 1 else 0
-    return counts[0] > second + remaining
+    (leader, top), *rest = counts.most_common()
+    second = rest[0][1] if rest else 0
+    if top > second + remaining:
+        return True
+    return greedy is not None and top == counts[greedy] and top >= second + remaining

@@ -157,6 +157,11 @@ def test_every_stated_assert_is_a_check_wherever_it_stands() -> None:
     assert prose_checks(task) == ["assert remove_even([1, 2]) == [1]"]  # "is" only for a function the task names
     t = trusted_checks(task, [])
     assert t.required_names() == ["remove_odd", "remove_even"] and t.stated == 4
+    # A stub's example under another name is of the stub, unless the task names that function too.
+    stub = 'def grade(xs):\n    """Letter grades.\n    grade_equation([4.0]) ==> "A+"\n    """\n'
+    assert text_checks(stub) == ["assert grade([4.0]) == 'A+'"]
+    assert text_checks('def helper(x):\n    """main(2) -> 3"""\n') == ["assert helper(2) == 3"]
+    assert text_checks('Write main(x).\ndef helper(x):\n    """main(2) -> 3"""\n') == ["assert main(2) == 3"]
     t = trusted_checks("Write add(a, b).", [], extra=["assert add(1, 1) == 2", ""])
     assert t.checks == ["assert add(1, 1) == 2"] and t.stated == 0 and t.extra == 1
 

@@ -110,3 +110,47 @@ def test_near_ties_are_attributed_to_the_better_ranked_passage() -> None:
                 "during sudden volatile market crashes.")
     _, cites = ground(sentence, [first, second])  # rarity-weighted 4/11 vs 5/11 of its words
     assert [c.path for c in cites] == ["a.md"]
+
+
+def test_a_passages_file_name_supports_the_sentence_that_names_it() -> None:
+    wrap = SearchHit(text='def wrap(text, width=70, **kwargs):\n    """Wrap a single paragraph of text, returning a list of '
+                          'wrapped lines."""', path="/usr/lib/python3.11/textwrap.py", start_line=368, end_line=381, score=0.56)
+    other = SearchHit(text="def split(s, comments=False, posix=True):\n    \"\"\"Split the string s using shell-like syntax.\"\"\"",
+                      path="/usr/lib/python3.11/shlex.py", start_line=301, end_line=310, score=0.4)
+    text, cites = ground("Use textwrap.wrap for a long paragraph, as textwrap suggests.", [wrap, other])
+    assert [c.path for c in cites] == [wrap.path] and text.endswith("[/usr/lib/python3.11/textwrap.py:368-381]")
+
+
+def test_the_code_question_set_is_sound() -> None:
+    """Every answerable question over the standard-library collection names defs that exist
+    and facts the defs (or their module's name) state; enough off-corpus questions."""
+    import ast
+    import importlib
+
+    doc = json.loads((REPO / "bench" / "data" / "code_questions.json").read_text())
+    assert len(doc["answerable"]) >= 20 and len(doc["off_corpus"]) >= 10
+    sources = {}
+    for m in doc["modules"]:
+        path = Path(importlib.import_module(m).__file__ or "")
+        text = path.read_text()
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef):
+                sources[(m, node.name)] = ast.get_source_segment(text, node) or ""
+    for q in doc["answerable"]:
+        found = " ".join(f"{s['module']} {sources[(s['module'], s['def'])]}" for s in q["sources"]).lower()
+        for fact in q["facts"]:
+            assert any(p.lower().rstrip("(") in found for p in fact), (q["question"], fact)
+
+
+async def test_a_refusal_over_a_passage_close_to_the_question_is_asked_again() -> None:
+    engine = ScriptedEngine(["The sources do not say when a position can be liquidated.",
+                             "A position is liquidatable when its health factor drops below 1."])
+    result = await Answerer(engine, search, ReasonerSettings()).answer(job())
+    assert result.status == "done" and "nothing relevant" not in result.answer
+    assert [c.path for c in result.citations] == ["notes/liq.md"] and len(engine.requests) == 2
+    retry = engine.requests[1]
+    assert retry.request_id == "t-5.r" and retry.messages[-2]["role"] == "assistant"
+    # Far from the question (below sure_score): the refusal stands, nothing is asked again.
+    engine = ScriptedEngine(["The sources do not say when a position can be liquidated.", "unused"])
+    result = await Answerer(engine, search, ReasonerSettings(sure_score=0.9)).answer(job())
+    assert "has nothing relevant" in result.answer and len(engine.requests) == 1

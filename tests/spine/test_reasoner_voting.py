@@ -84,6 +84,17 @@ def test_an_early_stop_never_changes_the_winner(done: list[str | None], remainin
         assert tally(done + [late] * remaining).answer == leader
 
 
+@given(st.lists(st.sampled_from(["1", "2", "3", None]), min_size=1, max_size=8), st.integers(0, 6))
+def test_a_tie_the_greedy_chain_would_win_is_decided_too(done: list[str | None], remaining: int) -> None:
+    """done[0] is the greedy chain's answer: ties go to it, so it may lead by a tie's margin."""
+    if not decided(done, remaining, done[0]):
+        return
+    leader = tally(done, prefer=0).answer
+    for late in ("1", "2", "3", "4", None):
+        assert tally(done + [late] * remaining, prefer=0).answer == leader
+    assert decided(["7", "7", "8"], 1, "7") and not decided(["7", "7", "8"], 1) and not decided(["7", "8", "8"], 1, "7")
+
+
 async def test_chains_run_in_parallel_greedy_first_then_seeded_samples() -> None:
     engine = ScriptedEngine(["The answer is 13.", "The answer is 12.", "The answer is 13.", "The answer is 13.",
                              "The answer is 13."])

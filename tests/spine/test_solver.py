@@ -285,6 +285,25 @@ async def test_the_tests_prompt_shares_the_candidates_prefix() -> None:
     assert code.stop and tests.stop  # both end at their block's closing fence
 
 
+async def test_tests_first_writes_the_tests_before_any_candidate() -> None:
+    engine = scripted([ADD_1], "```python\nassert add_1(0, 0) == 1\n```")
+    result = await CodeSolver(engine, run_python, settings(candidates=1, tests_first=True)).solve(job())
+    assert is_tests_request(engine.requests[0].messages) and not is_tests_request(engine.requests[1].messages)
+    assert result.status == "done" and result.unverified and len(result.attempts) == 1
+
+
+async def test_an_engine_error_while_writing_tests_costs_only_the_tests() -> None:
+    from shared.errors import EngineError
+
+    def reply(req: GenerationRequest) -> str:
+        if is_tests_request(req.messages):
+            raise EngineError("prompt too long")
+        return ADD_1
+
+    result = await CodeSolver(ScriptedEngine([reply]), run_python, settings(candidates=1)).solve(job())
+    assert result.status == "done" and result.unverified and len(result.attempts) == 1
+
+
 async def test_each_candidate_is_checked_as_it_ends_and_a_decided_round_stops_the_rest() -> None:
     text = "Write add_1(a, b).\nassert add_1(1, 2) == 4\nassert add_1(0, 0) == 1\nassert add_1(2, 2) == 5"
     long_sample = ADD_1 + "\n# " + "x" * 2000
