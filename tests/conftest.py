@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import json
 import os
 import shutil
@@ -13,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -23,6 +25,44 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from syndicate.nats_server import nats_server_binary, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+# Waiting. A wait ends as soon as its condition holds and fails at once when a process it
+# waits for has died; its bound only stops a hang, so it is generous: on a busy machine
+# (load 15 on 2 cores) a gateway, whose imports alone take ~9 CPU-seconds, needs over a
+# minute to answer. No fixed sleep stands in for a condition, and no short bound.
+WAIT_S = 240.0
+
+
+def wait_until(check: Callable[[], T], what: str | Callable[[], str], timeout_s: float = WAIT_S, *,
+               every_s: float = 0.2, alive: Callable[[], object] | None = None) -> T:
+    """Call ``check`` until it returns something truthy, and return that. ``alive`` is
+    called before each try and raises when something the wait depends on died;
+    TimeoutError names ``what`` (or what the function ``what`` says then)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        if alive is not None:
+            alive()
+        if value := check():
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what() if callable(what) else what} (waited {timeout_s:.0f} s)")
+        time.sleep(every_s)
+
+
+async def until(check: Callable[[], Any], what: str | Callable[[], str], timeout_s: float = WAIT_S, *,
+                every_s: float = 0.1) -> Any:
+    """``wait_until`` in a coroutine: ``check`` may be a coroutine function."""
+    end = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what() if callable(what) else what} (waited {timeout_s:.0f} s)")
+        await asyncio.sleep(every_s)
 
 # Property tests: in CI (CI=true) the same examples every run, no example database and
 # no timing-based health check, so a busy machine or a lucky draw never fails a landing.
@@ -74,7 +114,7 @@ class NatsServer:
             [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_port(self.port, self.proc)
+        wait_port(self.port, self.proc, timeout_s=WAIT_S)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -114,28 +154,54 @@ class Services:
         self.procs[name] = proc
         return proc
 
-    def wait_ready(self, names: list[str], timeout_s: float = 60.0, *, every_process: bool = False) -> None:
+    def check_alive(self) -> None:
+        """Raise when a process started here has exited (with the tail of its log)."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {proc.returncode}:\n{self.log(name)[-3000:]}")
+
+    def wait_ready(self, names: list[str], timeout_s: float = WAIT_S, *, every_process: bool = False) -> None:
         """Wait until each service in ``names`` has a ready instance (``every_process``:
         until every process started here answers ready, e.g. two copies of one agent)."""
         from syndicate.cli.connect import health_replies
 
-        end = time.monotonic() + timeout_s
-        ready: set[str] = set()
         waiting: set[str] = set(names)
-        while time.monotonic() < end:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited {proc.returncode}:\n{self.log(name)[-3000:]}")
+
+        def ready() -> bool:
             replies = asyncio.run(health_replies(self.server.url, wait_s=0.3))
             up = [r for r in replies if r.state in ("ready", "degraded")]
-            ready = {r.service for r in up}
             pids = {r.pid for r in up}
-            waiting = (set(names) - ready) | {
+            waiting.clear()
+            waiting.update((set(names) - {r.service for r in up}) | {
                 name for name, proc in self.procs.items() if every_process and proc.pid not in pids
-            }
-            if not waiting:
-                return
-        raise TimeoutError(f"not ready: {waiting}")
+            })
+            return not waiting
+
+        wait_until(ready, lambda: f"not ready: {waiting}", timeout_s, every_s=0, alive=self.check_alive)
+
+    def health(self, service: str, timeout_s: float = WAIT_S) -> Any:
+        """The health reply of an instance of ``service`` (a reply that misses one ping's
+        window comes with a later ping)."""
+        from syndicate.cli.connect import health_replies
+
+        def reply() -> Any:
+            replies = asyncio.run(health_replies(self.server.url, wait_s=0.5))
+            return next((r for r in replies if r.service == service), None)
+
+        return wait_until(reply, f"no health reply from {service}", timeout_s, every_s=0, alive=self.check_alive)
+
+    def wait_http(self, name: str, url: str, timeout_s: float = WAIT_S) -> None:
+        """Wait until the process ``name`` (started here) answers ``url`` with 200."""
+        import httpx
+
+        def answers() -> bool:
+            try:
+                return httpx.get(url, timeout=5.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answers, lambda: f"{name} does not answer {url}:\n{self.log(name)[-3000:]}", timeout_s,
+                   every_s=0.1, alive=self.check_alive)
 
     def log(self, name: str) -> str:
         path = self.state_dir / f"{name}.log"

@@ -127,6 +127,9 @@ for r in sorted(json.load(sys.stdin)["services"], key=lambda r: r["service"]):
 
   pytest_line=$(grep -aE '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$OUT/make-test.log" 2>/dev/null | tail -1 | sed 's/=//g; s/^ *//; s/ *$//' || true)
   demo=$(grep -aE '^status: ' "$OUT/make-run.log" 2>/dev/null | tail -1 || true)
+  # The container sees the host's /proc/cpuinfo: its llama.cpp target is the host's.
+  built=$(cat "$OUT"/make-*.log 2>/dev/null | grep -aoE 'building llama-cpp-python [^ ]+ for [a-z0-9]+' | tail -1 | awk '{print $NF}' || true)
+  cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), AVX-512 $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
 
   echo
   echo "================ fresh-check summary ================"
@@ -136,6 +139,7 @@ for r in sorted(json.load(sys.stdin)["services"], key=lambda r: r["service"]):
   done
   echo "  demo:       ${demo:-no status line}"
   echo "  sandbox:    code-sandbox isolation tier in the container: ${tier:-?}"
+  echo "  llama.cpp:  built for ${built:-? (no build in the logs)}; host CPU $cpu"
   echo "  stack:      $stack"
   echo "  pytest:     ${pytest_line:-no pytest summary line}"
   for i in "${!names[@]}"; do

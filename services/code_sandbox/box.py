@@ -230,7 +230,7 @@ class Box:
             if cfg.use_bwrap:
                 argv, cwd, env = bwrap_argv(cfg, seccomp_fd=seccomp_fd, status_fd=st_w), "/", {}
             else:
-                self.scratch = tempfile.mkdtemp(prefix="syndicate-box-")
+                self.scratch = tempfile.mkdtemp(prefix=f"syndicate-box-{os.getpid()}-")  # whose, when left behind
                 if cfg.drop_uid is not None:
                     os.chown(self.scratch, cfg.drop_uid, cfg.drop_uid)
                 argv, cwd = python_argv(cfg, st_w), self.scratch

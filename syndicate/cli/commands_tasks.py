@@ -24,6 +24,7 @@ from shared.contracts import (
     TaskEvent,
     TaskState,
     TaskSubmit,
+    new_id,
 )
 from shared.errors import NotFound, Overloaded, SyndicateError, WrongState
 from shared.task_client import TaskClient, TaskFollow
@@ -57,6 +58,10 @@ def submit(
                                                         "syndicate review TASK_ID --approve | --revise TEXT | --reject."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print only the task id."),
+    task_id: str | None = typer.Option(None, "--id", metavar="TASK_ID",
+                                       help="The task's id, your own (letters, digits, - and _): a submit repeated "
+                                            "with it is the same task, never a second one; the coder's samples are "
+                                            "seeded from it. Default: a new random id."),
 ) -> None:
     """Publish a task to the syndicate and stream its progress and answer."""
     if kind not in ("auto", "code", "reason"):
@@ -64,7 +69,7 @@ def submit(
     try:
         files = [FileIn(path=str(p), content=p.read_text()) for p in file]
         task = TaskSubmit(kind=kind, text=text, files=files, collection=collection, timeout_s=timeout,  # type: ignore[arg-type]
-                          agent=agent, follows=follows, review=review)
+                          agent=agent, follows=follows, review=review, task_id=task_id or new_id("t-"))
     except OSError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except ValidationError as exc:  # a file or the whole task over its limit

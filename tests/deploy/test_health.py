@@ -17,9 +17,11 @@ from tests.conftest import free_port
 from .conftest import REPO
 
 
-async def run_probe(url: str, service: str) -> tuple[int, str]:
+async def run_probe(url: str, service: str, wait_s: float = 2.0) -> tuple[int, str]:
+    """The probe's exit code and output (``wait_s``: it exits at the first healthy reply, so
+    a probe that should pass gets a long window a busy machine cannot overrun)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.health", service, "--wait", "2",
+        sys.executable, "-m", "shared.health", service, "--wait", str(wait_s),
         env={**os.environ, "SYNDICATE_NATS_URL": url}, cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
@@ -47,9 +49,9 @@ def reply(service: str, state: str = "ready") -> HealthReply:
 async def test_ready_or_degraded_service_is_healthy(nats_server) -> None:
     nc = await responder(nats_server.url, [reply("router"), reply("retriever", "degraded")])
     try:
-        code, out = await run_probe(nats_server.url, "router")
+        code, out = await run_probe(nats_server.url, "router", wait_s=30)
         assert code == 0 and "ok: router" in out
-        code, _ = await run_probe(nats_server.url, "retriever")
+        code, _ = await run_probe(nats_server.url, "retriever", wait_s=30)
         assert code == 0
     finally:
         await nc.close()

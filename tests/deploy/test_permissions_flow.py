@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from shared import registry
 from syndicate import deploy
 from syndicate.nats_server import nats_server_binary, wait_port
-from tests.conftest import REPO, Services, free_port, write_script
+from tests.conftest import REPO, WAIT_S, Services, free_port, write_script
 from tests.integration.test_spine import CODE, TESTS
 
 from .test_nats_config import password_env
@@ -38,22 +37,11 @@ class AuthNats:
             [nats_server_binary(), "-c", str(root / "nats.conf")], env=self.passwords,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_port(self.port, self.proc)
+        wait_port(self.port, self.proc, timeout_s=WAIT_S)
         self.url = self.url_for(registry.CLI_USER)
 
     def url_for(self, user: str) -> str:
         return f"nats://{user}:{self.passwords[deploy.password_env(user)]}@127.0.0.1:{self.port}"
-
-
-def wait_http(url: str, timeout_s: float = 30.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 @pytest.fixture
@@ -82,7 +70,7 @@ def test_services_work_as_their_own_nats_users(stack, tmp_path: Path) -> None:
     port = free_port()
     start("gateway", "services.gateway", SYNDICATE_GATEWAY_PORT=str(port))
     names = ["router", "code-sandbox", "coder-agent", "reasoner-agent", "retriever", "gateway"]
-    services.wait_ready(names, timeout_s=90)
+    services.wait_ready(names)
 
     code = services.cli("submit", "--kind", "code", "Write square(x).", "--json")
     assert '"status": "done"' in code.stdout, code.stdout + code.stderr + services.log("router")[-2000:]
@@ -95,14 +83,15 @@ def test_services_work_as_their_own_nats_users(stack, tmp_path: Path) -> None:
     ingest = services.cli("ingest", str(docs), "--collection", "notes", "--json")
     assert ingest.returncode == 0 and '"files": 1' in ingest.stdout, ingest.stdout + ingest.stderr
 
-    wait_http(f"http://127.0.0.1:{port}/metrics")
+    services.wait_http("gateway", f"http://127.0.0.1:{port}/metrics")
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()  # noqa: S310
     assert "syndicate" in metrics
 
-    # The container healthcheck, run as each service's own user.
+    # The container healthcheck, run as each service's own user (it answers as soon as a
+    # reply comes; the window only bounds a probe of a service that is down).
     for name in names:
         probe = subprocess.run(
-            [sys.executable, "-m", "shared.health", name],
+            [sys.executable, "-m", "shared.health", name, "--wait", "20"],
             env=services.env(SYNDICATE_NATS_URL=server.url_for(name)), cwd=REPO, capture_output=True, text=True,
         )
         assert probe.returncode == 0, probe.stdout + probe.stderr

@@ -20,6 +20,9 @@ from tests.conftest import REPO, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 DEMO = "Write a Python function is_prime(n) that returns True when the integer n is a prime number and False otherwise."
+# The coder seeds its sampled candidates from the step id (<task id>.1): a fixed task id
+# makes them, and so the candidate chosen, the same every run (a random one drew new samples).
+DEMO_ID = "t-e2e-demo"
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +52,13 @@ def _logs(state: Path) -> str:
 
 def test_demo_code_task_is_solved_and_traced(stack) -> None:
     cli = stack["cli"]
-    out = cli("submit", "--kind", "code", DEMO, "--json")
+    out = cli("submit", "--kind", "code", "--id", DEMO_ID, DEMO, "--json")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == "done", json.dumps(result)[:3000] + _logs(Path(stack["state"]))
     assert "def is_prime" in result["code"]
     chosen = next(a for a in result["attempts"] if a["chosen"])
     assert result["tests"] and result["tests"][0]["status"] == "ok" and chosen["passed"]
-    assert "disputed" not in result["answer"].lower() and "candidate" in result["answer"]
+    assert "candidate" in result["answer"]  # the sentence on what it passed and how many were tried
     # The solution really is correct: check it ourselves, independent of the model's tests.
     ns: dict = {}
     exec(result["code"], ns)  # noqa: S102 - output of our own test run, checked below

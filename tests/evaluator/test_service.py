@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Services, write_script
+from tests.conftest import REPO, WAIT_S, Services, write_script
 from tests.evaluator.tiny_gguf import write_tiny
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ CODE_SUITE = [
 ]
 
 
-def wait_status(state: Path, timeout_s: float = 120.0) -> dict:
+def wait_status(state: Path, timeout_s: float = WAIT_S) -> dict:
     end = time.time() + timeout_s
     status: dict = {}
     while time.time() < end:

@@ -16,7 +16,7 @@ import pytest
 from shared import subjects
 from shared.contracts import EvolveRun
 from shared.evolve.store import RunStore
-from tests.conftest import Services, write_script
+from tests.conftest import WAIT_S, Services, wait_until, write_script
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def start(services: Services, tmp: Path, delay: str) -> None:
     wait_pullers(services.server.url, subjects.CODER_DURABLE, 2)
 
 
-def wait_pullers(url: str, durable: str, count: int, timeout_s: float = 60.0) -> None:
+def wait_pullers(url: str, durable: str, count: int, timeout_s: float = WAIT_S) -> None:
     """Wait until ``count`` processes pull from ``durable`` (a pull request of each is
     waiting at the server), so both coder copies share the work from the first job."""
 
@@ -133,7 +133,9 @@ def test_evolve_improves_with_two_coder_copies_and_traces_each_sample(services: 
     assert data["run_id"] in listed.stdout and "done" in listed.stdout
     # One trace per sample: a router root span, the coder-agent's work and the sandbox's runs.
     trace_id = data["lineage"][0]["trace_id"]
-    spans = json.loads(services.cli("trace", trace_id, "--json").stdout)
+    spans = wait_until(lambda: (found := json.loads(services.cli("trace", trace_id, "--json").stdout)) and (
+        {"router", "coder-agent", "code-sandbox"} <= {s["service"] for s in found}) and found,
+        "spans of every service (they are written in batches)")
     roots = [s for s in spans if s["parent_id"] is None]
     assert [(r["service"], r["name"]) for r in roots] == [("router", f"evolve sample {data['lineage'][0]['sample']}")]
     assert {"router", "coder-agent", "code-sandbox"} <= {s["service"] for s in spans}
@@ -144,7 +146,7 @@ def test_a_run_resumes_after_the_router_is_killed(services: Services, tmp_path: 
     spec = write_spec(tmp_path, full=False)
     run_id = services.cli("evolve", str(spec), "--samples", "12", "--detach").stdout.strip()
     assert run_id.startswith("evo-")
-    deadline = time.time() + 120
+    deadline = time.time() + WAIT_S
     run = None
     while time.time() < deadline:
         run = read_run(services.server.url, run_id)

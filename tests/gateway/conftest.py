@@ -5,19 +5,18 @@ a single in-flight slot and a short deadline), with FakeAgents in place of the m
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import nats
 import pytest
 
 from shared import subjects
 from shared.contracts import TaskState
-from tests.conftest import NatsServer, Services, free_port
+from tests.conftest import WAIT_S, NatsServer, Services, free_port, wait_until
 from tests.gateway.fake_agent import FakeAgents
 
 
@@ -54,29 +53,22 @@ class Stack:
 
         return asyncio.run(get())
 
-    def wait_status(self, task_id: str, statuses: set[str], timeout_s: float = 20.0) -> TaskState | None:
-        end = time.monotonic() + timeout_s
-        state = None
-        while time.monotonic() < end:
-            state = self.task_state(task_id)
-            if state is not None and state.status in statuses:
-                return state
-            time.sleep(0.2)
-        return state
+    def wait_status(self, task_id: str, statuses: set[str], timeout_s: float = WAIT_S) -> TaskState | None:
+        """The task's state once its status is one of ``statuses`` (else the last seen)."""
+        last: list[TaskState | None] = [None]
+
+        def reached() -> bool:
+            last[0] = self.task_state(task_id)
+            return last[0] is not None and last[0].status in statuses
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(reached, "", timeout_s)
+        return last[0]
 
 
-def wait_http(url: str, proc: Any, services: Services, name: str, timeout_s: float = 30.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited {proc.returncode}:\n{services.log(name)[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{name} not ready:\n{services.log(name)[-3000:]}")
+def wait_http(url: str, proc: Any, services: Services, name: str, timeout_s: float = WAIT_S) -> None:
+    """Wait until the gateway ``name`` (started by ``services``) answers its /health."""
+    services.wait_http(name, f"{url}/health", timeout_s)
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +91,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                "SYNDICATE_GATEWAY_RETRY_AFTER_S": "7", "SYNDICATE_INSTANCE": "gateway-small"}),
         ):
             port = free_port()
-            proc = services.start(name, "services.gateway", SYNDICATE_GATEWAY_PORT=str(port), **extra)
+            services.start(name, "services.gateway", SYNDICATE_GATEWAY_PORT=str(port), **extra)
             gateways[name] = Gateway(f"http://127.0.0.1:{port}", name)
-            wait_http(gateways[name].url, proc, services, name)
+        for name, gw in gateways.items():  # both start at once (a gateway's imports take seconds)
+            services.wait_http(name, f"{gw.url}/health")
         yield Stack(services, agents, gateways["gateway"], gateways["gateway-small"], server.url)
     finally:
         agents.stop()

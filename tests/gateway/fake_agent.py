@@ -3,7 +3,8 @@ the real JetStream job subjects with nats-py (in its own thread and event loop),
 token events and publishes StepResults exactly as the agents do. What it does depends on
 a marker in the task text:
 
-    SLOW       200 slow tokens; stops with ``cancelled`` when a CancelRequest arrives
+    SLOW       2000 slow tokens (100 s: it outlasts a test's cancel on a busy machine); stops
+               with ``cancelled`` when a CancelRequest arrives
     HANG       never answers (the router's deadline ends the task)
     QUEUEFULL  fails with error code ``queue_full`` (an engine's bounded queue was full)
     otherwise  a short answer, usage numbers and (coder) one sandbox verdict ``ok``
@@ -146,7 +147,7 @@ class FakeAgents:
             result.status = "failed"
             result.error = ErrorInfo(code="queue_full", message=f"{agent} queue is full")
         elif "SLOW" in job.text:
-            for i in range(200):
+            for i in range(2000):
                 if job.task_id in self.cancels:
                     result.status = "cancelled"
                     break

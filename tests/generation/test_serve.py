@@ -26,7 +26,7 @@ from shared.generation.client import GenerateClient, served_models
 from shared.generation.serve import ModelServer
 from shared.llm.base import GenerationRequest, ScriptedEngine
 from shared.settings import Settings
-from tests.conftest import NatsServer
+from tests.conftest import NatsServer, until
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ async def serving(server: NatsServer, *engines: ScriptedEngine, keepalive_s: flo
     client_broker = make_broker("gateway", settings, telemetry=False)
     await client_broker.start()
     try:
-        yield GenerateClient(client_broker, accept_timeout_s=1.0, lost_after_s=lost_after_s), servers
+        yield GenerateClient(client_broker, lost_after_s=lost_after_s), servers
     finally:
         for ms in servers:
             await ms.stop()
@@ -170,7 +170,7 @@ async def test_a_full_engine_is_queue_full_and_a_deadline_is_timeout(nats_server
     engine = Blocking(limit=1)
     async with serving(nats_server, engine) as (client, _):
         first = await client.start(ask())
-        await asyncio.sleep(0.1)
+        await until(lambda: engine.running == 1, "the first generation never ran")
         with pytest.raises(QueueFull):
             await client.generate(ask())
         engine.release.set()
@@ -187,10 +187,7 @@ async def test_closing_an_unfinished_generation_cancels_it(nats_server: NatsServ
         gen = await client.start(ask())
         await asyncio.sleep(0.3)  # keepalives flow meanwhile, nothing else
         await gen.close()
-        for _ in range(100):
-            if not servers[0].live:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: not servers[0].live, "the server still runs the generation")
     assert engine.cancels == [gen.request.request_id] and not servers[0].live
 
 
@@ -208,12 +205,14 @@ async def test_the_model_list_is_answered_from_the_last_ping(nats_server: NatsSe
         client.models_cache_s = 0.2
         first = await client.models()  # nothing known yet: waits for the ping
         assert list(first) == ["m"] and first["m"].slots == 4 and len(first["m"].instances) == 2
-        await asyncio.sleep(0.3)
-        t0 = asyncio.get_running_loop().time()
-        assert await client.models() is first  # stale: answered at once, refreshed behind
-        assert asyncio.get_running_loop().time() - t0 < 0.1
-        await asyncio.sleep(0.5)
-        assert list(await client.models()) == ["m"] and (await client.models()) is not first
+        await asyncio.sleep(0.3)  # older than models_cache_s now
+        assert await client.models() is first  # stale: answered at once (no ping waited for), refreshed behind
+
+        async def refreshed() -> object:
+            models = await client.models()
+            return models if models is not first else None
+
+        assert list(await until(refreshed, "never refreshed behind")) == ["m"]
 
 
 def test_served_models_come_from_model_servers_health() -> None:

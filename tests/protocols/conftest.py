@@ -94,8 +94,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         proc = services.start("gateway", "services.gateway", SYNDICATE_GATEWAY_PORT=str(port), SYNDICATE_GATEWAY_API_KEY=KEY,
                               SYNDICATE_GATEWAY_INGEST_ROOTS=str(root / "allowed"), **otel)
         url = f"http://127.0.0.1:{port}"
-        wait_http(url, proc, services, "gateway", timeout_s=180)
-        services.wait_ready(["code-sandbox", "retriever", "coder-agent", "reasoner-agent", "gateway"], timeout_s=180)
+        wait_http(url, proc, services, "gateway")
+        services.wait_ready(["code-sandbox", "retriever", "coder-agent", "reasoner-agent", "gateway"])
         yield Stack(services, collector, url, docs)
     finally:
         services.stop()

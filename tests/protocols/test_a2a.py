@@ -3,7 +3,6 @@ cards found at the well-known path, send, stream, get and cancel a task."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx
@@ -23,6 +22,7 @@ from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNot
 from google.protobuf.json_format import MessageToDict
 
 from shared import registry
+from tests.conftest import until
 from tests.protocols.conftest import KEY, SENTENCE, Stack, a2a_client, mcp_client
 
 pytestmark = pytest.mark.integration
@@ -99,12 +99,16 @@ async def test_get_answers_a_task_sent_to_return_immediately(stack: Stack) -> No
         [event] = await collect(client.send_message(ask("Write a function square(x).", immediately=True)))
         assert event.task.status.state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
         task_id = event.task.id
-        for _ in range(300):
+        # Known from the moment the send returned (it raced the router's record: "no task").
+        first = await client.get_task(GetTaskRequest(id=task_id))
+        assert first.status.state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING, DONE)
+
+        async def done() -> object:
             task = await client.get_task(GetTaskRequest(id=task_id))
-            if task.status.state == DONE:
-                break
-            await asyncio.sleep(0.2)
-    assert task.status.state == DONE and "code" in artifacts_of(task)
+            return task if task.status.state == DONE else None
+
+        task = await until(done, "the task never completed")
+    assert "code" in artifacts_of(task)
     assert task.context_id == event.task.context_id
 
 
@@ -112,10 +116,11 @@ async def test_cancel_stops_a_running_task(stack: Stack) -> None:
     async with a2a_client(stack, "reasoner", streaming=False) as client:
         [event] = await collect(client.send_message(ask("Explain everything.", immediately=True)))
         task_id = event.task.id
-        for _ in range(300):  # wait until an agent works on it
-            if (await client.get_task(GetTaskRequest(id=task_id))).status.state == TaskState.TASK_STATE_WORKING:
-                break
-            await asyncio.sleep(0.1)
+
+        async def working() -> bool:  # wait until an agent works on it
+            return (await client.get_task(GetTaskRequest(id=task_id))).status.state == TaskState.TASK_STATE_WORKING
+
+        await until(working, "the task never ran")
         cancelled = await client.cancel_task(CancelTaskRequest(id=task_id))
         assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
         with pytest.raises(TaskNotCancelableError, match="already ended"):  # a task ends once

@@ -14,6 +14,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from tests.conftest import WAIT_S
 from tests.protocols.collector import Span
 from tests.protocols.conftest import Stack, a2a_client
 from tests.protocols.test_a2a import DONE, ask, collect
@@ -48,7 +49,7 @@ async def test_an_a2a_tasks_spans_reach_the_collector_as_one_trace(stack: Stack)
     trace_id = format(root.get_span_context().trace_id, "032x")
     assert event.task.metadata["trace_id"] == trace_id  # the task joined the caller's trace
 
-    end = time.monotonic() + 90  # services export in batches (every few seconds)
+    end = time.monotonic() + WAIT_S  # services export in batches (every few seconds)
     while True:
         spans = [s for s in stack.collector.spans() if s.trace_id == trace_id]
         if not missing(spans) or time.monotonic() > end:

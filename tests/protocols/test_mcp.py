@@ -14,7 +14,7 @@ from mcp import Client as StdioClient
 from mcp import MCPError, StdioServerParameters
 from mcp_types import INVALID_PARAMS, ElicitRequestParams, ElicitResult
 
-from tests.conftest import REPO
+from tests.conftest import REPO, WAIT_S
 from tests.protocols.conftest import SENTENCE, Stack, mcp_client
 
 pytestmark = pytest.mark.integration
@@ -130,7 +130,7 @@ async def test_cancelling_solve_cancels_the_task(stack: Stack, mode: str) -> Non
         assert await wait_for_cancelled_task(stack, text)
 
 
-async def wait_for_cancelled_task(stack: Stack, text: str, timeout_s: float = 30.0) -> str:
+async def wait_for_cancelled_task(stack: Stack, text: str, timeout_s: float = WAIT_S) -> str:
     """The id of a task the router recorded as cancelled by a disconnected client."""
     import nats
 

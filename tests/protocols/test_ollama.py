@@ -12,6 +12,7 @@ import httpx
 import ollama
 import pytest
 
+from tests.conftest import WAIT_S
 from tests.protocols.conftest import (
     CODE,
     CODER_MODEL,
@@ -93,7 +94,7 @@ def test_a_client_that_leaves_mid_stream_cancels_the_generation(stack: Stack) ->
     with httpx.stream("POST", f"{stack.url}/api/chat", json=body, headers=stack.headers(), timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
         assert json.loads(next(r.iter_lines()))["done"] is False  # the first line: the generation runs; leave
-    end = time.monotonic() + 20  # the slow scripted reasoner would take ~12 s to finish
+    end = time.monotonic() + WAIT_S  # the generation ends cancelled or, had it been missed, after ~12 s
     while time.monotonic() < end and model_outcomes(stack).get("cancelled", 0) <= before:
         time.sleep(0.3)
     assert model_outcomes(stack).get("cancelled", 0) == before + 1

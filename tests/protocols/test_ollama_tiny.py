@@ -41,8 +41,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ollama.Clie
         port = free_port()
         proc = services.start("gateway", "services.gateway", SYNDICATE_GATEWAY_PORT=str(port))
         url = f"http://127.0.0.1:{port}"
-        wait_http(url, proc, services, "gateway", timeout_s=180)
-        services.wait_ready(["coder-agent", "gateway"], timeout_s=180)
+        wait_http(url, proc, services, "gateway")
+        services.wait_ready(["coder-agent", "gateway"])
         yield ollama.Client(host=url, timeout=120), model.stem
     finally:
         services.stop()

@@ -13,6 +13,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import WAIT_S
 from tests.protocols.conftest import (
     CODER_MODEL,
     KEY,
@@ -130,7 +131,7 @@ def test_a_client_that_leaves_mid_stream_cancels_the_generation(stack: Stack) ->
     with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, headers=stack.headers(), timeout=30) as r:
         assert r.status_code == 200
         next(r.iter_lines())  # the first chunk: the generation runs; then leave
-    end = time.monotonic() + 20  # the slow scripted reasoner would take ~12 s to finish
+    end = time.monotonic() + WAIT_S  # the generation ends cancelled or, had it been missed, after ~12 s
     while time.monotonic() < end and model_outcomes(stack).get("cancelled", 0) <= before:
         time.sleep(0.3)
     assert model_outcomes(stack).get("cancelled", 0) == before + 1

@@ -25,7 +25,7 @@ from shared.contracts import FINAL_STATUSES, TaskState, TaskSubmit
 from shared.settings import Settings, url_credentials
 from syndicate.cli.connect import health_replies
 from syndicate.nats_server import NatsNode, nats_config, nats_server_binary, wait_port
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, WAIT_S, free_port, wait_until
 
 CODE = "```python\ndef square(x):\n    return x * x\n```"
 # ~30 streamed pieces: with SYNDICATE_ENGINE_SCRIPT_DELAY=0.02 a generation takes ~0.6 s.
@@ -82,7 +82,7 @@ class Stack:
         env.update(extra)
         return env
 
-    def start(self, timeout_s: float = 120.0, *, via_cli: bool = False) -> None:
+    def start(self, timeout_s: float = WAIT_S, *, via_cli: bool = False) -> None:
         """Run the supervisor in the foreground of a child process, or, ``via_cli``, as a
         user would: ``syndicate up --detach`` (which returns once every service is ready)."""
         self.state.mkdir(parents=True, exist_ok=True)
@@ -122,24 +122,27 @@ class Stack:
         replies = asyncio.run(health_replies(self.settings().nats_servers, wait_s=0.4))
         return {r.service for r in replies if r.state in ("ready", "degraded")}
 
-    def wait_ready(self, names: list[str], timeout_s: float = 90.0) -> None:
-        end = time.monotonic() + timeout_s
+    def wait_ready(self, names: list[str], timeout_s: float = WAIT_S) -> None:
         ready: set[str] = set()
-        while time.monotonic() < end:
+
+        def supervisor_alive() -> None:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"supervisor exited {self.proc.returncode}: {self.log('supervisor')[-2000:]}")
-            ready = self.ready()
-            if set(names) <= ready:
-                return
-            time.sleep(0.3)
-        raise TimeoutError(f"not ready: {set(names) - ready}\n" + "\n".join(self.log(n)[-1500:] for n in set(names) - ready))
+
+        def all_ready() -> bool:
+            ready.clear()
+            ready.update(self.ready())
+            return set(names) <= ready
+
+        wait_until(all_ready, lambda: f"not ready: {set(names) - ready}\n" + "\n".join(
+            self.log(n)[-1500:] for n in set(names) - ready), timeout_s, every_s=0.3, alive=supervisor_alive)
 
     def log(self, name: str) -> str:
         path = self.root / "supervisor.log" if name == "supervisor" else self.state / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     # --- faults ------------------------------------------------------------------------
-    def kill(self, service: str, timeout_s: float = 60.0) -> int:
+    def kill(self, service: str, timeout_s: float = WAIT_S) -> int:
         """kill -9 ``service``; returns once the supervisor restarted it and it is ready."""
         old = self.pid(service)
         assert old and alive(old), f"{service} is not running"
@@ -223,7 +226,7 @@ class NatsCluster:
                                          stderr=subprocess.DEVNULL)
         for i, node in enumerate(self.nodes):
             if (index is None or i == index) and node.proc is not None:
-                wait_port(node.port, node.proc)
+                wait_port(node.port, node.proc, timeout_s=WAIT_S)
 
     def kill(self, index: int) -> None:
         proc = self.nodes[index].proc
@@ -301,7 +304,7 @@ class Client:
             return None  # bus away or electing a leader: ask again later
         return TaskState.model_validate_json(entry.value) if entry.value else None
 
-    async def wait_final(self, task_ids: list[str], timeout_s: float = 180.0) -> dict[str, TaskState]:
+    async def wait_final(self, task_ids: list[str], timeout_s: float = WAIT_S) -> dict[str, TaskState]:
         """Every task's final state; fails listing the ones that never ended."""
         done: dict[str, TaskState] = {}
         end = time.monotonic() + timeout_s
@@ -320,17 +323,15 @@ class Client:
         """(headers, data) of every message of ``stream`` on ``subject`` (read, not consumed)."""
         assert self.nc is not None
         js = self.nc.jetstream()
-        info = await js.stream_info(stream)
-        out = []
-        if not info.state.messages:
+        info = await js.stream_info(stream, subjects_filter=subject)
+        out: list[tuple[dict[str, str], bytes]] = []
+        count = sum((info.state.subjects or {}).values())  # read as many as it holds, not "until a second of quiet"
+        if not count:
             return out
         sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=nats.js.api.DeliverPolicy.ALL)
         try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    break
+            while len(out) < count:
+                msg = await sub.next_msg(timeout=WAIT_S)
                 out.append((dict(msg.headers or {}), msg.data))
         finally:
             await sub.unsubscribe()

@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from shared.contracts import TaskSubmit
+from tests.conftest import WAIT_S
 
 from .conftest import REPLY_CODE, Client, assert_exactly_one_result, rss_mb
 
@@ -37,13 +38,13 @@ def test_burst_ends_every_task_done_or_rejected(make_stack, tmp_path, n: int) ->
         warm = [TaskSubmit(task_id=f"t-warm-{i}", kind="reason", text="What is a square?") for i in range(20)]
         for task in warm:
             await client.submit(task)
-        await client.wait_final([t.task_id for t in warm], timeout_s=120)
+        await client.wait_final([t.task_id for t in warm])
         before = {name: rss_mb(pid) for name, pid in pids.items()}
 
         tasks = [TaskSubmit(task_id=f"t-burst-{i}", kind="reason", text="What is a square?", timeout_s=600)
                  for i in range(n)]
         await asyncio.gather(*(client.submit(t) for t in tasks))  # all at once
-        states = await client.wait_final([t.task_id for t in tasks], timeout_s=120 + n * 0.5)
+        states = await client.wait_final([t.task_id for t in tasks], timeout_s=WAIT_S + n * 0.5)
         after = {name: rss_mb(pid) for name, pid in pids.items()}
         await client.close()
 

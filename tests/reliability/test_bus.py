@@ -14,7 +14,7 @@ import pytest
 
 from shared import subjects
 from shared.contracts import TaskSubmit
-from tests.conftest import Services
+from tests.conftest import WAIT_S, Services
 
 from .conftest import FAST_ENV, REPLY_CODE, Client, NatsCluster, assert_exactly_one_result
 
@@ -60,7 +60,7 @@ def kill_and_await_restart(stack, index: int) -> None:  # type: ignore[no-untype
     """kill -9 NATS node ``index`` of the stack and wait until the supervisor restarted it."""
     pid = stack.record()["nats_nodes"][index]["pid"]
     stack.kill_nats(index)
-    end = time.monotonic() + 20
+    end = time.monotonic() + WAIT_S
     while stack.record()["nats_nodes"][index]["pid"] == pid:
         assert time.monotonic() < end, "the supervisor did not restart nats-server"
         time.sleep(0.1)
@@ -88,7 +88,7 @@ def test_nats_restart_on_the_same_store(make_stack, tmp_path) -> None:
                 await asyncio.sleep(3.0)
 
         submitted = await flow(client, "restart", faults)
-        states = await client.wait_final(submitted, timeout_s=180)
+        states = await client.wait_final(submitted)
         assert Counter(s.status for s in states.values()) == {"done": len(submitted)}
         assert_exactly_one_result(states, client)
         await client.close()
@@ -112,7 +112,7 @@ def test_cluster_node_loss_fails_over(nats_cluster: NatsCluster, tmp_path) -> No
     try:
         for name in SPINE:
             services.start(name, MODULES[name], **env)
-        services.wait_ready(SPINE, timeout_s=120)
+        services.wait_ready(SPINE)
 
         async def scenario() -> None:
             client = await Client().connect([n.url for n in nats_cluster.nodes])
@@ -126,7 +126,7 @@ def test_cluster_node_loss_fails_over(nats_cluster: NatsCluster, tmp_path) -> No
                     await asyncio.sleep(4.0)  # back, catching up its replicas
 
             submitted = await flow(client, "cluster", faults, every_s=0.4)
-            states = await client.wait_final(submitted, timeout_s=180)
+            states = await client.wait_final(submitted)
             assert Counter(s.status for s in states.values()) == {"done": len(submitted)}
             assert_exactly_one_result(states, client)
             await client.close()
@@ -159,13 +159,13 @@ def test_up_with_a_nats_cluster_of_three(make_stack, tmp_path) -> None:
         stack.kill_nats(1)
         second = task_for("up3", 2)
         await client.submit(second)
-        states = await client.wait_final([first.task_id, second.task_id], timeout_s=120)
+        states = await client.wait_final([first.task_id, second.task_id])
         assert {s.status for s in states.values()} == {"done"}
         assert client.nc is not None and client.nc._server_info.get("cluster") == "syndicate"
         await client.close()
 
     asyncio.run(scenario())
-    end = time.monotonic() + 20
+    end = time.monotonic() + WAIT_S
     while stack.record()["nats_nodes"][1]["restarts"] < 1 and time.monotonic() < end:
         time.sleep(0.2)
     assert stack.record()["nats_nodes"][1]["restarts"] == 1

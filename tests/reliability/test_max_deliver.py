@@ -9,6 +9,7 @@ JetStream), against the real router on the real stack."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import nats
@@ -17,6 +18,7 @@ from nats.js.api import ConsumerConfig
 
 from shared import subjects
 from shared.contracts import DeadLetter, TaskSubmit
+from tests.conftest import until
 
 from .conftest import Client
 
@@ -41,16 +43,21 @@ def test_max_deliver_ends_the_task_failed_with_a_dead_letter(make_stack) -> None
         await client.submit(task)
 
         deliveries = 0
-        for _ in range(MAX_DELIVER + 2):  # the worker "dies" on every delivery
-            try:
-                msgs = await sub.fetch(1, timeout=3.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            assert json.loads(msgs[0].data)["task_id"] == task.task_id
-            deliveries += 1
-        assert deliveries == MAX_DELIVER  # and never again
 
-        states = await client.wait_final([task.task_id], timeout_s=30)
+        async def delivered() -> bool:  # the worker "dies" on every delivery
+            nonlocal deliveries
+            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                msgs = await sub.fetch(1, timeout=1.0)
+                assert json.loads(msgs[0].data)["task_id"] == task.task_id
+                deliveries += 1
+            return deliveries >= MAX_DELIVER
+
+        await until(delivered, lambda: f"{deliveries} of {MAX_DELIVER} deliveries")
+        states = await client.wait_final([task.task_id])
+        with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):  # and never again
+            await sub.fetch(1, timeout=3.0)
+            deliveries += 1
+        assert deliveries == MAX_DELIVER
         state = states[task.task_id]
         assert state.status == "failed"
         assert state.result is not None and state.result.error is not None

@@ -138,7 +138,7 @@ def test_stack_users_and_permissions(make_stack, tmp_path) -> None:
 
         client = await Client().connect(cli.nats_servers)
         try:
-            states = await client.wait_final([task.task_id], timeout_s=60)
+            states = await client.wait_final([task.task_id])
             assert states[task.task_id].status in ("done", "cancelled")
         finally:
             await client.close()

@@ -13,6 +13,7 @@ from shared import subjects
 from shared.bus import stream_configs
 from shared.contracts import TaskSubmit
 from shared.settings import Settings
+from tests.conftest import WAIT_S, until
 
 from .conftest import CODE, Client
 
@@ -41,13 +42,20 @@ def test_task_state_and_messages_expire(make_stack, tmp_path) -> None:
             msgs = await client.stream_messages(subjects.JOBS_STREAM, f"{subjects.JOB_PREFIX}.>")
             return state is not None, sum(task_id in data.decode() for _, data in msgs)
 
+        async def last_seq(stream: str) -> int:
+            return (await js.stream_info(stream)).state.last_seq
+
+        kv_before, jobs_before = await last_seq(f"KV_{subjects.TASK_STATE_BUCKET}"), await last_seq(subjects.JOBS_STREAM)
         await client.submit(task)
-        states = await client.wait_final([task_id], timeout_s=60)  # the record exists ...
-        assert states[task_id].status == "done"
-        assert (await present())[1] == 2  # ... with its job and its result message
-        end = time.monotonic() + 30
+        await until(lambda: client.result_events.get(task_id), "the task's result event")
+        assert client.result_events[task_id][0]["status"] == "done"
+        # Its record and its job and result messages were written (sequence numbers count
+        # them after they expired too: a busy machine may outlast a 5 s retention) ...
+        assert await last_seq(f"KV_{subjects.TASK_STATE_BUCKET}") > kv_before
+        assert await last_seq(subjects.JOBS_STREAM) - jobs_before == 2
+        end = time.monotonic() + WAIT_S
         while (found := await present()) != (False, 0):  # ... and then both expire
-            assert time.monotonic() < end, f"still there after 30 s: state, messages = {found}"
+            assert time.monotonic() < end, f"still there after {WAIT_S} s: state, messages = {found}"
             await asyncio.sleep(0.5)
         await client.close()
 

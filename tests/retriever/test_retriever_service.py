@@ -16,7 +16,7 @@ import pytest
 
 from shared import subjects
 from shared.contracts import EmbedReply, EmbedRequest
-from tests.conftest import REPO, Services
+from tests.conftest import REPO, WAIT_S, Services
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ def test_background_ingest_survives_a_retriever_crash(services: Services, tmp_pa
                             "--background", "--json"], env=services.env(), cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + WAIT_S
         while "ingest batch done" not in services.log("retriever"):
             assert time.monotonic() < deadline and cli.poll() is None, services.log("retriever")[-2000:]
             time.sleep(0.2)

@@ -4,6 +4,7 @@ test, and checks that a run left no process, cgroup or file behind."""
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from services.code_sandbox.pool import BoxPool
 from services.code_sandbox.reaper import become_subreaper
 from services.code_sandbox.settings import SandboxSettings
 from services.code_sandbox.tiers import FULL, HostIsolation, detect
+from tests.conftest import WAIT_S
 
 # Short limits keep the suite fast; the tests that need more ask for it.
 TEST_SETTINGS = dict(
@@ -76,13 +78,14 @@ def descendants(root: int | None = None) -> list[int]:
     return out
 
 
-def assert_clean(host: HostIsolation, *, timeout_s: float = 3.0, allow: frozenset[int] = frozenset()) -> None:
-    """No box process, run cgroup or scratch directory is left (waits for teardown)."""
+def assert_clean(host: HostIsolation, *, timeout_s: float = WAIT_S, allow: frozenset[int] = frozenset()) -> None:
+    """No box process, run cgroup or scratch directory is left (waits for teardown; the
+    scratch directories of this process's boxes only: other runs on the machine have theirs)."""
     end = time.monotonic() + timeout_s
     while True:
         procs = [p for p in descendants() if p not in allow]
         groups = [d for root in (host.cgroups.roots if host.cgroups else []) for d in root.iterdir() if d.is_dir()]
-        scratch = list(Path("/tmp").glob("syndicate-box-*"))
+        scratch = list(Path(tempfile.gettempdir()).glob(f"syndicate-box-{os.getpid()}-*"))
         if not procs and not groups and not scratch:
             return
         if time.monotonic() > end:

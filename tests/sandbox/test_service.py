@@ -14,7 +14,7 @@ import pytest
 
 from shared import subjects
 from shared.contracts import ErrorReply, ExecLimits, ExecRequest, ExecResult
-from syndicate.cli.connect import health_replies
+from tests.conftest import WAIT_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 CGROUP_BASES = [Path("/sys/fs/cgroup") / h / "syndicate-sandbox" for h in ("memory", "pids", "cpu", "cpuacct", "unified")]
@@ -53,7 +53,7 @@ def test_service_runs_code_answers_errors_and_reports_tier(services, tmp_path: P
     for bad in (b"not json", b'{"code": 5}', b'{"code": "x", "limits": {"wall_s": -1}}', b'{"code": "x", "surprise": 1}'):
         err = ErrorReply.model_validate(asyncio.run(exec_raw(url, bad)))
         assert err.error.code == "invalid_payload"
-    [health] = [r for r in asyncio.run(health_replies(url)) if r.service == "code-sandbox"]
+    health = services.health("code-sandbox")
     assert health.state == "ready" and health.details["isolation"] == "full"
     assert health.details["isolation_layers"] == ["bwrap", "cgroup", "seccomp", "userdrop"]
     # the CLI: plain (program output + verdict, exit 1 when not ok) and --json
@@ -77,7 +77,7 @@ def test_service_on_a_host_without_isolation_refuses(services) -> None:
     url = services.server.url
     r = ExecResult.model_validate(asyncio.run(exec_raw(url, ExecRequest(code="print(1)").model_dump_json().encode())))
     assert (r.status, r.stdout) == ("rejected", "") and "no isolation available" in r.message
-    [health] = [h for h in asyncio.run(health_replies(url)) if h.service == "code-sandbox"]
+    health = services.health("code-sandbox")
     assert health.state == "degraded" and health.details["isolation"] == "degraded (refusing code)"
 
 
@@ -90,7 +90,7 @@ def test_kill_9_of_the_service_mid_run_leaves_nothing(services) -> None:
     async def scenario() -> list[int]:
         pending = asyncio.ensure_future(exec_raw(url, req.model_dump_json().encode(), wait_s=60))
         box_pids: list[int] = []
-        end = time.monotonic() + 20
+        end = time.monotonic() + WAIT_S
         while not box_pids and time.monotonic() < end:  # wait for the box to be running
             await asyncio.sleep(0.05)
             for d in instance_dirs(svc.pid):
@@ -104,7 +104,7 @@ def test_kill_9_of_the_service_mid_run_leaves_nothing(services) -> None:
 
     box_pids = asyncio.run(scenario())
     svc.wait(10)
-    end = time.monotonic() + 10
+    end = time.monotonic() + WAIT_S
     while time.monotonic() < end and (any(alive(p) for p in box_pids) or instance_dirs(svc.pid)):
         time.sleep(0.05)
     assert not [p for p in box_pids if alive(p)], "box processes survived the service"

@@ -18,6 +18,7 @@ from shared.agent import MeteredEngine
 from shared.contracts import AgentJob, SearchReply, SearchRequest
 from shared.errors import QueueFull
 from shared.llm.base import GenerationRequest, GenerationResult, ScriptedEngine
+from tests.conftest import until
 
 WORD_PROBLEM = "Janet has 16 eggs and eats 3. How many eggs are left?"
 
@@ -158,9 +159,9 @@ async def test_cancelling_the_task_stops_every_chain() -> None:
     engine = MeteredEngine(ScriptedEngine(["thinking " * 400 + "The answer is 1."], token_delay_s=0.002),
                            _Metrics())  # type: ignore[arg-type]
     task = asyncio.create_task(Answerer(engine, no_search, ReasonerSettings()).answer(job(task_id="t-4")))
-    await asyncio.sleep(0.05)
+    await until(lambda: engine.stats()["running"], "no chain started")  # a cancel reaches live chains
     assert engine.cancel("t-4")
-    result = await asyncio.wait_for(task, 5)
+    result = await asyncio.wait_for(task, 120)
     assert result.status == "cancelled"
     assert engine.stats()["running"] == 0
 

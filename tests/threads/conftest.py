@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from faststream.nats import NatsBroker
 
 from shared.contracts import AgentJob, TaskResult, TaskState, TaskSubmit, ThreadRecord
 from shared.task_client import TaskClient
-from tests.conftest import NatsServer, Services, write_script
+from tests.conftest import WAIT_S, NatsServer, Services, wait_until, write_script
 from tests.gateway.fake_agent import FakeAgents
 
 
@@ -79,15 +78,16 @@ class Stack:
     def thread(self, key: str) -> ThreadRecord | None:
         return self.bus(lambda c: c.thread(key))
 
-    def wait_status(self, task_id: str, status: str, timeout_s: float = 30.0) -> TaskState:
-        end = time.monotonic() + timeout_s
-        state = None
-        while time.monotonic() < end:
+    def wait_status(self, task_id: str, status: str, timeout_s: float = WAIT_S) -> TaskState:
+        def reached() -> TaskState | None:
             state = self.state(task_id)
-            if state is not None and state.status == status:
-                return state
-            time.sleep(0.2)
-        raise AssertionError(f"{task_id} never reached {status}: {state.status if state else None}")
+            return state if state is not None and state.status == status else None
+
+        def last() -> str:
+            state = self.state(task_id)
+            return f"{task_id} never reached {status}: {state.status if state else None}"
+
+        return wait_until(reached, last, timeout_s)
 
     def jobs_of(self, task_id: str) -> list[AgentJob]:
         assert self.agents is not None
@@ -103,7 +103,7 @@ class Stack:
 
 def start_router(services: Services) -> None:
     services.start("router", "services.router", SYNDICATE_ROUTER_CLASSIFIER="0", SYNDICATE_DEADLINE_SWEEP_S="0.2")
-    services.wait_ready(["router"], timeout_s=120)
+    services.wait_ready(["router"])
 
 
 @contextlib.asynccontextmanager
@@ -151,7 +151,7 @@ def code_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         services.start("coder-agent", "services.coder_agent",
                        SYNDICATE_ENGINE_SCRIPT=write_script(root / "coder.json", request.module.CODER_REPLIES),
                        SYNDICATE_CANDIDATES="1", SYNDICATE_SAMPLES="1", SYNDICATE_WRITE_TESTS="false")
-        services.wait_ready(["code-sandbox", "coder-agent"], timeout_s=120)
+        services.wait_ready(["code-sandbox", "coder-agent"])
         yield Stack(services, None, server.url)
     finally:
         services.stop()

@@ -83,5 +83,5 @@ def test_a_paused_task_outlasts_a_router_kill(stack: Stack) -> None:
     done = stack.review(waits.task_id, "approve")
     assert done is not None and done.status == "done" and done.answer == REASONER_ANSWER
     # A pause keeps the task's deadline: the new router's sweeper ends it on time.
-    timed_out = stack.wait_status(short.task_id, "timeout", timeout_s=60)
+    timed_out = stack.wait_status(short.task_id, "timeout")
     assert timed_out.review and timed_out.review[0].decision is None
