@@ -270,7 +270,7 @@ class _Choice:
                     raise ToolCallInvalid(f"the model's call is not valid: {p.invalid.error}",
                                           detail={"raw": p.invalid.raw[:2000]})
                 self.invalid.append(p.invalid)
-                p = tc.Piece(text=f"{tc.OPEN}{p.invalid.raw}{tc.CLOSE}")  # a plain-text answer, flagged
+                p = tc.Piece(text=p.text or f"{tc.OPEN}{p.invalid.raw}{tc.CLOSE}")  # a plain-text answer, flagged
             if p.call is not None:
                 self.calls.append(p.call)
                 if self.req.stream:

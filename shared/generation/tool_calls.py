@@ -169,16 +169,29 @@ class CallParser:
     """Splits streamed model output into text and tool calls. Text that could be the start
     of a ``<tool_call>`` tag, and whitespace that may only separate calls, is held back
     until the next piece decides; a call is given out whole, once its closing tag (or the
-    end of the output) arrives, and checked first."""
+    end of the output) arrives, and checked first.
+
+    Small models often write the call's JSON without the tags (the Qwen2.5 0.5B answers
+    "weather in Paris?" with a bare ``{"name": "get_weather", "arguments": ...}``, also in a
+    ```json fence). An output that *starts* so is held to its end and read as calls when
+    every object in it has a ``name`` and ``arguments``; otherwise it is the text it was."""
 
     def __init__(self, tools: Iterable[ToolSpec]) -> None:
         self.tools = {t.name: t for t in tools}
         self._buf = ""
         self._inside = False
+        self._bare: bool | None = None  # undecided until the output's first characters show
         self.calls = 0
 
     def feed(self, text: str) -> list[Piece]:
         self._buf += text
+        if self._bare is None:
+            head = self._buf.lstrip()
+            if not head or (BARE_FENCE.startswith(head) and len(head) < len(BARE_FENCE)):
+                return []  # not yet known
+            self._bare = head.startswith(("{", BARE_FENCE))
+        if self._bare:
+            return []  # held to the end: close() decides
         out: list[Piece] = []
         while True:
             if self._inside:
@@ -204,6 +217,13 @@ class CallParser:
 
     def close(self) -> list[Piece]:
         """The rest at the end of the output (a call missing its closing tag is still read)."""
+        if self._bare is not False:
+            held, self._buf, self._bare = self._buf, "", False
+            found = bare_calls(held, self.tools)
+            if found is not None:
+                self.calls += sum(p.call is not None for p in found)
+                return found
+            return self.feed(held) + self.close()
         rest, self._buf = self._buf, ""
         if self._inside:
             self._inside = False
@@ -218,6 +238,40 @@ class CallParser:
             self.calls += 1
             return Piece(call=found)
         return Piece(invalid=found)
+
+
+BARE_FENCE = "```json"
+
+
+def bare_calls(text: str, tools: dict[str, ToolSpec]) -> list[Piece] | None:
+    """The calls of an output that is only call-shaped JSON objects (one or more, or a list
+    of them; a ```json fence around them allowed), each checked; None when it is anything
+    else (then it is plain text). An object of the call's shape naming an unknown tool is
+    an invalid call, whose text stays what the model wrote."""
+    body = text.strip()
+    if body.startswith(BARE_FENCE):
+        body = body[len(BARE_FENCE):].removesuffix("```").strip()
+    decoder, objects, at = json.JSONDecoder(), [], 0
+    while at < len(body):
+        try:
+            obj, end = decoder.raw_decode(body, at)
+        except ValueError:
+            return None
+        objects.extend(obj if isinstance(obj, list) else [obj])
+        at = end
+        while at < len(body) and body[at] in " \t\r\n,":
+            at += 1
+    shaped = [o for o in objects if isinstance(o, dict) and isinstance(o.get("name"), str)
+              and ("arguments" in o or "parameters" in o)]
+    if not objects or len(shaped) != len(objects):
+        return None
+    pieces = []
+    for o in objects:
+        found = check_call(json.dumps(o, ensure_ascii=False), tools)
+        pieces.append(Piece(call=found) if isinstance(found, ToolCall) else Piece(invalid=found))
+    if any(p.invalid for p in pieces):  # not all calls: the output stays as written, flagged
+        return [Piece(text=text, invalid=next(p.invalid for p in pieces if p.invalid))]
+    return pieces
 
 
 def _held(buf: str) -> int:

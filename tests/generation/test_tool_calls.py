@@ -141,3 +141,34 @@ def test_model_names_become_one_subject_token() -> None:
     assert subjects.model_generate("qwen2_5-coder-1_5b") == "syndicate.model.generate.qwen2_5-coder-1_5b"
     assert subjects.model_generate("qwen2.5 coder*>") == "syndicate.model.generate.qwen2_5_coder__"
     assert subjects.model_queue("a.b") == "model-a_b"
+
+
+BARE = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+@pytest.mark.parametrize("output", [BARE, f"  {BARE}\n", f"```json\n{BARE}\n```",
+                                    f'{BARE}\n{{"name": "multiply", "arguments": {{"a": 3, "b": 4}}}}',
+                                    f'```json\n[{BARE}, {{"name": "multiply", "parameters": {{"a": 3, "b": 4}}}}]\n```'])
+def test_a_call_written_without_its_tags_is_read(output: str, cuts: list[int]) -> None:
+    """What the Qwen2.5 0.5B writes under tool_choice auto (measured: bench/tool_calls.py)."""
+    text, calls, invalid = run(splits(output, cuts))
+    assert text == "" and invalid == [] and calls[0].name == "get_weather" and calls[0].arguments == {"city": "Paris"}
+    assert len(calls) == output.count('"name"')
+
+
+@pytest.mark.parametrize("output", [
+    '{"name": "Ada", "age": 36}',                      # JSON the user asked for, no call's shape
+    '{"city": "Paris"} is the answer',                 # not only JSON
+    "```json\n[1, 2]\n```",
+    "```python\nprint(1)\n```",
+    '{"name": "get_weather", "arguments": {"city"',    # cut off
+])
+def test_json_that_is_not_a_call_stays_text(output: str) -> None:
+    assert run([output]) == (output, [], [])
+
+
+def test_a_bare_call_of_an_unknown_tool_is_flagged_and_kept_as_written() -> None:
+    output = '{"name": "launch_rocket", "arguments": {}}'
+    text, calls, invalid = run([output])
+    assert text == output and calls == [] and "no tool named 'launch_rocket'" in invalid[0].error
