@@ -65,7 +65,8 @@ main() {
   SYNDICATE_BASE_IMAGE="$BASE" bash infra/containers/base-image.sh
   run_args=(--detach --name "$NAME" --hostname fresh --init --privileged --cgroupns=private
             --shm-size=2g --pids-limit=-1 --cpuset-cpus="$CPUS")
-  [ -f "$CA" ] && run_args+=(--volume "$CA:/etc/ssl/certs/ca-certificates.crt:ro")
+  # uv trusts its own built-in roots unless told to use the system's store (the mounted bundle).
+  [ -f "$CA" ] && run_args+=(--volume "$CA:/etc/ssl/certs/ca-certificates.crt:ro" --env UV_SYSTEM_CERTS=1)
   podman run "${run_args[@]}" "$BASE" sleep infinity >/dev/null
   podman exec "$NAME" mkdir -p "$DEST"
   podman cp "$work/src/." "$NAME:$DEST"
