@@ -3,7 +3,10 @@
 #   install-system-deps.sh              bubblewrap (bwrap), the namespace layer of code-sandbox, and
 #                                       chromium, the real browser the console's tests drive, and
 #                                       numpy for the box's Debian interpreter (/usr/bin/python3:
-#                                       evolution scorers such as examples/evolve/binpack-weibull)
+#                                       evolution scorers such as examples/evolve/binpack-weibull),
+#                                       and libpython3.11, which the OpenTelemetry collector the
+#                                       trace tests start (PyPI rotel's rotel-agent) links against
+#                                       (Debian's python3 alone lacks it: make fresh-check)
 #   install-system-deps.sh build        a C/C++ compiler (g++), for the once-per-machine
 #                                       llama-cpp-python build (llama-wheel.sh asks for it
 #                                       only when it has no cached wheel to reuse)
@@ -17,7 +20,8 @@ set -euo pipefail
 
 # Each entry: a command on PATH (or an absolute path) and the Debian package providing it.
 case "${1:-sandbox}" in
-  sandbox) wanted=(bwrap=bubblewrap chromium=chromium /usr/lib/python3/dist-packages/numpy/__init__.py=python3-numpy) ;;
+  sandbox) wanted=(bwrap=bubblewrap chromium=chromium /usr/lib/python3/dist-packages/numpy/__init__.py=python3-numpy
+                 /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0=libpython3.11) ;;
   build) wanted=(g++=g++) ;;
   containers)
     wanted=(podman=podman runc=runc buildah=buildah mmdebstrap=mmdebstrap
