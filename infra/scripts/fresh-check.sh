@@ -56,7 +56,7 @@ main() {
   }
   trap cleanup EXIT
 
-  echo "fresh-check: commit $(git rev-parse --short HEAD) ($(git log -1 --format=%s | cut -c1-70))"
+  echo "fresh-check: commit ${sha:0:7} ($(git log -1 --format=%s "$sha" | cut -c1-70))"
   [ -z "$(git status --porcelain --untracked-files=no)" ] ||
     echo "fresh-check: note: uncommitted changes here are not part of the check (it clones HEAD)"
   git clone -q --no-hardlinks "$REPO" "$work/src"
@@ -134,7 +134,8 @@ for r in sorted(json.load(sys.stdin)["services"], key=lambda r: r["service"]):
 
   echo
   echo "================ fresh-check summary ================"
-  echo "commit $(git rev-parse --short HEAD), base $BASE, CPUs $CPUS, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  # The clone's commit: HEAD here may have moved while the check ran.
+  echo "commit ${sha:0:7}, base $BASE, CPUs $CPUS, load $(cut -d' ' -f1-3 /proc/loadavg)"
   for i in "${!names[@]}"; do
     printf '  %-10s rc %-3s %6s s\n' "${names[$i]}" "${rcs[$i]}" "${secs[$i]}"
   done

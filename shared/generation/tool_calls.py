@@ -117,7 +117,9 @@ def check_call(raw: str, tools: dict[str, ToolSpec]) -> ToolCall | InvalidToolCa
     try:
         obj = json.loads(text)
     except ValueError as exc:
-        return InvalidToolCall(raw=raw, error=f"not JSON: {exc}")
+        obj = _undoubled(text)
+        if obj is None:
+            return InvalidToolCall(raw=raw, error=f"not JSON: {exc}")
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         return InvalidToolCall(raw=raw, error='not a call: expected {"name": ..., "arguments": {...}}')
     name = obj["name"]
@@ -251,6 +253,9 @@ def bare_calls(text: str, tools: dict[str, ToolSpec]) -> list[Piece] | None:
     body = text.strip()
     if body.startswith(BARE_FENCE):
         body = body[len(BARE_FENCE):].removesuffix("```").strip()
+    undoubled = _undoubled(body)
+    if undoubled is not None:
+        body = json.dumps(undoubled, ensure_ascii=False)
     decoder, objects, at = json.JSONDecoder(), [], 0
     while at < len(body):
         try:
@@ -272,6 +277,19 @@ def bare_calls(text: str, tools: dict[str, ToolSpec]) -> list[Piece] | None:
     if any(p.invalid for p in pieces):  # not all calls: the output stays as written, flagged
         return [Piece(text=text, invalid=next(p.invalid for p in pieces if p.invalid))]
     return pieces
+
+
+def _undoubled(text: str) -> Any:
+    """The JSON of ``{{"name": ..., "arguments": {...}}}``, or None: models copy the doubled
+    braces of format strings in their instructions (seen with the OpenAI Agents SDK on the
+    Qwen2.5 1.5B). Only text that is not JSON as written is read so."""
+    while text.startswith("{{") and text.endswith("}}"):
+        text = text[1:-1]
+        try:
+            return json.loads(text)
+        except ValueError:
+            continue
+    return None
 
 
 def _held(buf: str) -> int:

@@ -149,7 +149,8 @@ BARE = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 @given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
 @pytest.mark.parametrize("output", [BARE, f"  {BARE}\n", f"```json\n{BARE}\n```",
                                     f'{BARE}\n{{"name": "multiply", "arguments": {{"a": 3, "b": 4}}}}',
-                                    f'```json\n[{BARE}, {{"name": "multiply", "parameters": {{"a": 3, "b": 4}}}}]\n```'])
+                                    f'```json\n[{BARE}, {{"name": "multiply", "parameters": {{"a": 3, "b": 4}}}}]\n```',
+                                    "{" + BARE + "}"])  # doubled braces, as copied from a format string
 def test_a_call_written_without_its_tags_is_read(output: str, cuts: list[int]) -> None:
     """What the Qwen2.5 0.5B writes under tool_choice auto (measured: bench/tool_calls.py)."""
     text, calls, invalid = run(splits(output, cuts))
@@ -163,6 +164,7 @@ def test_a_call_written_without_its_tags_is_read(output: str, cuts: list[int]) -
     "```json\n[1, 2]\n```",
     "```python\nprint(1)\n```",
     '{"name": "get_weather", "arguments": {"city"',    # cut off
+    '{{ a template }}',
 ])
 def test_json_that_is_not_a_call_stays_text(output: str) -> None:
     assert run([output]) == (output, [], [])
@@ -172,3 +174,8 @@ def test_a_bare_call_of_an_unknown_tool_is_flagged_and_kept_as_written() -> None
     output = '{"name": "launch_rocket", "arguments": {}}'
     text, calls, invalid = run([output])
     assert text == output and calls == [] and "no tool named 'launch_rocket'" in invalid[0].error
+
+
+def test_a_tagged_call_with_doubled_braces_is_read() -> None:
+    text, calls, invalid = run([f"<tool_call>\n{{{BARE}}}\n</tool_call>"])
+    assert text == "" and invalid == [] and calls[0].arguments == {"city": "Paris"}
