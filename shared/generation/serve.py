@@ -178,9 +178,17 @@ class ModelServer:
 
             # Off the event loop: a grammar from large schemas takes a while to build.
             greq = await asyncio.to_thread(self.engine_request, req, i, seed + i, native=native, use_tools=use_tools)
-            results[i] = await engine.generate(greq, on_token)
+            results[i] = first = await engine.generate(greq, on_token)
             for event in choice.close():
                 await events.send(event)
+            if choice.only_repeats():  # a call the conversation answered: once more, for an answer
+                again = req.model_copy(update={"messages": tc.with_repeat_note(req.messages)})
+                greq = self.engine_request(again, i, seed + i, native=native, use_tools=use_tools)
+                greq.grammar = tc.NO_CALL_GRAMMAR
+                second = await engine.generate(greq, on_token)
+                results[i] = _added(first, second)
+                for event in choice.close():
+                    await events.send(event)
 
         if req.n == 1:
             await one(0)
@@ -252,6 +260,10 @@ class _Choice:
         self.text: list[str] = []
         self.calls: list[ToolCall] = []
         self.invalid: list[InvalidToolCall] = []
+        # tool_choice auto: calls the conversation already answered are held back (see
+        # tool_calls.REPEAT_NOTE); forced calls are what the caller asked for.
+        self.answered = tc.answered_calls(req.messages) if use_tools and req.tool_choice == "auto" else set()
+        self.repeats: list[ToolCall] = []
 
     def feed(self, piece: str) -> list[GenerateEvent]:
         if self.parser is None:
@@ -262,6 +274,17 @@ class _Choice:
     def close(self) -> list[GenerateEvent]:
         return self._events(self.parser.close()) if self.parser is not None else []
 
+    def only_repeats(self) -> bool:
+        """The model wrote only calls the conversation already answered (then the parser
+        starts over for the second try)."""
+        if not self.repeats or self.calls or "".join(self.text).strip():
+            return False
+        log.info("repeated call held back; asking for an answer", request_id=self.req.request_id,
+                 calls=[c.name for c in self.repeats])
+        self.answered, self.repeats, self.text = set(), [], []
+        self.parser = tc.CallParser(self.req.tools)
+        return True
+
     def _events(self, pieces: list[tc.Piece]) -> list[GenerateEvent]:
         out = []
         for p in pieces:
@@ -271,7 +294,9 @@ class _Choice:
                                           detail={"raw": p.invalid.raw[:2000]})
                 self.invalid.append(p.invalid)
                 p = tc.Piece(text=p.text or f"{tc.OPEN}{p.invalid.raw}{tc.CLOSE}")  # a plain-text answer, flagged
-            if p.call is not None:
+            if p.call is not None and tc.call_key(p.call.name, p.call.arguments) in self.answered:
+                self.repeats.append(p.call)
+            elif p.call is not None:
                 self.calls.append(p.call)
                 if self.req.stream:
                     out.append(self._event(type="tool_call", tool_call=p.call))
@@ -292,6 +317,18 @@ class _Choice:
         finish = "tool_calls" if self.calls else ("length" if out.finish_reason == "length" else "stop")
         return GenerateChoice(index=self.index, text=text.strip() if self.calls else text, tool_calls=self.calls,
                               invalid_tool_calls=self.invalid, finish_reason=finish)  # type: ignore[arg-type]
+
+
+def _added(first: GenerationResult, second: GenerationResult) -> GenerationResult:
+    """One result for two generations of one choice: the second's text, both's cost."""
+    seconds = first.seconds + second.seconds
+    tokens = first.output_tokens + second.output_tokens
+    return second.model_copy(update={
+        "output_tokens": tokens, "seconds": seconds,  # the answer's first token came in the second
+        "ttft_s": None if second.ttft_s is None else first.seconds + second.ttft_s,
+        "input_tokens": max(first.input_tokens, second.input_tokens),
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+    })
 
 
 class _Events:

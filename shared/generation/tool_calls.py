@@ -109,6 +109,43 @@ def _native(t: ChatTurn) -> dict[str, Any]:
     return m
 
 
+# --- a call the conversation already answered ----------------------------------------------
+# Small models asked to go on after a tool's result often call the same tool again with the
+# same arguments (the Qwen2.5 1.5B and 0.5B do on "What is the weather in Paris?"), and a
+# client that runs every call it gets loops for ever. Such a repeat is not handed back: the
+# model is asked once more with this note after the results and no call allowed (measured:
+# both models then answer from the result, "The weather in Paris is 22°C and sunny.").
+REPEAT_NOTE = ("The results above answer the calls made. Answer the user's question from them in plain text; "
+               "do not call a tool again.")
+NO_CALL_GRAMMAR = "root ::= [^{<`\\[] [^\\x00]*"  # any text that does not open a call or a fence
+
+
+def call_key(name: str, arguments: dict[str, Any]) -> str:
+    return json.dumps([name, arguments], sort_keys=True, ensure_ascii=False)
+
+
+def answered_calls(turns: list[ChatTurn]) -> set[str]:
+    """The calls made since the user's last message that a tool result followed (keys of
+    call_key): calling one of them again would only repeat it."""
+    last_user = max((i for i, t in enumerate(turns) if t.role == "user"), default=-1)
+    keys: set[str] = set()
+    pending: set[str] = set()
+    for t in turns[last_user + 1:]:
+        if t.role == "assistant":
+            pending |= {call_key(c.name, c.arguments) for c in t.tool_calls}
+        elif t.role == "tool":
+            keys |= pending
+    return keys
+
+
+def with_repeat_note(turns: list[ChatTurn]) -> list[ChatTurn]:
+    """The conversation with REPEAT_NOTE after its last tool result."""
+    last = max(i for i, t in enumerate(turns) if t.role == "tool")
+    out = list(turns)
+    out[last] = turns[last].model_copy(update={"content": f"{turns[last].content}\n\n{REPEAT_NOTE}"})
+    return out
+
+
 # --- what the model wrote -----------------------------------------------------------------
 def check_call(raw: str, tools: dict[str, ToolSpec]) -> ToolCall | InvalidToolCall:
     """A call from the JSON the model wrote between the tags: a known tool, arguments that

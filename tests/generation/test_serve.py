@@ -14,7 +14,7 @@ import llama_cpp.llama_grammar  # noqa: F401 - loaded before the event loop runs
 import pytest
 
 from shared.bus import add_health_responder, make_broker
-from shared.contracts import ChatTurn, GenerateRequest, HealthReply, ToolSpec
+from shared.contracts import ChatTurn, GenerateRequest, HealthReply, ToolCall, ToolSpec
 from shared.errors import (
     DeadlineExceeded,
     InvalidPayload,
@@ -22,6 +22,7 @@ from shared.errors import (
     QueueFull,
     ToolCallInvalid,
 )
+from shared.generation import tool_calls as tc
 from shared.generation.client import GenerateClient, served_models
 from shared.generation.serve import ModelServer
 from shared.llm.base import GenerationRequest, ScriptedEngine
@@ -93,6 +94,42 @@ async def test_a_call_is_parsed_checked_and_streamed_whole(nats_server: NatsServ
     assert (choice.finish_reason, choice.text, choice.tool_calls) == ("tool_calls", "", [call])
     # The scripted engine has no template of its own: the tools went into the system message.
     assert "get_weather" in engine.requests[0].messages[0]["content"]
+
+
+ANSWERED = [ChatTurn(role="user", content="Weather in Paris?"),
+            ChatTurn(role="assistant", tool_calls=[ToolCall(id="c1", name="get_weather", arguments={"city": "Paris"})]),
+            ChatTurn(role="tool", content="22 C and sunny", tool_call_id="c1")]
+
+
+@pytest.mark.parametrize("choice", ["auto", "required"])
+async def test_a_call_the_conversation_answered_is_not_handed_back_under_auto(nats_server: NatsServer,
+                                                                              choice: str) -> None:
+    """A client that runs every call it gets would loop for ever (the 1.5B repeats this one)."""
+    engine = ScriptedEngine([CALL, "It is 22 C and sunny in Paris."], name="m")
+    async with serving(nats_server, engine) as (client, _):
+        gen = await client.start(GenerateRequest(model="m", messages=ANSWERED, tools=[WEATHER],
+                                                 tool_choice=choice))  # type: ignore[arg-type]
+        events = [e async for e in gen]
+    reply = events[-1].reply
+    assert reply is not None
+    if choice == "required":  # a forced call is what the caller asked for
+        assert [e.type for e in events] == ["tool_call", "done"] and len(engine.requests) == 1
+        return
+    assert {e.type for e in events[:-1]} == {"text"} and reply.choices[0].tool_calls == []
+    assert "".join(e.text for e in events[:-1]) == "It is 22 C and sunny in Paris."
+    assert reply.choices[0].text == "It is 22 C and sunny in Paris." and reply.choices[0].finish_reason == "stop"
+    first, second = engine.requests
+    assert first.grammar is None and second.grammar == tc.NO_CALL_GRAMMAR
+    assert tc.REPEAT_NOTE in second.messages[-1]["content"] and tc.REPEAT_NOTE not in first.messages[-1]["content"]
+    assert reply.usage.output_tokens > 0
+
+
+async def test_the_same_call_after_a_new_question_is_a_call(nats_server: NatsServer) -> None:
+    engine = ScriptedEngine([CALL], name="m")
+    again = [*ANSWERED, ChatTurn(role="assistant", content="22 C."), ChatTurn(role="user", content="And now?")]
+    async with serving(nats_server, engine) as (client, _):
+        reply = await client.generate(GenerateRequest(model="m", messages=again, tools=[WEATHER]))
+    assert reply.choices[0].tool_calls[0].arguments == {"city": "Paris"} and len(engine.requests) == 1
 
 
 async def test_a_broken_call_under_auto_is_a_flagged_plain_answer(nats_server: NatsServer) -> None:
