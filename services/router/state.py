@@ -37,6 +37,9 @@ class Records(Generic[R]):
 
     async def create(self, key: str, record: R) -> bool:
         """Store a new record; False when the key already exists."""
+        return await self._put_new(key, record)
+
+    async def _put_new(self, key: str, record: R) -> bool:
         try:
             await self.kv.create(key, record.model_dump_json().encode())
         except KeyWrongLastSequenceError:
@@ -47,22 +50,39 @@ class Records(Generic[R]):
         """Apply ``change`` (returns False to skip writing) with CAS retries.
 
         Returns the record as written (or as found when skipped); None when absent."""
+        def step(record: R) -> R | None:
+            if not change(record):
+                return None
+            record.updated_at = time.time()  # type: ignore[attr-defined]
+            return record
+
+        return (await self._swap(key, step))[0]
+
+    async def _swap(self, key: str, step: Callable[[R], R | None], absent: R | None = None) -> tuple[R | None, bool]:
+        """The compare-and-set loop under every write: read ``key``, write what ``step``
+        makes of the record (None: leave it), again when another writer came between; an
+        absent key is created as ``absent`` when one is given. Returns the record as written
+        or as found (None when absent) and whether this call wrote it."""
         for _ in range(MAX_CAS_RETRIES):
             try:
                 entry = await self.kv.get(key)
             except KeyNotFoundError:
-                return None
-            if entry.value is None:
-                return None
-            record = self.model.model_validate_json(entry.value)
-            if not change(record):
-                return record
-            record.updated_at = time.time()  # type: ignore[attr-defined]
+                entry = None
+            if entry is None or entry.value is None:
+                if absent is None:
+                    return None, False
+                if await self._put_new(key, absent):
+                    return absent, True
+                continue  # created meanwhile: read it
+            found = self.model.model_validate_json(entry.value)
+            record = step(found)
+            if record is None:
+                return found, False
             try:
                 await self.kv.update(key, record.model_dump_json().encode(), last=entry.revision)
             except KeyWrongLastSequenceError:
                 continue
-            return record
+            return record, True
         raise RuntimeError(f"{key}: too many concurrent updates")
 
 
@@ -78,22 +98,9 @@ class TaskStore(Records[TaskState]):
         submitter wrote (``shared.bus.publish_task``), or as a new one when there is
         none; False when the router already took it (a redelivered submit) or it ended
         before (a cancel that came first)."""
-        key = state.task.task_id
-        for _ in range(MAX_CAS_RETRIES):
-            if await super().create(key, state):
-                return True
-            try:
-                entry = await self.kv.get(key)
-            except KeyNotFoundError:
-                continue  # gone meanwhile (purged): create it
-            if entry.value is None or TaskState.model_validate_json(entry.value).status != "queued":
-                return False
-            try:
-                await self.kv.update(key, state.model_dump_json().encode(), last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue
-            return True
-        raise RuntimeError(f"{key}: too many concurrent updates")
+        _, written = await self._swap(state.task.task_id, lambda found: state if found.status == "queued" else None,
+                                      absent=state)
+        return written
 
     async def active(self) -> list[TaskState]:
         """Tasks not in a final state (to rebuild deadlines after a restart)."""
