@@ -53,6 +53,18 @@ def _calls_subject(node: ast.AST, names: set[str]) -> bool:
     return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names for n in ast.walk(node))
 
 
+def calls_any(stmt: str, names: list[str]) -> bool:
+    """The statement calls one of ``names`` (a test that calls none checks nothing of the
+    answer: the 1.5B copied the tests request's own example, ``largest([3, 9, 2])``, for
+    is_prime). True when no names are known."""
+    if not names:
+        return True
+    try:
+        return _calls_subject(ast.parse(stmt), set(names))
+    except SyntaxError:
+        return False
+
+
 def _stated(value: object, task: str) -> bool:
     """An expected value the task's text states itself."""
     if value is None or isinstance(value, bool):

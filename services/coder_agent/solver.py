@@ -35,7 +35,7 @@ from services.coder_agent.checks import (
     read_outcomes,
     strip_report,
 )
-from services.coder_agent.model_tests import ModelTest, parse_model_tests
+from services.coder_agent.model_tests import ModelTest, calls_any, parse_model_tests
 from services.coder_agent.probes import MAX_PROBES, probe_calls
 from services.coder_agent.prompts import (
     STOP,
@@ -235,7 +235,9 @@ class CodeSolver:
         """The written tests that stand a chance: not contradicting the task's checks or
         each other (discarded before anything runs), rule checks apart from the rest."""
         self.written = parse_model_tests(block, self.task_text, self.names)
-        kept, self.discarded = consistent_checks([t.source for t in self.written], self.checks)
+        aimed = [t.source for t in self.written if calls_any(t.source, self.names)]
+        kept, self.discarded = consistent_checks(aimed, self.checks)
+        self.discarded += [t.source for t in self.written if t.source not in aimed]  # they call none of the names
         rules = {t.source for t in self.written if t.rule}
         for src in kept:
             (self.rule_idx if src in rules else self.model_idx).append(len(self.checks))
