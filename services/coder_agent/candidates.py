@@ -38,6 +38,9 @@ class Ask:
     stream: bool = False  # stream its tokens to the task's events (one generation at most)
     stop: list[str] = field(default_factory=list)
     optional: bool = False  # an engine error (not a cancel or the deadline) gives an empty text
+    # Stop early once the text so far is enough (the test writer: its first tests); the
+    # text up to then is the result, finish reason "stop".
+    enough: Callable[[str], bool] | None = None
 
 
 class CandidateWriter:
@@ -125,10 +128,18 @@ class CandidateWriter:
             temperature=ask.temperature, seed=ask.seed, deadline=self.job.deadline, request_id=request_id,
             stop=list(ask.stop),
         )
+        on_token = self.on_token if ask.stream else None
+        if ask.enough is not None:
+            on_token = _Enough(ask.enough, on_token, lambda: self.engine.cancel(request_id))
         while True:
+            start = time.monotonic()
             try:
-                return await self.engine.generate(req, self.on_token if ask.stream else None)
-            except (Cancelled, DeadlineExceeded):
+                return await self.engine.generate(req, on_token)
+            except Cancelled as e:
+                if isinstance(on_token, _Enough) and on_token.stopped:
+                    return on_token.result(e, self.engine.name, time.monotonic() - start)
+                raise
+            except DeadlineExceeded:
                 raise
             except QueueFull:
                 if self.job.deadline is not None and time.time() + QUEUE_RETRY_S >= self.job.deadline:
@@ -139,3 +150,28 @@ class CandidateWriter:
                 if not ask.optional:
                     raise
                 return GenerationResult(text="", model=self.engine.name)
+
+
+class _Enough:
+    """An on_token that cancels its own request once ``enough(text so far)``; the cancel's
+    error then becomes the result (the text up to the stop)."""
+
+    def __init__(self, enough: Callable[[str], bool], then: TokenCallback | None, cancel: Callable[[], bool]) -> None:
+        self.enough, self.then, self.cancel = enough, then, cancel
+        self.pieces: list[str] = []
+        self.stopped = False
+
+    async def __call__(self, piece: str) -> None:
+        if self.stopped:
+            return
+        self.pieces.append(piece)
+        if self.then is not None:
+            await self.then(piece)
+        if self.enough("".join(self.pieces)):
+            self.stopped = self.cancel() or True
+
+    def result(self, error: Cancelled, model: str, seconds: float) -> GenerationResult:
+        text = "".join(self.pieces)  # what we saw: the engine may have made a token more
+        return GenerationResult(text=text, model=model, input_tokens=int(error.detail.get("input_tokens", 0)),
+                                output_tokens=int(error.detail.get("output_tokens", len(self.pieces))),
+                                seconds=seconds, finish_reason="stop")

@@ -53,13 +53,22 @@ def tests_request(names: list[str], defines: str = "") -> str:
     tests do not copy a candidate's mistakes)."""
     call = ", ".join(f"`{n}`" for n in names) if names else "the task's functions"
     known = f"\nThe solution defines:\n```python\n{defines.strip()}\n```" if defines.strip() else ""
-    # Short: every prompt token costs about as much as a generated one on a CPU.
+    # Short: every prompt token costs about as much as a generated one on a CPU. The example
+    # is said to be another task's: shown bare, the 1.5B copied it as the tests of is_prime.
     return (
         f"{TESTS_MARK} Write 3 to 6 tests instead, in one ```python block: one `assert call == expected` line "
         "per rule or special case the task states, on the smallest input that shows it, each under a comment "
-        "quoting the task's words it checks:\n```python\n# returns the largest number\nassert largest([3, 9, 2]) == 9\n```\n"
-        f"Call only {call}; do not define it.{known}"
+        "quoting the task's words it checks. For another task (\"returns the largest number\") one test would be:"
+        "\n```python\n# returns the largest number\nassert largest([3, 9, 2]) == 9\n```\n"
+        f"Now the tests of {call}: call only {call}; do not define it.{known}"
     )
+
+
+def enough_tests(text: str, n: int) -> bool:
+    """The test block so far holds ``n`` complete assert lines (the 1.5B, asked for 3 to 6,
+    goes on to is_prime(32) until its token cap; more asserts of one rule add no evidence)."""
+    return n > 0 and sum(1 for line in text.splitlines(keepends=True)
+                         if line.lstrip().startswith("assert ") and line.endswith("\n")) >= n
 
 
 def tests_messages(task: str, names: list[str], defines: str = "") -> list[dict[str, str]]:

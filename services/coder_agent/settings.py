@@ -33,6 +33,9 @@ class CoderSettings(Settings):
     # The test block ends at its closing fence (prompts.STOP); the cap only stops a model
     # that never closes it, and a statement it cuts off is left out.
     tests_max_tokens: int = 512
+    # The test writer stops after this many complete asserts (it is asked for 3 to 6; the
+    # 1.5B goes on enumerating one rule until the cap); 0: only the cap stops it.
+    max_tests: int = Field(default=6, ge=0, le=32)
     check_timeout_s: float = 2.0  # per check inside the sandboxed program
     # Each candidate's run: wall time generous (a busy machine must not fail a right
     # program), CPU time tight (what a runaway program really spends).

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import zlib
+from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 
 from services.coder_agent.candidates import Ask, CandidateWriter
@@ -39,6 +40,7 @@ from services.coder_agent.model_tests import ModelTest, calls_any, parse_model_t
 from services.coder_agent.probes import MAX_PROBES, probe_calls
 from services.coder_agent.prompts import (
     STOP,
+    enough_tests,
     code_messages,
     extract_code,
     repair_prompt,
@@ -167,8 +169,9 @@ class CodeSolver:
         seed = zlib.crc32(job.step_id.encode())
         n = max(1, min(s.candidates, s.max_candidates))
         async with CandidateWriter(self.engine, job, self.usage, s.max_tokens, self.on_token, self.is_cancelled) as writer:
+            # The tests are evidence, not the task: an engine error costs only them.
             tests = Ask(tests_messages(prompt, self.names, defines), 0.0, max_tokens=s.tests_max_tokens, stop=STOP,
-                        optional=True)  # the tests are evidence, not the task: an engine error costs only them
+                        optional=True, enough=partial(enough_tests, n=s.max_tests))
             if self.tests_asked and s.tests_first:
                 writer.add(tests, TESTS)
                 await self._say("writing tests")

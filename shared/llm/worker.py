@@ -286,7 +286,7 @@ class Worker:
         ticket = seq.ticket
         if error is not None:
             if isinstance(error, (Cancelled, DeadlineExceeded)):
-                error.detail.update({"output_tokens": len(seq.out), "text": seq.stream.text})
+                error.detail.update({"input_tokens": len(seq.prompt), "output_tokens": len(seq.out), "text": seq.stream.text})
                 if ticket.cancelled_at is not None:
                     error.detail["tokens_after_cancel"] = sum(1 for t in seq.times if t > ticket.cancelled_at)
             self._finish(ticket, Outcome(error=error))

@@ -387,3 +387,30 @@ def test_strip_scaffolding_keeps_definitions_and_drops_demo_code() -> None:
     assert "check()\n" not in clean.replace("def check():", "") and "print" not in clean and "__main__" not in clean
     assert signatures(clean) == "def f(x, *, y=2): ...\ndef check(): ..."
     assert strip_scaffolding("def broken(:\n") == "def broken(:\n"
+
+
+async def test_the_test_writer_stops_after_its_first_complete_asserts() -> None:
+    # The 1.5B, asked for 3 to 6 tests of is_prime, went on to is_prime(32) until its cap.
+    many = "```python\n# returns a + b + 1\n" + "".join(f"assert add_1({i}, 0) == {i + 1}\n" for i in range(10)) + "```"
+    engine = scripted([ADD_1], many)
+    result = await CodeSolver(engine, run_python, settings(candidates=1, max_tests=3)).solve(job())
+    assert "passes all 3 tests the model wrote itself" in result.answer
+    assert "assert add_1(2, 0) == 3" in result.answer and "add_1(3, 0)" not in result.answer
+    assert result.status == "done" and result.usage.output_tokens < len(many)
+
+
+async def test_model_tests_that_call_none_of_the_tasks_functions_are_set_aside() -> None:
+    # The 1.5B copied the request's example (largest) as the tests of is_prime.
+    tests = "```python\n# returns the largest number\nassert largest([3, 9, 2]) == 9\nassert add_1(0, 0) == 1\n```"
+    result = await CodeSolver(scripted([ADD_1], tests), run_python, settings(candidates=1)).solve(job())
+    assert result.status == "done" and "passes the only test the model wrote itself" in result.answer
+    assert "largest" not in result.answer and result.attempts[0].dropped == ["assert largest([3, 9, 2]) == 9"]
+
+
+def test_the_tests_request_shows_its_example_as_another_tasks() -> None:
+    from services.coder_agent.prompts import enough_tests, tests_request
+
+    req = tests_request(["is_prime"])
+    assert "For another task" in req and req.rstrip().endswith("call only `is_prime`; do not define it.")
+    assert not enough_tests("assert f(1) == 2\nassert f(2) == 3", 2)  # the second line is not complete yet
+    assert enough_tests("# x\nassert f(1) == 2\n\nassert f(2) == 3\n", 2) and not enough_tests("assert f(1)\n", 0)
