@@ -182,6 +182,7 @@ class ModelServer:
             for event in choice.close():
                 await events.send(event)
             if choice.only_repeats():  # a call the conversation answered: once more, for an answer
+                choice.restart()
                 again = req.model_copy(update={"messages": tc.with_repeat_note(req.messages)})
                 greq = self.engine_request(again, i, seed + i, native=native, use_tools=use_tools)
                 greq.grammar = tc.NO_CALL_GRAMMAR
@@ -275,15 +276,15 @@ class _Choice:
         return self._events(self.parser.close()) if self.parser is not None else []
 
     def only_repeats(self) -> bool:
-        """The model wrote only calls the conversation already answered (then the parser
-        starts over for the second try)."""
-        if not self.repeats or self.calls or "".join(self.text).strip():
-            return False
+        """The model wrote only calls the conversation already answered."""
+        return bool(self.repeats) and not self.calls and not "".join(self.text).strip()
+
+    def restart(self) -> None:
+        """Start over for the second try: nothing held back, a fresh parser."""
         log.info("repeated call held back; asking for an answer", request_id=self.req.request_id,
                  calls=[c.name for c in self.repeats])
         self.answered, self.repeats, self.text = set(), [], []
         self.parser = tc.CallParser(self.req.tools)
-        return True
 
     def _events(self, pieces: list[tc.Piece]) -> list[GenerateEvent]:
         out = []
