@@ -226,9 +226,9 @@ class CallParser:
         self._buf += text
         if self._bare is None:
             head = self._buf.lstrip()
-            if not head or (BARE_FENCE.startswith(head) and len(head) < len(BARE_FENCE)):
+            if not head or any(t.startswith(head) and len(head) < len(t) for t in (BARE_FENCE, OPEN)):
                 return []  # not yet known
-            self._bare = head.startswith(("{", BARE_FENCE))
+            self._bare = head[_stray_open(head):].startswith(("{", BARE_FENCE))
         if self._bare:
             return []  # held to the end: close() decides
         out: list[Piece] = []
@@ -286,8 +286,10 @@ def bare_calls(text: str, tools: dict[str, ToolSpec]) -> list[Piece] | None:
     """The calls of an output that is only call-shaped JSON objects (one or more, or a list
     of them; a ```json fence around them allowed), each checked; None when it is anything
     else (then it is plain text). An object of the call's shape naming an unknown tool is
-    an invalid call, whose text stays what the model wrote."""
+    an invalid call, whose text stays what the model wrote. A stray start of the call tag
+    before the JSON (``<{"name": ...}``: the 1.5B under the Agents SDK) is no answer."""
     body = text.strip()
+    body = body[_stray_open(body):]
     if body.startswith(BARE_FENCE):
         body = body[len(BARE_FENCE):].removesuffix("```").strip()
     undoubled = _undoubled(body)
@@ -314,6 +316,11 @@ def bare_calls(text: str, tools: dict[str, ToolSpec]) -> list[Piece] | None:
     if any(p.invalid for p in pieces):  # not all calls: the output stays as written, flagged
         return [Piece(text=text, invalid=next(p.invalid for p in pieces if p.invalid))]
     return pieces
+
+
+def _stray_open(text: str) -> int:
+    """The length of a cut-off start of the call tag right before a ``{`` (``<{...}``)."""
+    return next((k for k in range(len(OPEN) - 1, 0, -1) if text.startswith(OPEN[:k] + "{")), 0)
 
 
 def _undoubled(text: str) -> Any:

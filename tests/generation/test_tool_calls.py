@@ -150,7 +150,8 @@ BARE = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 @pytest.mark.parametrize("output", [BARE, f"  {BARE}\n", f"```json\n{BARE}\n```",
                                     f'{BARE}\n{{"name": "multiply", "arguments": {{"a": 3, "b": 4}}}}',
                                     f'```json\n[{BARE}, {{"name": "multiply", "parameters": {{"a": 3, "b": 4}}}}]\n```',
-                                    "{" + BARE + "}"])  # doubled braces, as copied from a format string
+                                    "{" + BARE + "}",  # doubled braces, as copied from a format string
+                                    "<{" + BARE + "}", "<tool" + BARE])  # a cut-off tag before it (Agents SDK, 1.5B)
 def test_a_call_written_without_its_tags_is_read(output: str, cuts: list[int]) -> None:
     """What the Qwen2.5 0.5B writes under tool_choice auto (measured: bench/tool_calls.py)."""
     text, calls, invalid = run(splits(output, cuts))
@@ -165,6 +166,8 @@ def test_a_call_written_without_its_tags_is_read(output: str, cuts: list[int]) -
     "```python\nprint(1)\n```",
     '{"name": "get_weather", "arguments": {"city"',    # cut off
     '{{ a template }}',
+    "<b>bold</b>",
+    "<tool_call",
 ])
 def test_json_that_is_not_a_call_stays_text(output: str) -> None:
     assert run([output]) == (output, [], [])
