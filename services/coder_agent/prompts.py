@@ -54,13 +54,15 @@ def tests_request(names: list[str], defines: str = "") -> str:
     call = ", ".join(f"`{n}`" for n in names) if names else "the task's functions"
     known = f"\nThe solution defines:\n```python\n{defines.strip()}\n```" if defines.strip() else ""
     # Short: every prompt token costs about as much as a generated one on a CPU. The example
-    # is said to be another task's: shown bare, the 1.5B copied it as the tests of is_prime.
+    # is said to be another task's (shown bare, the 1.5B copied it as the tests of is_prime),
+    # with two rules (with one, it wrote fizzbuzz(1), fizzbuzz(2), ... and never 15).
     return (
         f"{TESTS_MARK} Write 3 to 6 tests instead, in one ```python block: one `assert call == expected` line "
         "per rule or special case the task states, on the smallest input that shows it, each under a comment "
-        "quoting the task's words it checks. For another task (\"returns the largest number\") one test would be:"
-        "\n```python\n# returns the largest number\nassert largest([3, 9, 2]) == 9\n```\n"
-        f"Now the tests of {call}: call only {call}; do not define it.{known}"
+        "quoting the task's words it checks. For another task (\"returns the largest number; None for an empty "
+        "list\") the tests would be:\n```python\n# returns the largest number\nassert largest([3, 9, 2]) == 9\n"
+        "# None for an empty list\nassert largest([]) == None\n```\n"
+        f"Now the tests of {call}, one rule each: call only {call}; do not define it.{known}"
     )
 
 

@@ -411,6 +411,6 @@ def test_the_tests_request_shows_its_example_as_another_tasks() -> None:
     from services.coder_agent.prompts import enough_tests, tests_request
 
     req = tests_request(["is_prime"])
-    assert "For another task" in req and req.rstrip().endswith("call only `is_prime`; do not define it.")
+    assert "For another task" in req and req.rstrip().endswith("one rule each: call only `is_prime`; do not define it.")
     assert not enough_tests("assert f(1) == 2\nassert f(2) == 3", 2)  # the second line is not complete yet
     assert enough_tests("# x\nassert f(1) == 2\n\nassert f(2) == 3\n", 2) and not enough_tests("assert f(1)\n", 0)
