@@ -25,8 +25,8 @@ from __future__ import annotations
 import ast
 import asyncio
 import zlib
-from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from services.coder_agent.candidates import Ask, CandidateWriter
 from services.coder_agent.checks import (
@@ -40,8 +40,8 @@ from services.coder_agent.model_tests import ModelTest, calls_any, parse_model_t
 from services.coder_agent.probes import MAX_PROBES, probe_calls
 from services.coder_agent.prompts import (
     STOP,
-    enough_tests,
     code_messages,
+    enough_tests,
     extract_code,
     repair_prompt,
     signatures,
