@@ -148,6 +148,36 @@ def parse_model_tests(block: str, task: str, names: list[str], limit: int = MAX_
         quote = comments.get(n, "")
         if not quote and n >= 2 and lines[n - 2].lstrip().startswith("#"):
             quote = comments.get(n - 1, "")
-        rule = bool(quote) and bool(subject) and quotes_task(quote, task) and expects_stated_values(src, subject, task)
+        quoted = bool(quote) and bool(subject) and quotes_task(quote, task)
+        rule = quoted and expects_stated_values(src, subject, task)
         out.append(ModelTest(source=src, quote=quote, rule=rule))
+        if quoted and not rule:
+            out += [ModelTest(source=d, quote=quote, rule=True) for d in stated_items(src, subject, task)]
     return list({t.source: t for t in out}.values())[:limit]
+
+
+def stated_items(stmt: str, names: set[str], task: str, most: int = 3) -> list[str]:
+    """Rule checks inside a model test that expects a list: ``assert fizzbuzz(15) == ['1',
+    ..., 'FizzBuzz']`` gives ``fizzbuzz(15)[14] == 'FizzBuzz'`` — one per distinct value the
+    task's text states (first place each), at most ``most``. The whole list holds values the
+    model worked out ('2', '4'), so agreement may drop it; these items restate the task, so
+    a mistake most samples share (no 'FizzBuzz') cannot outvote them."""
+    try:
+        node = ast.parse(stmt).body[0]
+    except (SyntaxError, IndexError):
+        return []
+    if not (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
+            and isinstance(node.test.ops[0], ast.Eq)):
+        return []
+    call, expected = node.test.left, node.test.comparators[0]
+    if not _calls_subject(call, names):
+        call, expected = expected, call
+    if not _calls_subject(call, names) or not isinstance(expected, ast.List | ast.Tuple):
+        return []
+    out: dict[object, str] = {}
+    for i, item in enumerate(expected.elts):
+        if not isinstance(item, ast.Constant) or isinstance(item.value, bool) or item.value is None:
+            continue
+        if item.value not in out and _stated(item.value, task):
+            out[item.value] = f"assert {ast.unparse(call)}[{i}] == {item.value!r}"
+    return list(out.values())[-most:]  # the last: the rarest rule usually shows latest (15: 'FizzBuzz')

@@ -266,6 +266,17 @@ async def test_a_check_from_the_tasks_rules_beats_a_mistake_most_candidates_shar
     assert "passes the only check the model wrote from the task's rules" in result.answer
 
 
+async def test_the_stated_items_of_a_list_the_model_expects_beat_a_shared_mistake() -> None:
+    # What the 1.5B writes for fizzbuzz: the whole list under the task's words. The list holds
+    # values it worked out itself ('2', '4'), so the vote drops it; its 'FizzBuzz' item stays.
+    full = "['1', '2', 'Fizz', '4', 'Buzz', 'Fizz', '7', '8', 'Fizz', 'Buzz', '11', 'Fizz', '13', '14', 'FizzBuzz']"
+    tests = f"```python\n# 'FizzBuzz' for multiples of both, the number itself otherwise\nassert fizzbuzz(15) == {full}\n```"
+    engine = scripted([FIZZ_SHARED_MISTAKE, FIZZ_SHARED_MISTAKE, FIZZ_SHARED_MISTAKE, FIZZ], tests)
+    result = await CodeSolver(engine, run_python, settings()).solve(job(text=FIZZ_TASK))
+    assert result.status == "done" and "i % 15" in (result.code or "")
+    assert "assert fizzbuzz(15)[14] == 'FizzBuzz'" in result.answer
+
+
 async def test_greedy_first_samples_only_while_the_evidence_does_not_decide() -> None:
     text = "Write add_1(a, b).\nassert add_1(1, 2) == 4"
     engine = scripted([ADD_1], "```python\nassert add_1(0, 0) == 1\n```")
