@@ -158,8 +158,8 @@ def parse_model_tests(block: str, task: str, names: list[str], limit: int = MAX_
 
 def stated_items(stmt: str, names: set[str], task: str, most: int = 3) -> list[str]:
     """Rule checks inside a model test that expects a list: ``assert fizzbuzz(15) == ['1',
-    ..., 'FizzBuzz']`` gives ``fizzbuzz(15)[14] == 'FizzBuzz'`` — one per distinct value the
-    task's text states (first place each), at most ``most``. The whole list holds values the
+    ..., 'FizzBuzz']`` gives ``fizzbuzz(15)[14] == 'FizzBuzz'`` — one per distinct string the
+    task's text states (first place each; not a numeral), the last ``most``. The whole list holds values the
     model worked out ('2', '4'), so agreement may drop it; these items restate the task, so
     a mistake most samples share (no 'FizzBuzz') cannot outvote them."""
     try:
@@ -178,6 +178,8 @@ def stated_items(stmt: str, names: set[str], task: str, most: int = 3) -> list[s
     for i, item in enumerate(expected.elts):
         if not isinstance(item, ast.Constant) or isinstance(item.value, bool) or item.value is None:
             continue
-        if item.value not in out and _stated(item.value, task):
+        # Words only: a numeral the task happens to hold ('1' of "1 to n") is no rule of it.
+        word = isinstance(item.value, str) and not item.value.strip().lstrip("-").isdigit()
+        if word and item.value not in out and _stated(item.value, task):
             out[item.value] = f"assert {ast.unparse(call)}[{i}] == {item.value!r}"
     return list(out.values())[-most:]  # the last: the rarest rule usually shows latest (15: 'FizzBuzz')

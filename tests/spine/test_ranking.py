@@ -178,6 +178,7 @@ def test_rule_checks_quote_the_task_and_expect_values_it_states() -> None:
     assert [(t.source, t.rule) for t in tests] == [
         ("assert fizzbuzz(15)[-1] == 'FizzBuzz'", True),
         ("assert fizzbuzz(3) == ['1', '2', 'Fizz']", False),  # '1' and '2' are worked out, not stated
+        ("assert fizzbuzz(3)[2] == 'Fizz'", True),  # but its 'Fizz' item is (a numeral never is)
         ("assert fizzbuzz(2) == ['1', '2']", False),
         ("assert fizzbuzz(5)[-1] == 'Buzz'", False),  # the quote is not the task's
         ("assert fizzbuzz(1) == ['1']", False)]
