@@ -195,6 +195,9 @@ class LlamaEngine:
             except Cancelled as e:
                 counts["cancelled"] += 1
                 span_error(span, e)
+                # What it made before the stop (a caller that had enough, an early-stopped sample).
+                span.set_attribute("gen_ai.usage.output_tokens", int(e.detail.get("output_tokens", 0)))
+                span.set_attribute("gen_ai.response.finish_reasons", ["cancelled"])
                 raise
             except DeadlineExceeded as e:
                 counts["timeouts"] += 1
