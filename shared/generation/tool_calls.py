@@ -241,7 +241,20 @@ class CallParser:
                 self._buf = self._buf[end + len(CLOSE):]
                 self._inside = False
                 continue
-            start = self._buf.find(OPEN)
+            start, fence = self._buf.find(OPEN), self._buf.find(BARE_FENCE)
+            if fence >= 0 and (start < 0 or fence < start):
+                # A ```json block after text is held until it closes: all calls, it is calls
+                # (the 1.5B under the Agents SDK wrote "...:\n```json\n{call}\n```"), else text.
+                end = self._buf.find("```", fence + len(BARE_FENCE))
+                lead = self._buf[:fence].rstrip()
+                if end < 0:
+                    if lead:
+                        out.append(Piece(text=lead))
+                        self._buf = self._buf[len(lead):]
+                    return out
+                out += self._fenced(lead, self._buf[len(lead):end + 3])
+                self._buf = self._buf[end + 3:]
+                continue
             if start >= 0:
                 if self._buf[:start].strip():  # whitespace before a call only separates
                     out.append(Piece(text=self._buf[:start].rstrip()))
@@ -264,12 +277,22 @@ class CallParser:
                 return found
             return self.feed(held) + self.close()
         rest, self._buf = self._buf, ""
+        if not self._inside and rest.lstrip().startswith(BARE_FENCE):  # a block never closed
+            return self._fenced("", rest)
         if self._inside:
             self._inside = False
             return [self._call(rest)] if rest.strip() else []
         if self.calls:  # trailing whitespace after calls is no answer
             return [Piece(text=rest.rstrip())] if rest.strip() else []
         return [Piece(text=rest)] if rest else []
+
+    def _fenced(self, lead: str, block: str) -> list[Piece]:
+        """Text ``lead`` then a ```json ``block``: its calls when it holds only calls."""
+        found = bare_calls(block, self.tools)
+        if found is not None and all(p.call is not None for p in found):
+            self.calls += len(found)
+            return ([Piece(text=lead)] if lead else []) + found
+        return [Piece(text=lead + block)]
 
     def _call(self, raw: str) -> Piece:
         found = check_call(raw, self.tools)
@@ -337,9 +360,10 @@ def _undoubled(text: str) -> Any:
 
 
 def _held(buf: str) -> int:
-    """How many trailing characters to hold: a prefix of the opening tag, and the
-    whitespace before it (it may only separate two calls)."""
-    keep = next((k for k in range(min(len(OPEN) - 1, len(buf)), 0, -1) if buf.endswith(OPEN[:k])), 0)
+    """How many trailing characters to hold: a prefix of the opening tag (or of a ```json
+    fence), and the whitespace before it (it may only separate two calls)."""
+    keep = max(next((k for k in range(min(len(tag) - 1, len(buf)), 0, -1) if buf.endswith(tag[:k])), 0)
+               for tag in (OPEN, BARE_FENCE))
     body = buf[: len(buf) - keep]
     return keep + (len(body) - len(body.rstrip()))
 

@@ -159,6 +159,22 @@ def test_a_call_written_without_its_tags_is_read(output: str, cuts: list[int]) -
     assert len(calls) == output.count('"name"')
 
 
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+@pytest.mark.parametrize("fence_end", ["\n```", "\n```\n", ""])
+def test_a_fenced_call_after_text_is_a_call(fence_end: str, cuts: list[int]) -> None:
+    """The 1.5B under the Agents SDK: a sentence, then the call in a ```json fence (closed or not)."""
+    text, calls, invalid = run(splits(f"Let me check the weather.\n\n```json\n{BARE}{fence_end}", cuts))
+    assert text == "Let me check the weather." and invalid == [] and [c.name for c in calls] == ["get_weather"]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+@pytest.mark.parametrize("output", ['Here it is:\n```json\n{"name": "Ada", "age": 36}\n```\nDone.',
+                                    "Use `x` and ``y``:\n```python\nprint(1)\n```",
+                                    'Try:\n```json\n{"name": "launch_rocket", "arguments": {}}\n``` then wait'])
+def test_a_fenced_block_after_text_that_is_not_only_calls_stays_text(output: str, cuts: list[int]) -> None:
+    assert run(splits(output, cuts)) == (output, [], [])
+
+
 @pytest.mark.parametrize("output", [
     '{"name": "Ada", "age": 36}',                      # JSON the user asked for, no call's shape
     '{"city": "Paris"} is the answer',                 # not only JSON
