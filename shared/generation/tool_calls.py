@@ -350,12 +350,14 @@ def _undoubled(text: str) -> Any:
     """The JSON of ``{{"name": ..., "arguments": {...}}}``, or None: models copy the doubled
     braces of format strings in their instructions (seen with the OpenAI Agents SDK on the
     Qwen2.5 1.5B). Only text that is not JSON as written is read so."""
-    while text.startswith("{{") and text.endswith("}}"):
-        text = text[1:-1]
-        try:
-            return json.loads(text)
-        except ValueError:
-            continue
+    while text.startswith("{{"):
+        # Both doubled, or only the opening one (`{{"name": ..., "arguments": {...}}`, seen too).
+        for inner in ([text[1:-1]] if text.endswith("}}") else []) + [text[1:]]:
+            try:
+                return json.loads(inner)
+            except ValueError:
+                continue
+        text = text[1:-1] if text.endswith("}}") else text[1:]
     return None
 
 
