@@ -168,7 +168,8 @@ class _Enough:
         if self.then is not None:
             await self.then(piece)
         if self.enough("".join(self.pieces)):
-            self.stopped = self.cancel() or True
+            self.stopped = True  # set first: the cancel's error is ours to turn into the result
+            self.cancel()
 
     def result(self, error: Cancelled, model: str, seconds: float) -> GenerationResult:
         text = "".join(self.pieces)  # what we saw: the engine may have made a token more
