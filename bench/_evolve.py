@@ -63,7 +63,9 @@ class Stack:
         return f"nats://127.0.0.1:{self.port}"
 
     def cli(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PY, "-m", "syndicate.cli", *args], env={**self.env, "SYNDICATE_NATS_URL": self.nats_url},
+        # No SYNDICATE_NATS_URL: the CLI finds the stack (URL and its own NATS password) in the
+        # state dir, as after `make run`; with the URL set it would connect without a password.
+        return subprocess.run([PY, "-m", "syndicate.cli", *args], env=self.env,
                               cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
     def up(self) -> None:
