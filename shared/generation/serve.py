@@ -24,6 +24,7 @@ from opentelemetry.trace import Status, StatusCode
 from shared import subjects
 from shared.bus import instance_id, to_error_info
 from shared.contracts import (
+    ChatTurn,
     ErrorReply,
     GenerateAccepted,
     GenerateCancel,
@@ -181,15 +182,17 @@ class ModelServer:
             results[i] = first = await engine.generate(greq, on_token)
             for event in choice.close():
                 await events.send(event)
-            if choice.only_repeats():  # a call the conversation answered: once more, for an answer
-                choice.restart()
-                again = req.model_copy(update={"messages": tc.with_repeat_note(req.messages)})
+            messages = choice.second_try()  # only calls that cannot be handed back: once more, for an answer
+            if messages is not None:
+                again = req.model_copy(update={"messages": messages})
                 greq = self.engine_request(again, i, seed + i, native=native, use_tools=use_tools)
                 greq.grammar = tc.NO_CALL_GRAMMAR
                 second = await engine.generate(greq, on_token)
                 results[i] = _added(first, second)
                 for event in choice.close():
                     await events.send(event)
+            for event in choice.release():
+                await events.send(event)
 
         if req.n == 1:
             await one(0)
@@ -265,6 +268,11 @@ class _Choice:
         # tool_calls.REPEAT_NOTE); forced calls are what the caller asked for.
         self.answered = tc.answered_calls(req.messages) if use_tools and req.tool_choice == "auto" else set()
         self.repeats: list[ToolCall] = []
+        # tool_choice auto: calls of tools the request does not offer are held back until the
+        # choice ends: alone, they get a second try (tool_calls.unknown_tool_note); beside an
+        # answer or a call, they are handed on as flagged text, as any other invalid call.
+        self.offered = {t.name for t in req.tools} if use_tools and req.tool_choice == "auto" else None
+        self.unknown: list[tc.Piece] = []
 
     def feed(self, piece: str) -> list[GenerateEvent]:
         if self.parser is None:
@@ -279,16 +287,42 @@ class _Choice:
         """The model wrote only calls the conversation already answered."""
         return bool(self.repeats) and not self.calls and not "".join(self.text).strip()
 
+    def only_unknown(self) -> bool:
+        """The model wrote only calls of tools the request does not offer."""
+        return bool(self.unknown) and not self.repeats and not self.calls and not "".join(self.text).strip()
+
+    def second_try(self) -> list[ChatTurn] | None:
+        """The conversation to ask once more (no call allowed) when the model wrote only calls
+        that cannot be handed back, or None. Starts the choice over when it returns one."""
+        if self.only_repeats():  # a call the conversation answered
+            messages = tc.with_repeat_note(self.req.messages)
+        elif self.only_unknown():  # a call of a tool nobody offered
+            names = [p.invalid.name for p in self.unknown if p.invalid is not None and p.invalid.name]
+            messages = tc.with_note(self.req.messages, tc.unknown_tool_note(names))
+        else:
+            return None
+        self.restart()
+        return messages
+
     def restart(self) -> None:
         """Start over for the second try: nothing held back, a fresh parser."""
-        log.info("repeated call held back; asking for an answer", request_id=self.req.request_id,
-                 calls=[c.name for c in self.repeats])
-        self.answered, self.repeats, self.text = set(), [], []
+        log.info("calls held back; asking for an answer", request_id=self.req.request_id,
+                 repeated=[c.name for c in self.repeats],
+                 unknown=[p.invalid.name for p in self.unknown if p.invalid is not None])
+        self.answered, self.repeats, self.text, self.unknown = set(), [], [], []
         self.parser = tc.CallParser(self.req.tools)
+
+    def release(self) -> list[GenerateEvent]:
+        """The held-back calls of unknown tools, handed on as flagged text (no second try)."""
+        held, self.unknown, self.offered = self.unknown, [], None
+        return self._events(held)
 
     def _events(self, pieces: list[tc.Piece]) -> list[GenerateEvent]:
         out = []
         for p in pieces:
+            if p.invalid is not None and self.offered is not None and p.invalid.name not in (None, *self.offered):
+                self.unknown.append(p)
+                continue
             if p.invalid is not None:
                 if self.required:  # the grammar should make this impossible; never pass it on
                     raise ToolCallInvalid(f"the model's call is not valid: {p.invalid.error}",

@@ -120,6 +120,15 @@ REPEAT_NOTE = ("The results above answer the calls made. Answer the user's quest
 NO_CALL_GRAMMAR = "root ::= [^{<`\\[] [^\\x00]*"  # any text that does not open a call or a fence
 
 
+# A call of a tool the request does not offer, and nothing else: the 0.5B does this where no
+# tool fits ("What is the capital of France?" -> a call of an invented `search`; measured:
+# bench/tool_calls.py, plain answers where none fits 4 of 8). Under `auto` the model is asked
+# once more with this note and no call allowed, so the client gets an answer, not a flag.
+def unknown_tool_note(names: list[str]) -> str:
+    listed = ", ".join(repr(n) for n in dict.fromkeys(names))
+    return f"There is no tool named {listed}. Answer the request directly in plain text; do not call a tool."
+
+
 def call_key(name: str, arguments: dict[str, Any]) -> str:
     return json.dumps([name, arguments], sort_keys=True, ensure_ascii=False)
 
@@ -140,9 +149,14 @@ def answered_calls(turns: list[ChatTurn]) -> set[str]:
 
 def with_repeat_note(turns: list[ChatTurn]) -> list[ChatTurn]:
     """The conversation with REPEAT_NOTE after its last tool result."""
-    last = max(i for i, t in enumerate(turns) if t.role == "tool")
+    return with_note(turns, REPEAT_NOTE, roles=("tool",))
+
+
+def with_note(turns: list[ChatTurn], note: str, roles: tuple[str, ...] = ("user", "tool")) -> list[ChatTurn]:
+    """The conversation with ``note`` after the content of its last turn of ``roles``."""
+    last = max(i for i, t in enumerate(turns) if t.role in roles)
     out = list(turns)
-    out[last] = turns[last].model_copy(update={"content": f"{turns[last].content}\n\n{REPEAT_NOTE}"})
+    out[last] = turns[last].model_copy(update={"content": f"{turns[last].content or ''}\n\n{note}".lstrip()})
     return out
 
 

@@ -142,6 +142,51 @@ async def test_a_broken_call_under_auto_is_a_flagged_plain_answer(nats_server: N
     assert "'city' is a required property" in choice.invalid_tool_calls[0].error
 
 
+INVENTED = '<tool_call>\n{"name": "search", "arguments": {"query": "capital of France"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_of_a_tool_nobody_offered_gets_a_second_try_for_an_answer(nats_server: NatsServer,
+                                                                               stream: bool) -> None:
+    """Where no tool fits, the 0.5B calls one it made up; under auto the client gets an answer."""
+    engine = ScriptedEngine([INVENTED, "The capital of France is Paris."], name="m")
+    async with serving(nats_server, engine) as (client, _):
+        gen = await client.start(ask(text="What is the capital of France?", tools=[WEATHER], stream=stream))
+        events = [e async for e in gen]
+    reply = events[-1].reply
+    assert reply is not None
+    choice = reply.choices[0]
+    assert (choice.text, choice.tool_calls, choice.invalid_tool_calls) == ("The capital of France is Paris.", [], [])
+    assert choice.finish_reason == "stop"
+    if stream:  # the invented call never reached the client, not even as text
+        assert "".join(e.text for e in events if e.type == "text") == "The capital of France is Paris."
+    first, second = engine.requests
+    assert first.grammar is None and second.grammar == tc.NO_CALL_GRAMMAR
+    assert tc.unknown_tool_note(["search"]) in second.messages[-1]["content"]
+    assert second.messages[-1]["content"].startswith("What is the capital of France?")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_unknown_tool_beside_an_answer_is_flagged_text_with_no_second_try(nats_server: NatsServer,
+                                                                                  stream: bool) -> None:
+    engine = ScriptedEngine([f"Paris, I think.\n{INVENTED}"], name="m")
+    async with serving(nats_server, engine) as (client, _):
+        gen = await client.start(ask(tools=[WEATHER], stream=stream))
+        events = [e async for e in gen]
+    choice = events[-1].reply.choices[0]  # type: ignore[union-attr]
+    assert len(engine.requests) == 1 and choice.tool_calls == []
+    assert choice.text.startswith("Paris, I think.") and '"name": "search"' in choice.text
+    assert "no tool named 'search'" in choice.invalid_tool_calls[0].error
+    if stream:
+        assert "".join(e.text for e in events if e.type == "text") == choice.text
+
+
+async def test_an_unknown_tool_under_required_is_never_a_call(nats_server: NatsServer) -> None:
+    async with serving(nats_server, ScriptedEngine([INVENTED], name="m")) as (client, _):
+        with pytest.raises(ToolCallInvalid):
+            await client.generate(ask(tools=[WEATHER], tool_choice="required"))
+
+
 async def test_a_required_call_that_is_broken_is_an_error_never_a_call(nats_server: NatsServer) -> None:
     async with serving(nats_server, ScriptedEngine(["I will not call anything."], name="m")) as (client, _):
         with pytest.raises((ToolCallInvalid, InvalidPayload)):
