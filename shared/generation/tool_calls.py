@@ -368,11 +368,20 @@ def _undoubled(text: str) -> Any:
         # Both doubled, or only the opening one (`{{"name": ..., "arguments": {...}}`, seen too).
         for inner in ([text[1:-1]] if text.endswith("}}") else []) + [text[1:]]:
             try:
-                return json.loads(inner)
+                return _loads_closed(inner)
             except ValueError:
                 continue
         text = text[1:-1] if text.endswith("}}") else text[1:]
     return None
+
+
+def _loads_closed(text: str) -> Any:
+    """The JSON value ``text`` starts with, when nothing but closing braces follow it (a
+    model that doubled the braces may write one too many: `{{"name": ..., {...}}}}`)."""
+    obj, end = json.JSONDecoder().raw_decode(text)
+    if text[end:].replace("}", "").strip():
+        raise ValueError("text after the JSON value")
+    return obj
 
 
 def _held(buf: str) -> int:

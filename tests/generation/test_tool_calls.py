@@ -151,8 +151,9 @@ BARE = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
                                     f'{BARE}\n{{"name": "multiply", "arguments": {{"a": 3, "b": 4}}}}',
                                     f'```json\n[{BARE}, {{"name": "multiply", "parameters": {{"a": 3, "b": 4}}}}]\n```',
                                     "{" + BARE + "}",  # doubled braces, as copied from a format string
-                                    "<{" + BARE + "}", "<tool" + BARE,
-                                    "{" + BARE])  # only the opening brace doubled (Agents SDK, 1.5B)  # a cut-off tag before it (Agents SDK, 1.5B)
+                                    "<{" + BARE + "}", "<tool" + BARE,  # a cut-off tag before it (Agents SDK, 1.5B)
+                                    "{" + BARE,  # only the opening brace doubled (Agents SDK, 1.5B)
+                                    "{" + BARE + "}}"])  # doubled, one closing brace too many (Agents SDK, 1.5B)
 def test_a_call_written_without_its_tags_is_read(output: str, cuts: list[int]) -> None:
     """What the Qwen2.5 0.5B writes under tool_choice auto (measured: bench/tool_calls.py)."""
     text, calls, invalid = run(splits(output, cuts))
