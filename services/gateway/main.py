@@ -32,6 +32,23 @@ from shared.service import ServiceRuntime
 from shared.telemetry import shutdown_tracing
 
 
+async def stop_task(task: asyncio.Future[Any], *, cancel: bool = True, wait_s: float = 1.0, tries: int = 10) -> bool:
+    """Cancel ``task`` (unless ``cancel`` is False) and wait for it, at most ``tries`` times
+    ``wait_s``; True when it ended. A cancel is sent again each time: nats-py's connect loop
+    (retrying for ever while NATS is down) can lose one that lands as an inner ``wait_for``
+    finishes (Python 3.11), and a bare ``await`` then waits for ever (a loaded CI machine hung
+    a gateway's shutdown for 300 s so). Whatever the task raised is dropped: it is stopping."""
+    for _ in range(tries):
+        if cancel:
+            task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=wait_s)
+        if done:
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it as never retrieved
+            return True
+    return False
+
+
 def create_gateway(settings: GatewaySettings | None = None) -> RequestCounter:
     """The gateway app, with its broker, metrics and task bridge (no global state)."""
     settings = settings or GatewaySettings()
@@ -68,12 +85,10 @@ def create_gateway(settings: GatewaySettings | None = None) -> RequestCounter:
             yield
         finally:
             runtime.state = "stopping"
-            connector.cancel()
-            with contextlib.suppress(BaseException):
-                await connector
+            if not await stop_task(connector):
+                log.warning("the bus connector did not stop; shutting down without it")
             await bridge.drain()
-            with contextlib.suppress(Exception):
-                await broker.stop()
+            await stop_task(asyncio.ensure_future(broker.stop()), cancel=False, wait_s=10.0, tries=1)
             shutdown_tracing()
 
     app = FastAPI(title="Agent Syndicate gateway", lifespan=lifespan, docs_url=None, redoc_url=None)

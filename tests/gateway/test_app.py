@@ -79,3 +79,27 @@ def test_metrics_page_without_the_bus_still_has_gateway_series(make_client) -> N
     text = client.get("/metrics").text
     assert 'syndicate_gateway_requests_total{code="503",endpoint="/v1/chat/completions"} 1.0' in text
     assert "syndicate_gateway_inflight_tasks 0.0" in text
+
+
+async def test_shutdown_stops_a_task_that_swallows_a_cancel() -> None:
+    """nats-py's connect loop can lose a cancel (an inner wait_for finishing as it lands, on
+    Python 3.11); the gateway's shutdown sends another instead of waiting for ever."""
+    import asyncio
+
+    from services.gateway.main import stop_task
+
+    swallowed = asyncio.Event()
+
+    async def connect_loop() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # lost, as in the race: the loop goes on retrying
+        await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(connect_loop())
+    await asyncio.sleep(0)
+    assert await stop_task(task, wait_s=0.05) and swallowed.is_set() and task.cancelled()
+    never = asyncio.ensure_future(asyncio.Event().wait())
+    assert not await stop_task(never, cancel=False, wait_s=0.01, tries=2)  # bounded, not cancelled
+    never.cancel()
