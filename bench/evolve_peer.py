@@ -9,9 +9,9 @@ LLM samples; both final programs judged on the same held-out test instances.
   except: the model endpoint (the stack's gateway serving the coder's model as an OpenAI
   model, ``/v1/chat/completions`` with model = the roster name), the budget
   (``max_iterations`` = N), the request timeout (its default 60 s is shorter than one
-  CPU generation), the task text as its system message (what its users write there),
-  and full rewrites when ``--openevolve-diffs off`` (its users' fix when small models
-  fail the diff format, issue #241). Its evaluator calls the same scorer as ours (a
+  CPU generation), the task text and the spec's hints as its system message (what its
+  users write there), and full rewrites when ``--openevolve-diffs off`` (its users' fix
+  when small models fail the diff format, issue #241). Its evaluator calls the same scorer as ours (a
   subprocess of the box's interpreter): stage 1 the quick instance, stage 2 the five
   training instances; ``combined_score`` = L1 bound / bins used (same order as ours).
 
@@ -53,6 +53,7 @@ from openevolve.evaluation_result import EvaluationResult
 SCORER = {scorer!r}
 PARAMS = {params!r}
 PYTHON = {python!r}
+FAILURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "failures.jsonl")
 
 
 def _run(program_path, stage):
@@ -68,6 +69,9 @@ def _run(program_path, stage):
             return EvaluationResult(metrics={{"combined_score": 0.0, "error": 1.0}}, artifacts={{"stderr": "timeout"}})
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines or not lines[-1].startswith("{{"):
+        why = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        with open(FAILURES, "a") as f:  # for the bench's report: what OpenEvolve's candidates died of
+            f.write(json.dumps({{"stage": stage, "error": why[-1][:200]}}) + "\n")
         return EvaluationResult(metrics={{"combined_score": 0.0, "error": 1.0}},
                                 artifacts={{"stderr": (proc.stderr or proc.stdout)[-2000:]}})
     m = json.loads(lines[-1])["metrics"]
@@ -88,6 +92,13 @@ def evaluate(program_path):
 '''
 
 
+def system_message(task: str, hints: list[str]) -> str:
+    """OpenEvolve's system message with what our prompts carry: the task, and the spec's
+    hints as ideas (ours show one per prompt; OpenEvolve's users list them here)."""
+    text = OPENEVOLVE_SYSTEM + "\n\n" + textwrap.dedent(task).strip()
+    return text + "".join(["\n\nIdeas to try:"] + [f"\n- {h}" for h in hints] if hints else [])
+
+
 def initial_program(seed: str, function: str) -> str:
     """The seed with OpenEvolve's EVOLVE-BLOCK markers around the evolved function."""
     lines = seed.rstrip().splitlines()
@@ -105,7 +116,7 @@ def openevolve_arm(stack: Stack, spec_path: Path, samples: int, seed: int, diffs
         "max_iterations": samples, "random_seed": seed, "diff_based_evolution": diffs,
         "llm": {"api_base": f"http://127.0.0.1:{stack.gateway_port}/v1", "api_key": "none",
                 "models": [{"name": model, "weight": 1.0}], "timeout": 1800},
-        "prompt": {"system_message": OPENEVOLVE_SYSTEM + "\n\n" + textwrap.dedent(spec.task).strip()},
+        "prompt": {"system_message": system_message(spec.task, spec.hints)},
     }
     (work / "config.yaml").write_text(json.dumps(config))  # YAML is a superset of JSON
     out_dir = work / "output"
@@ -120,6 +131,9 @@ def openevolve_arm(stack: Stack, spec_path: Path, samples: int, seed: int, diffs
     scores = [float(m) for m in re.findall(r"Metrics: combined_score=([0-9.]+)", logs)]
     errors = re.findall(r"Iteration \d+ error: (.*)", logs)
     valid = sum(s > 0 for s in scores)
+    failures_path = work / "failures.jsonl"
+    failed = [json.loads(ln)["error"] for ln in failures_path.read_text().splitlines()] if failures_path.exists() else []
+    kinds = [f.split(":")[0][:80] for f in failed]  # "TypeError", "priority(item, bins) must return one number per bin"
     best_path = out_dir / "best" / "best_program.py"
     best = best_path.read_text() if best_path.exists() else None
     hours = wall / 3600
@@ -128,6 +142,7 @@ def openevolve_arm(stack: Stack, spec_path: Path, samples: int, seed: int, diffs
         "valid": valid, "valid_fraction": round(valid / max(1, len(scores) + len(errors)), 4),
         "samples_per_hour": round((len(scores) + len(errors)) / hours, 1), "valid_per_hour": round(valid / hours, 1),
         "errors": {e[:60]: errors.count(e) for e in set(errors)}, "best_program": best,
+        "evaluation_failures": {k: kinds.count(k) for k in sorted(set(kinds))},
         "best_train_ratio": max(scores, default=None), "stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
     }
 
@@ -192,7 +207,9 @@ def main() -> None:
     if ours.get("test_excess_pct") is not None and peer.get("test_excess_pct") is not None:
         result["lower_test_excess_than_openevolve"] = ours["test_excess_pct"] < peer["test_excess_pct"]
     if ours.get("valid_per_hour") is not None and peer.get("valid_per_hour") is not None:
-        result["valid_per_hour_ratio"] = round(ours["valid_per_hour"] / max(peer["valid_per_hour"], 1e-9), 2)
+        # None when OpenEvolve scored nothing valid: a ratio to zero says nothing more
+        result["valid_per_hour_ratio"] = (round(ours["valid_per_hour"] / peer["valid_per_hour"], 2)
+                                          if peer["valid_per_hour"] else None)
     emit({k: {kk: vv for kk, vv in v.items() if kk != "best_program"} if isinstance(v, dict) else v
           for k, v in result.items()})
 
