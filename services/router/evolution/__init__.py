@@ -1,7 +1,8 @@
 """Evolution runs owned by the router (task kind ``evolve``).
 
 Mode "islands" (the default, steady state):
-- ``engine``: ``IslandEngine``, the asynchronous loop over ports (testable without NATS).
+- ``engine``: ``IslandEngine``, the asynchronous loop over ports (testable without NATS);
+  ``judging`` its scoring half (cascade, validation, the test stage).
 - ``database``: FunSearch's islands of behaviour clusters, prompt versions, migration.
 - ``program``: the evolved function cut out of an answer and put back into the seed.
 - ``prompt``: the versioned prompt a coder-agent gets.
