@@ -71,7 +71,7 @@ def _run(program_path, stage):
     if proc.returncode != 0 or not lines or not lines[-1].startswith("{{"):
         why = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
         with open(FAILURES, "a") as f:  # for the bench's report: what OpenEvolve's candidates died of
-            f.write(json.dumps({{"stage": stage, "error": why[-1][:200]}}) + "\n")
+            f.write(json.dumps({{"stage": stage, "error": why[-1][:200]}}) + "\\n")
         return EvaluationResult(metrics={{"combined_score": 0.0, "error": 1.0}},
                                 artifacts={{"stderr": (proc.stderr or proc.stdout)[-2000:]}})
     m = json.loads(lines[-1])["metrics"]
