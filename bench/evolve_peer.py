@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ def system_message(task: str, hints: list[str]) -> str:
     """OpenEvolve's system message with what our prompts carry: the task, and the spec's
     hints as ideas (ours show one per prompt; OpenEvolve's users list them here)."""
     text = OPENEVOLVE_SYSTEM + "\n\n" + textwrap.dedent(task).strip()
-    return text + "".join(["\n\nIdeas to try:"] + [f"\n- {h}" for h in hints] if hints else [])
+    if hints:
+        text += "\n\nIdeas to try:" + "".join(f"\n- {h}" for h in hints)
+    return text
 
 
 def initial_program(seed: str, function: str) -> str:
@@ -142,7 +145,7 @@ def openevolve_arm(stack: Stack, spec_path: Path, samples: int, seed: int, diffs
         "valid": valid, "valid_fraction": round(valid / max(1, len(scores) + len(errors)), 4),
         "samples_per_hour": round((len(scores) + len(errors)) / hours, 1), "valid_per_hour": round(valid / hours, 1),
         "errors": {e[:60]: errors.count(e) for e in set(errors)}, "best_program": best,
-        "evaluation_failures": {k: kinds.count(k) for k in sorted(set(kinds))},
+        "evaluation_failures": dict(sorted(Counter(kinds).items())),
         "best_train_ratio": max(scores, default=None), "stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
     }
 
